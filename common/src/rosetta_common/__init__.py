@@ -1,0 +1,26 @@
+"""rosetta-common: what both frameworks share (NumPy only)."""
+
+from rosetta_common.canonical import FORMAT_VERSION, WeightFormatError, check_tensors, expected_shapes
+from rosetta_common.config import ACTIVATIONS, EncoderConfig
+from rosetta_common.inputs import InputError, check_padding_mask, check_token_ids
+from rosetta_common.io import load_canonical, read_metadata, save_canonical, write_atomically
+from rosetta_common.oracle import encoder_forward
+from rosetta_common.positional import sinusoidal_table
+
+__all__ = [
+    "ACTIVATIONS",
+    "FORMAT_VERSION",
+    "EncoderConfig",
+    "InputError",
+    "check_padding_mask",
+    "check_token_ids",
+    "WeightFormatError",
+    "check_tensors",
+    "encoder_forward",
+    "expected_shapes",
+    "load_canonical",
+    "read_metadata",
+    "save_canonical",
+    "sinusoidal_table",
+    "write_atomically",
+]

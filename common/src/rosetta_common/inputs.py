@@ -1,0 +1,42 @@
+"""Input checks shared by both frameworks, so a bad call fails the same way, with the same words, in each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rosetta_common.config import EncoderConfig
+
+
+class InputError(ValueError):
+    """The arguments of an encoder call are invalid (bad token ids, shapes or dtypes)."""
+
+
+def check_token_ids(
+    config: EncoderConfig, shape: Sequence[int], dtype_name: str, is_integer: bool, id_min: int, id_max: int
+) -> None:
+    """Check token ids described by their shape, dtype and extreme values (taken by the caller).
+
+    `id_min` / `id_max` are ignored when the array is empty or not of an integer dtype.
+    """
+    shape = tuple(shape)
+    if not is_integer:
+        raise InputError(f"token_ids must be an integer array, got dtype {dtype_name}")
+    if len(shape) != 2:
+        raise InputError(f"token_ids must have shape [batch, seq], got shape {shape}")
+    if shape[0] == 0:
+        raise InputError(f"token_ids has an empty batch (shape {shape})")
+    if shape[1] == 0:
+        raise InputError(f"token_ids has sequence length 0 (shape {shape})")
+    if shape[1] > config.max_len:
+        raise InputError(f"sequence length {shape[1]} exceeds max_len {config.max_len}")
+    if id_min < 0 or id_max >= config.vocab_size:
+        bad = id_min if id_min < 0 else id_max
+        raise InputError(f"token id {bad} is out of range [0, vocab_size={config.vocab_size})")
+
+
+def check_padding_mask(ids_shape: Sequence[int], shape: Sequence[int], dtype_name: str, is_bool: bool) -> None:
+    """Check a padding mask: bool (True = padding), the same shape as the token ids."""
+    if tuple(shape) != tuple(ids_shape):
+        raise InputError(f"padding_mask shape {tuple(shape)} does not match token_ids shape {tuple(ids_shape)}")
+    if not is_bool:
+        raise InputError(f"padding_mask must be bool (True = padding), got dtype {dtype_name}")

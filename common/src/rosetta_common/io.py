@@ -1,0 +1,99 @@
+"""Reading and writing canonical safetensors files (config and format version in the metadata)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
+
+from rosetta_common.canonical import FORMAT_VERSION, WeightFormatError, check_tensors, expected_shapes
+from rosetta_common.config import EncoderConfig
+
+CONFIG_KEY = "rosetta.config"
+VERSION_KEY = "rosetta.format_version"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it into place.
+
+    An interrupted write never leaves a half-written file at `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_canonical(
+    path: str | os.PathLike,
+    config: EncoderConfig,
+    tensors: Mapping[str, np.ndarray],
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Check `tensors` against `config` and write them, atomically, as a rosetta safetensors file."""
+    check_tensors(config, tensors)
+    metadata = {CONFIG_KEY: config.to_json(), VERSION_KEY: FORMAT_VERSION, **(extra_metadata or {})}
+    ordered = {name: np.ascontiguousarray(tensors[name]) for name in expected_shapes(config)}
+    payload = save(ordered, metadata=metadata)
+    return write_atomically(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file, raising WeightFormatError for a missing, pickled or corrupt file."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise WeightFormatError(
+            f"{path}: refusing to unpickle a '{path.suffix}' file. Re-save it as safetensors, e.g. "
+            "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`."
+        )
+    if not path.is_file():
+        raise WeightFormatError(f"{path}: no such file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?): {err}") from err
+
+
+def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
+    """Read a rosetta safetensors file; check config, names, shapes, dtypes and values before returning."""
+    metadata = read_metadata(path)
+    if CONFIG_KEY not in metadata:
+        raise WeightFormatError(
+            f"{path}: not a rosetta weight file (its metadata has no '{CONFIG_KEY}'); "
+            "convert it with `rosetta convert` first"
+        )
+    if metadata.get(VERSION_KEY) != FORMAT_VERSION:
+        raise WeightFormatError(
+            f"{path}: format version {metadata.get(VERSION_KEY)!r}, this rosetta reads {FORMAT_VERSION!r}"
+        )
+    try:
+        config = EncoderConfig.from_json(metadata[CONFIG_KEY])
+    except (TypeError, ValueError) as err:
+        raise WeightFormatError(f"{path}: the stored config is invalid: {err}") from err
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?): {err}") from err
+    check_tensors(config, tensors, source=str(path))
+    return config, tensors

@@ -1,0 +1,22 @@
+"""rosetta-torch: the Transformer encoder in PyTorch."""
+
+from rosetta_torch.attention import MultiHeadSelfAttention, attention_bias
+from rosetta_torch.convert import from_canonical, load, save, to_canonical
+from rosetta_torch.embedding import PositionalEncoding, TokenEmbedding
+from rosetta_torch.encoder import Encoder
+from rosetta_torch.feedforward import FeedForward
+from rosetta_torch.layer import EncoderLayer
+
+__all__ = [
+    "Encoder",
+    "EncoderLayer",
+    "FeedForward",
+    "MultiHeadSelfAttention",
+    "PositionalEncoding",
+    "TokenEmbedding",
+    "attention_bias",
+    "from_canonical",
+    "load",
+    "save",
+    "to_canonical",
+]

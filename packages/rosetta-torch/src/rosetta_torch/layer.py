@@ -1,0 +1,37 @@
+"""One encoder layer: attention and feed-forward sub-layers, each with dropout, residual and LayerNorm."""
+
+from __future__ import annotations
+
+import torch
+from rosetta_common import EncoderConfig
+from torch import nn
+
+from rosetta_torch.attention import MultiHeadSelfAttention
+from rosetta_torch.feedforward import FeedForward
+
+
+class EncoderLayer(nn.Module):
+    """x `[B, S, D]`, attention bias `[B, 1, 1, S]` -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device=None) -> None:
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.attn = MultiHeadSelfAttention(config, dtype=dtype, device=device)
+        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype, device=device)
+        self.ffn = FeedForward(config, dtype=dtype, device=device)
+        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype, device=device)
+        self.dropout1 = nn.Dropout(config.dropout)
+        self.dropout2 = nn.Dropout(config.dropout)
+
+    def attention_block(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.dropout1(self.attn(self.norm1(x), bias))
+        return self.norm1(x + self.dropout1(self.attn(x, bias)))
+
+    def feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.dropout2(self.ffn(self.norm2(x)))
+        return self.norm2(x + self.dropout2(self.ffn(x)))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.feed_forward_block(self.attention_block(x, bias))
