@@ -1,0 +1,65 @@
+"""rosetta_flax <-> canonical weights: a name-mapping table plus per-key transforms, and safetensors I/O."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
+
+from rosetta_flax.encoder import Encoder
+
+# Canonical name piece -> rosetta_flax name piece. Flax kernels are already [in, out] and LayerNorm params are
+# already scale / bias, so every per-key transform is the identity.
+NAME_TABLE: tuple[tuple[str, str], ...] = (
+    ("ffn.in.", "ffn.up."),
+    ("ffn.out.", "ffn.down."),
+)
+
+
+def flax_name(canonical_name: str) -> str:
+    name = canonical_name
+    for canonical_piece, flax_piece in NAME_TABLE:
+        name = name.replace(canonical_piece, flax_piece)
+    return name
+
+
+def _params_by_name(model: Encoder) -> dict[str, nnx.Variable]:
+    return {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
+    """The model's parameters as canonical NumPy arrays (in the model's dtype)."""
+    params = _params_by_name(model)
+    return {name: np.asarray(jax.device_get(params[flax_name(name)][...])) for name in expected_shapes(model.config)}
+
+
+def from_canonical(
+    config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, rngs: nnx.Rngs | None = None
+) -> Encoder:
+    """Build an Encoder holding exactly `tensors`; the model takes their dtype (float64 needs JAX x64).
+
+    `rngs` seeds dropout (default `nnx.Rngs(0)`).
+    """
+    dtype = check_tensors(config, tensors)
+    model = Encoder(config, dtype=dtype, rngs=rngs or nnx.Rngs(0))
+    params = _params_by_name(model)
+    for name, value in tensors.items():
+        params[flax_name(name)].set_value(jnp.asarray(value, dtype=dtype))
+    return model
+
+
+def save(model: Encoder, path: str | os.PathLike) -> Path:
+    """Write the model as a canonical safetensors file (atomically)."""
+    return save_canonical(path, model.config, to_canonical(model))
+
+
+def load(path: str | os.PathLike, *, rngs: nnx.Rngs | None = None) -> Encoder:
+    """Read a canonical safetensors file (checked before anything is built) into an Encoder."""
+    config, tensors = load_canonical(path)
+    return from_canonical(config, tensors, rngs=rngs)

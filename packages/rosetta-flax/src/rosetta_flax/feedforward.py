@@ -1,0 +1,27 @@
+"""Position-wise feed-forward network: d_model -> d_ff -> d_model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from rosetta_common import EncoderConfig
+
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # jax's default is the tanh approximation
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+
+class FeedForward(nnx.Module):
+    """x `[B, S, D]` -> `[B, S, D]`: up-projection, activation, dropout, down-projection."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.up = nnx.Linear(config.d_model, config.d_ff, param_dtype=dtype, rngs=rngs)
+        self.down = nnx.Linear(config.d_ff, config.d_model, param_dtype=dtype, rngs=rngs)
+        self.activation = ACTIVATIONS[config.activation]
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(self.dropout(self.activation(self.up(x))))
