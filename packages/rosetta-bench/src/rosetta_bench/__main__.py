@@ -1,0 +1,5 @@
+import sys
+
+from rosetta_bench.cli import main
+
+sys.exit(main())

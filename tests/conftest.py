@@ -1,0 +1,56 @@
+"""Shared fixtures: the device under test (`--device=cpu|cuda`), the stored vectors, x64 JAX.
+
+On CUDA, parity runs with TF32 off in both frameworks (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import pytest
+import torch
+from rosetta_common.vectors import CASES, Vector, load_vector
+
+jax.config.update("jax_enable_x64", True)
+
+VECTORS_DIR = Path(__file__).resolve().parents[1] / "common" / "vectors"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", choices=["cpu", "cuda"], help="device to run both frameworks on")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--device") != "cuda":
+        skip = pytest.mark.skip(reason="GPU test: run with --device=cuda on a machine with a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+        return
+    reason = None
+    if not torch.cuda.is_available():
+        reason = "--device=cuda but torch sees no CUDA GPU"
+    elif not any(d.platform == "gpu" for d in jax.devices()):
+        reason = "--device=cuda but JAX sees no GPU (is a CUDA jaxlib installed?)"
+    if reason:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """'cpu' or 'cuda'; on CUDA, TF32 is off in torch and JAX matmuls run at full precision."""
+    name = request.config.getoption("--device")
+    if name == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        jax.config.update("jax_default_matmul_precision", "highest")
+        jax.config.update("jax_default_device", jax.devices("gpu")[0])
+    return name
+
+
+@pytest.fixture(scope="session", params=[case.name for case in CASES])
+def vector(request: pytest.FixtureRequest) -> Vector:
+    """Each stored common test vector in turn."""
+    return load_vector(VECTORS_DIR / f"{request.param}.safetensors")
