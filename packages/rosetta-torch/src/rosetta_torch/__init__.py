@@ -5,6 +5,7 @@ from rosetta_torch.convert import from_canonical, load, save, to_canonical
 from rosetta_torch.embedding import PositionalEncoding, TokenEmbedding
 from rosetta_torch.encoder import Encoder
 from rosetta_torch.feedforward import FeedForward
+from rosetta_torch.interop import from_torch_modules, to_torch_modules, torch_modules_to_canonical
 from rosetta_torch.layer import EncoderLayer
 
 __all__ = [
@@ -16,7 +17,10 @@ __all__ = [
     "TokenEmbedding",
     "attention_bias",
     "from_canonical",
+    "from_torch_modules",
     "load",
     "save",
     "to_canonical",
+    "to_torch_modules",
+    "torch_modules_to_canonical",
 ]

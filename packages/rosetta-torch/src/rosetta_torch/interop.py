@@ -1,0 +1,155 @@
+"""Import and export `torch.nn.Embedding` + `torch.nn.TransformerEncoder` pairs.
+
+`from_torch_modules(config, embedding, encoder)` returns an Encoder whose output equals
+`encoder(embedding(ids) * sqrt(d) + PE, src_key_padding_mask=mask)` (no scaling when `scale_embedding` is off)
+on non-padded positions; `to_torch_modules(model)` goes the other way. Settings rosetta cannot represent
+(no bias, custom activations, separate key/value sizes, a max_norm embedding...) raise ValueError, never a
+silent wrong conversion.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rosetta_common import EncoderConfig
+from torch import nn
+
+from rosetta_torch.convert import from_canonical, to_canonical
+from rosetta_torch.encoder import Encoder
+
+
+def _activation_name(layer: nn.TransformerEncoderLayer) -> str | None:
+    """The activation of a TransformerEncoderLayer as a rosetta name, or None when rosetta has no equivalent."""
+    activation = layer.activation
+    if activation is F.relu or isinstance(activation, nn.ReLU):
+        return "relu"
+    if activation is F.gelu:
+        return "gelu"
+    if isinstance(activation, nn.GELU):
+        return {"none": "gelu", "tanh": "gelu_tanh"}[activation.approximate]
+    if isinstance(activation, functools.partial) and activation.func is F.gelu and not activation.args:
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(activation.keywords.get("approximate", "none"))
+    return None
+
+
+def _check_modules(config: EncoderConfig, embedding: nn.Embedding, encoder: nn.TransformerEncoder) -> None:
+    """Raise one ValueError listing every way the modules differ from `config` or from what rosetta supports."""
+    problems: list[str] = []
+
+    def expect(what: str, found, wanted) -> None:
+        if found != wanted:
+            problems.append(f"{what} is {found!r}, config says {wanted!r}")
+
+    expect("embedding.num_embeddings", embedding.num_embeddings, config.vocab_size)
+    expect("embedding.embedding_dim", embedding.embedding_dim, config.d_model)
+    expect("embedding.padding_idx", embedding.padding_idx, config.padding_idx)
+    if embedding.max_norm is not None:
+        problems.append("embedding.max_norm is set (rosetta embeddings never renormalise rows): unsupported")
+    expect("number of encoder layers", len(encoder.layers), config.n_layers)
+    expect("encoder.norm present", encoder.norm is not None, config.has_final_norm)
+    if encoder.norm is not None:
+        expect("encoder.norm.eps", encoder.norm.eps, config.layer_norm_eps)
+        if not encoder.norm.elementwise_affine or encoder.norm.bias is None:
+            problems.append("encoder.norm has no affine scale/bias: unsupported")
+    for i, layer in enumerate(encoder.layers):
+        attn = layer.self_attn
+        expect(f"layers.{i}.self_attn.embed_dim", attn.embed_dim, config.d_model)
+        expect(f"layers.{i}.self_attn.num_heads", attn.num_heads, config.n_heads)
+        expect(f"layers.{i}.linear1.out_features", layer.linear1.out_features, config.d_ff)
+        expect(f"layers.{i}.norm_first", layer.norm_first, config.norm_first)
+        expect(f"layers.{i}.norm1.eps", layer.norm1.eps, config.layer_norm_eps)
+        expect(f"layers.{i}.norm2.eps", layer.norm2.eps, config.layer_norm_eps)
+        activation = _activation_name(layer)
+        if activation is None:
+            problems.append(f"layers.{i}.activation {layer.activation!r} is not relu, gelu or tanh-gelu: unsupported")
+        else:
+            expect(f"layers.{i}.activation", activation, config.activation)
+        if not attn._qkv_same_embed_dim:
+            problems.append(f"layers.{i}.self_attn has separate kdim/vdim: unsupported")
+        if attn.in_proj_bias is None or layer.linear1.bias is None or layer.norm1.bias is None:
+            problems.append(f"layers.{i} was built with bias=False: unsupported (rosetta layers have biases)")
+        if attn.bias_k is not None or attn.add_zero_attn:
+            problems.append(f"layers.{i}.self_attn uses add_bias_kv / add_zero_attn: unsupported")
+    if problems:
+        raise ValueError("cannot import these torch modules into rosetta:\n  - " + "\n  - ".join(problems))
+
+
+def torch_modules_to_canonical(
+    config: EncoderConfig, embedding: nn.Embedding, encoder: nn.TransformerEncoder
+) -> dict[str, np.ndarray]:
+    """Canonical tensors from an Embedding + TransformerEncoder (checked against `config` first)."""
+    _check_modules(config, embedding, encoder)
+
+    def array(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy()
+
+    tensors = {"embedding.weight": array(embedding.weight)}
+    for i, layer in enumerate(encoder.layers):
+        prefix = f"layers.{i}."
+        q, k, v = layer.self_attn.in_proj_weight.chunk(3)  # fused [3d, d], each [out, in]
+        q_bias, k_bias, v_bias = layer.self_attn.in_proj_bias.chunk(3)
+        linears = {"attn.q": (q, q_bias), "attn.k": (k, k_bias), "attn.v": (v, v_bias),
+                   "attn.out": (layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
+                   "ffn.in": (layer.linear1.weight, layer.linear1.bias),
+                   "ffn.out": (layer.linear2.weight, layer.linear2.bias)}
+        for name, (weight, bias) in linears.items():
+            tensors[f"{prefix}{name}.kernel"] = np.ascontiguousarray(array(weight).T)
+            tensors[f"{prefix}{name}.bias"] = array(bias)
+        for name in ("norm1", "norm2"):
+            norm = getattr(layer, name)
+            tensors[f"{prefix}{name}.scale"], tensors[f"{prefix}{name}.bias"] = array(norm.weight), array(norm.bias)
+    if encoder.norm is not None:
+        tensors["final_norm.scale"], tensors["final_norm.bias"] = array(encoder.norm.weight), array(encoder.norm.bias)
+    return tensors
+
+
+def from_torch_modules(config: EncoderConfig, embedding: nn.Embedding, encoder: nn.TransformerEncoder) -> Encoder:
+    """A rosetta Encoder with the weights of `embedding` + `encoder` (any norm_first, batch_first or not)."""
+    return from_canonical(config, torch_modules_to_canonical(config, embedding, encoder))
+
+
+def to_torch_modules(
+    model: Encoder, *, batch_first: bool = True, enable_nested_tensor: bool = False
+) -> tuple[nn.Embedding, nn.TransformerEncoder]:
+    """An Embedding + TransformerEncoder holding the model's weights, in its dtype, on the CPU.
+
+    `enable_nested_tensor=True` lets torch's inference fast path skip padded positions (their outputs are
+    then zeros instead of the computed values).
+    """
+    config, tensors = model.config, to_canonical(model)
+    dtype = model.embedding.weight.dtype
+    activation = {"relu": "relu", "gelu": "gelu", "gelu_tanh": nn.GELU(approximate="tanh")}[config.activation]
+    layer = nn.TransformerEncoderLayer(
+        config.d_model, config.n_heads, config.d_ff, dropout=config.dropout, activation=activation,
+        layer_norm_eps=config.layer_norm_eps, batch_first=batch_first, norm_first=config.norm_first, dtype=dtype,
+    )
+    final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype) if config.has_final_norm else None
+    encoder = nn.TransformerEncoder(
+        layer, config.n_layers, norm=final_norm, enable_nested_tensor=enable_nested_tensor and not config.norm_first
+    )
+    embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.padding_idx, dtype=dtype)
+
+    def tensor(name: str, transpose: bool = False) -> torch.Tensor:
+        value = tensors[name].T if transpose else tensors[name]
+        return torch.from_numpy(np.ascontiguousarray(value))
+
+    state = {"embedding.weight": tensor("embedding.weight")}
+    for i in range(config.n_layers):
+        canonical, torch_prefix = f"layers.{i}.", f"encoder.layers.{i}."
+        state[f"{torch_prefix}self_attn.in_proj_weight"] = torch.cat(
+            [tensor(f"{canonical}attn.{p}.kernel", transpose=True) for p in "qkv"])
+        state[f"{torch_prefix}self_attn.in_proj_bias"] = torch.cat([tensor(f"{canonical}attn.{p}.bias") for p in "qkv"])
+        for torch_name, name in (("self_attn.out_proj", "attn.out"), ("linear1", "ffn.in"), ("linear2", "ffn.out")):
+            state[f"{torch_prefix}{torch_name}.weight"] = tensor(f"{canonical}{name}.kernel", transpose=True)
+            state[f"{torch_prefix}{torch_name}.bias"] = tensor(f"{canonical}{name}.bias")
+        for norm in ("norm1", "norm2"):
+            state[f"{torch_prefix}{norm}.weight"] = tensor(f"{canonical}{norm}.scale")
+            state[f"{torch_prefix}{norm}.bias"] = tensor(f"{canonical}{norm}.bias")
+    if final_norm is not None:
+        state["encoder.norm.weight"], state["encoder.norm.bias"] = tensor("final_norm.scale"), tensor("final_norm.bias")
+    pair = nn.ModuleDict({"embedding": embedding, "encoder": encoder})
+    pair.load_state_dict(state, strict=True)
+    return embedding, encoder
