@@ -1,6 +1,6 @@
 """rosetta-common: what both frameworks share (NumPy only)."""
 
-from rosetta_common.canonical import FORMAT_VERSION, WeightFormatError, check_tensors, expected_shapes
+from rosetta_common.canonical import FORMAT_VERSION, WeightFormatError, check_named_tensors, check_tensors, expected_shapes
 from rosetta_common.config import ACTIVATIONS, EncoderConfig
 from rosetta_common.inputs import InputError, check_padding_mask, check_token_ids
 from rosetta_common.io import load_canonical, read_metadata, save_canonical, write_atomically
@@ -15,6 +15,7 @@ __all__ = [
     "check_padding_mask",
     "check_token_ids",
     "WeightFormatError",
+    "check_named_tensors",
     "check_tensors",
     "encoder_forward",
     "expected_shapes",

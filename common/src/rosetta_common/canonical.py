@@ -48,7 +48,21 @@ def check_tensors(config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, s
 
     Returns the common floating dtype of the tensors.
     """
-    expected = expected_shapes(config)
+    return check_named_tensors(expected_shapes(config), tensors, source=source, description=str(config))
+
+
+def check_named_tensors(
+    expected: Mapping[str, tuple[int, ...]],
+    tensors: Mapping[str, np.ndarray],
+    *,
+    source: str = "tensors",
+    description: str = "the expected layout",
+) -> np.dtype:
+    """`check_tensors` against any name -> shape table (e.g. a framework's own state_dict names).
+
+    Raises one WeightFormatError, "{source} do not match {description}", listing every problem;
+    returns the common floating dtype of the tensors.
+    """
     problems: list[str] = []
     missing = [name for name in expected if name not in tensors]
     unexpected = sorted(name for name in tensors if name not in expected)
@@ -61,8 +75,8 @@ def check_tensors(config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, s
         if name not in tensors:
             continue
         array = np.asarray(tensors[name])
-        if array.shape != shape:
-            problems.append(f"{name}: shape {tuple(array.shape)}, expected {shape}")
+        if array.shape != tuple(shape):
+            problems.append(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
         if array.dtype not in FLOAT_DTYPES:
             problems.append(f"{name}: dtype {array.dtype}, expected one of float16/float32/float64")
             continue
@@ -72,5 +86,5 @@ def check_tensors(config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, s
     if len(dtypes) > 1:
         problems.append(f"mixed dtypes {sorted(str(d) for d in dtypes)}: every tensor must share one dtype")
     if problems:
-        raise WeightFormatError(f"{source} do not match {config}:\n  - " + "\n  - ".join(problems))
+        raise WeightFormatError(f"{source} do not match {description}:\n  - " + "\n  - ".join(problems))
     return dtypes.pop() if dtypes else np.dtype(np.float32)

@@ -52,8 +52,8 @@ def from_canonical(
     torch_dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
     with torch.device("meta"):
         model = Encoder(config, dtype=torch_dtype)
-    state = {
-        torch_name(name): torch.from_numpy(np.ascontiguousarray(transform(name)(np.asarray(value))))
+    state = {  # copied: the model never aliases (and so never mutates) the caller's arrays
+        torch_name(name): torch.from_numpy(np.array(transform(name)(np.asarray(value)), order="C", copy=True))
         for name, value in tensors.items()
     }
     model.load_state_dict(state, strict=True, assign=True)

@@ -1,0 +1,54 @@
+"""Run a stored vector (or any canonical weights) through each framework and return NumPy activations."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import rosetta_flax
+import rosetta_torch
+import torch
+from rosetta_common import EncoderConfig
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+def cast(weights: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    return {name: value.astype(DTYPES[dtype]) for name, value in weights.items()}
+
+
+def torch_activations(
+    config: EncoderConfig, weights: dict[str, np.ndarray], token_ids: np.ndarray, mask: np.ndarray | None,
+    dtype: str, device: str = "cpu",
+) -> dict[str, np.ndarray]:
+    model = rosetta_torch.from_canonical(config, cast(weights, dtype), device=device).eval()
+    ids = torch.from_numpy(token_ids).to(device)
+    padding_mask = None if mask is None else torch.from_numpy(mask).to(device)
+    with torch.no_grad():
+        acts = model.activations(ids, padding_mask)
+    return {name: value.cpu().numpy() for name, value in acts.items()}
+
+
+def flax_activations(
+    config: EncoderConfig, weights: dict[str, np.ndarray], token_ids: np.ndarray, mask: np.ndarray | None,
+    dtype: str,
+) -> dict[str, np.ndarray]:
+    model = rosetta_flax.from_canonical(config, cast(weights, dtype))
+    model.eval()
+    acts = model.activations(jnp.asarray(token_ids), None if mask is None else jnp.asarray(mask))
+    return {name: np.asarray(value) for name, value in acts.items()}
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def first_divergence(
+    got: dict[str, np.ndarray], expected: dict[str, np.ndarray], bound: float
+) -> tuple[str, float] | None:
+    """The first boundary (in forward order) whose max difference exceeds `bound`, or None."""
+    assert set(got) == set(expected), f"activation names differ: {sorted(got)} vs {sorted(expected)}"
+    for name in got:  # forward order: the first name reported is where the divergence starts
+        diff = max_abs_diff(got[name], expected[name])
+        if not diff <= bound:
+            return name, diff
+    return None

@@ -1,0 +1,81 @@
+"""Both frameworks against the stored float64 oracle and against each other, every component boundary,
+padded positions included, in float64 and float32 (bounds: DESIGN.md via rosetta_common.tolerances)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rosetta_common import encoder_forward, tolerances
+from runners import first_divergence, flax_activations, max_abs_diff, torch_activations
+
+DTYPES = ["float64", "float32"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_matches_oracle(vector, dtype, device):
+    acts = torch_activations(vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype, device)
+    bound = tolerances.output_bound(dtype, against_oracle=True)
+    assert first_divergence(acts, vector.oracle, bound) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flax_matches_oracle(vector, dtype, device):
+    acts = flax_activations(vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
+    bound = tolerances.output_bound(dtype, against_oracle=True)
+    assert first_divergence(acts, vector.oracle, bound) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_matches_flax(vector, dtype, device):
+    args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
+    torch_acts, flax_acts = torch_activations(*args, device), flax_activations(*args)
+    assert first_divergence(torch_acts, flax_acts, tolerances.output_bound(dtype, against_oracle=False)) is None
+
+
+def test_float64_agreement_is_near_machine_precision(vector, device):
+    """The 1e-10 bound has room to spare: measured differences are ~1e-15 on outputs of order 1."""
+    args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, "float64")
+    for acts in (torch_activations(*args, device), flax_activations(*args)):
+        assert max_abs_diff(acts["output"], vector.oracle["output"]) < 1e-13
+
+
+def test_default_mask_comes_from_padding_idx(vector, device):
+    """Without a padding_mask, `token_ids == padding_idx` is the mask (no padding when padding_idx is None)."""
+    expected = vector.oracle if vector.config.padding_idx is not None else encoder_forward(
+        vector.config, vector.weights, vector.token_ids, None)
+    args = (vector.config, vector.weights, vector.token_ids, None, "float64")
+    for acts in (torch_activations(*args, device), flax_activations(*args)):
+        assert first_divergence(acts, expected, tolerances.FLOAT64) is None
+
+
+def test_all_padding_sequence_is_finite(device):
+    """A sequence of padding only attends uniformly to every position: finite, and equal in all three."""
+    from rosetta_common.vectors import CASES, random_tensors
+
+    config = next(case.config for case in CASES if case.name == "all_padding_row")
+    weights = random_tensors(config, seed=11)
+    token_ids = np.full((2, 5), config.padding_idx, dtype=np.int64)
+    oracle = encoder_forward(config, weights, token_ids)
+    for acts in (torch_activations(config, weights, token_ids, None, "float64", device),
+                 flax_activations(config, weights, token_ids, None, "float64")):
+        assert np.isfinite(acts["output"]).all()
+        assert first_divergence(acts, oracle, tolerances.FLOAT64) is None
+
+
+@pytest.mark.parametrize("case", ["varied_padding", "odd_sizes", "all_padding_row"])
+def test_padding_never_attended_as_key(case, device):
+    """Changing the tokens at padded positions leaves the output of every real token unchanged."""
+    from conftest import VECTORS_DIR
+    from rosetta_common.vectors import load_vector
+
+    vector = load_vector(VECTORS_DIR / f"{case}.safetensors")
+    mask = vector.padding_mask
+    rng = np.random.default_rng(0)
+    changed = np.where(mask, rng.integers(0, vector.config.vocab_size, mask.shape), vector.token_ids)
+    assert (changed != vector.token_ids).any()
+    real_tokens = ~mask
+    for run in (lambda ids: torch_activations(vector.config, vector.weights, ids, mask, "float64", device),
+                lambda ids: flax_activations(vector.config, vector.weights, ids, mask, "float64")):
+        before, after = run(vector.token_ids)["output"], run(changed)["output"]
+        assert max_abs_diff(before[real_tokens], after[real_tokens]) < 1e-12
+        assert max_abs_diff(before[mask], after[mask]) > 1e-3  # padded queries do see their own (changed) input
