@@ -1,6 +1,12 @@
 """rosetta-common: what both frameworks share (NumPy only)."""
 
-from rosetta_common.canonical import FORMAT_VERSION, WeightFormatError, check_named_tensors, check_tensors, expected_shapes
+from rosetta_common.canonical import (
+    FORMAT_VERSION,
+    WeightFormatError,
+    check_named_tensors,
+    check_tensors,
+    expected_shapes,
+)
 from rosetta_common.config import ACTIVATIONS, EncoderConfig
 from rosetta_common.inputs import InputError, check_padding_mask, check_token_ids
 from rosetta_common.io import load_canonical, read_metadata, save_canonical, write_atomically
@@ -12,11 +18,11 @@ __all__ = [
     "FORMAT_VERSION",
     "EncoderConfig",
     "InputError",
-    "check_padding_mask",
-    "check_token_ids",
     "WeightFormatError",
     "check_named_tensors",
+    "check_padding_mask",
     "check_tensors",
+    "check_token_ids",
     "encoder_forward",
     "expected_shapes",
     "load_canonical",
