@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
+    "demo": "build an encoder in PyTorch, convert it, run it in Flax, print the max difference",
     "bench": "throughput comparison of the encoders and their peers",
     "train": "side-by-side training run in both frameworks",
     "convert": "convert weights between rosetta, torch state_dict and Flax/Orbax formats",
