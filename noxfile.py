@@ -8,6 +8,7 @@ nothing is installed and the packages are imported from their source folders ins
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -50,6 +51,11 @@ def tests(session: nox.Session, suite: str) -> None:
 
     `nox -s tests -- --device=cuda` runs the same tests on a CUDA GPU (TF32 off), skipping where none exists.
     """
+    wants_gpu = any(arg in ("--device=cuda", "cuda") for arg in session.posargs)
+    if wants_gpu and suite != "cross":
+        session.skip("the single-framework suites run on the CPU; the GPU variant runs the cross-framework suite")
+    if wants_gpu and shutil.which("nvidia-smi") is None:
+        session.skip("--device=cuda asked for, but this machine has no CUDA GPU (no nvidia-smi on PATH)")
     if suite == "cross":
         install(session, "torch", "flax", "bench", extras=tuple(TEST_TOOLS))
         session.run("pytest", *cpu_count_args(), "tests", *session.posargs)
