@@ -5,6 +5,11 @@
 on non-padded positions; `to_torch_modules(model)` goes the other way. Settings rosetta cannot represent
 (no bias, custom activations, separate key/value sizes, a max_norm embedding...) raise ValueError, never a
 silent wrong conversion.
+
+torch's inference fast path (eval mode, no grad) runs exact GELU for an `nn.GELU(approximate="tanh")` module,
+while its training path runs the tanh approximation; rosetta imports such a module as "gelu_tanh" (what the
+module declares) and exports "gelu_tanh" as `functools.partial(F.gelu, approximate="tanh")`, which torch never
+sends down the fast path.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ def _check_modules(config: EncoderConfig, embedding: nn.Embedding, encoder: nn.T
         problems.append("embedding.max_norm is set (rosetta embeddings never renormalise rows): unsupported")
     expect("number of encoder layers", len(encoder.layers), config.n_layers)
     expect("encoder.norm present", encoder.norm is not None, config.has_final_norm)
-    if encoder.norm is not None:
+    if encoder.norm is not None and not isinstance(encoder.norm, nn.LayerNorm):
+        problems.append(f"encoder.norm is a {type(encoder.norm).__name__}, not an nn.LayerNorm: unsupported")
+    elif encoder.norm is not None:
         expect("encoder.norm.eps", encoder.norm.eps, config.layer_norm_eps)
         if not encoder.norm.elementwise_affine or encoder.norm.bias is None:
             problems.append("encoder.norm has no affine scale/bias: unsupported")
@@ -121,7 +128,10 @@ def to_torch_modules(
     """
     config, tensors = model.config, to_canonical(model)
     dtype = model.embedding.weight.dtype
-    activation = {"relu": "relu", "gelu": "gelu", "gelu_tanh": nn.GELU(approximate="tanh")}[config.activation]
+    # Not nn.GELU(approximate="tanh"): torch's inference fast path treats every nn.GELU as exact GELU (~1e-4 off);
+    # a partial keeps the fast path out of the way for that activation.
+    gelu_tanh = functools.partial(F.gelu, approximate="tanh")
+    activation = {"relu": "relu", "gelu": "gelu", "gelu_tanh": gelu_tanh}[config.activation]
     layer = nn.TransformerEncoderLayer(
         config.d_model, config.n_heads, config.d_ff, dropout=config.dropout, activation=activation,
         layer_norm_eps=config.layer_norm_eps, batch_first=batch_first, norm_first=config.norm_first, dtype=dtype,
