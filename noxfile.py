@@ -63,9 +63,13 @@ def tests(session: nox.Session, suite: str) -> None:
     own, other = ("torch", "jax") if suite == "torch-only" else ("flax", "torch")
     install(session, own, extras=tuple(TEST_TOOLS))
     if not provisioned(session):
-        session.run("python", "-c", f"import importlib.util as u; assert u.find_spec('{other}') is None, "
-                    f"'{other} must not be installed with rosetta-{own} alone'; import rosetta_{own}; "
-                    f"print('rosetta-{own} imports without {other}')")
+        session.run(
+            "python",
+            "-c",
+            f"import importlib.util as u; assert u.find_spec('{other}') is None, "
+            f"'{other} must not be installed with rosetta-{own} alone'; import rosetta_{own}; "
+            f"print('rosetta-{own} imports without {other}')",
+        )
     session.run("pytest", str(PACKAGES[own] / "tests"), *session.posargs)
 
 

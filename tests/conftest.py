@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import pytest
 import torch
+
 from rosetta_common.vectors import CASES, Vector, load_vector
 
 jax.config.update("jax_enable_x64", True)

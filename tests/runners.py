@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import torch
+
 import rosetta_flax
 import rosetta_torch
-import torch
 from rosetta_common import EncoderConfig
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -17,8 +18,12 @@ def cast(weights: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
 
 
 def torch_activations(
-    config: EncoderConfig, weights: dict[str, np.ndarray], token_ids: np.ndarray, mask: np.ndarray | None,
-    dtype: str, device: str = "cpu",
+    config: EncoderConfig,
+    weights: dict[str, np.ndarray],
+    token_ids: np.ndarray,
+    mask: np.ndarray | None,
+    dtype: str,
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
     model = rosetta_torch.from_canonical(config, cast(weights, dtype), device=device).eval()
     ids = torch.from_numpy(token_ids).to(device)
@@ -29,7 +34,10 @@ def torch_activations(
 
 
 def flax_activations(
-    config: EncoderConfig, weights: dict[str, np.ndarray], token_ids: np.ndarray, mask: np.ndarray | None,
+    config: EncoderConfig,
+    weights: dict[str, np.ndarray],
+    token_ids: np.ndarray,
+    mask: np.ndarray | None,
     dtype: str,
 ) -> dict[str, np.ndarray]:
     model = rosetta_flax.from_canonical(config, cast(weights, dtype))

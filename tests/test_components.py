@@ -8,21 +8,32 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import rosetta_flax
-import rosetta_torch
 import torch
 from flax import nnx
+from runners import max_abs_diff
+
+import rosetta_flax
+import rosetta_torch
 from rosetta_common import EncoderConfig, oracle, sinusoidal_table
 from rosetta_common.tolerances import FLOAT64
 from rosetta_common.vectors import random_tensors
-from runners import max_abs_diff
 
 CONFIGS = {
     "post_relu": EncoderConfig(vocab_size=29, d_model=12, n_heads=3, n_layers=1, d_ff=20, dropout=0.0),
-    "pre_gelu": EncoderConfig(vocab_size=29, d_model=10, n_heads=2, n_layers=1, d_ff=14, activation="gelu",
-                              norm_first=True, layer_norm_eps=1e-6, dropout=0.0),
-    "gelu_tanh": EncoderConfig(vocab_size=29, d_model=9, n_heads=3, n_layers=1, d_ff=7, activation="gelu_tanh",
-                               padding_idx=None, dropout=0.0),
+    "pre_gelu": EncoderConfig(
+        vocab_size=29,
+        d_model=10,
+        n_heads=2,
+        n_layers=1,
+        d_ff=14,
+        activation="gelu",
+        norm_first=True,
+        layer_norm_eps=1e-6,
+        dropout=0.0,
+    ),
+    "gelu_tanh": EncoderConfig(
+        vocab_size=29, d_model=9, n_heads=3, n_layers=1, d_ff=7, activation="gelu_tanh", padding_idx=None, dropout=0.0
+    ),
 }
 
 
@@ -44,7 +55,7 @@ def setup(request, device):
 
 def layer_weights(weights, i=0):
     prefix = f"layers.{i}."
-    return {name[len(prefix):]: value for name, value in weights.items() if name.startswith(prefix)}
+    return {name[len(prefix) :]: value for name, value in weights.items() if name.startswith(prefix)}
 
 
 def torch_np(fn, *args, device="cpu"):
@@ -107,8 +118,9 @@ def test_attention_with_padding(setup, device):
     config, weights, torch_model, flax_model, x, mask = setup
     expected = oracle.attention(x, layer_weights(weights), config.n_heads, mask)
     assert np.isfinite(expected).all()
-    got_torch = torch_np(lambda t, m: torch_model.layers[0].attn(t, rosetta_torch.attention_bias(m, t.dtype)),
-                         x, mask, device=device)
+    got_torch = torch_np(
+        lambda t, m: torch_model.layers[0].attn(t, rosetta_torch.attention_bias(m, t.dtype)), x, mask, device=device
+    )
     flax_attn = flax_model.layers[0].attn
     got_flax = flax_attn(jnp.asarray(x), rosetta_flax.attention_bias(jnp.asarray(mask), jnp.float64))
     assert max_abs_diff(got_torch, expected) <= FLOAT64
@@ -125,8 +137,9 @@ def test_feed_forward(setup, device):
 def test_encoder_layer(setup, device):
     config, weights, torch_model, flax_model, x, mask = setup
     expected = oracle.encoder_layer(config, layer_weights(weights), x, mask)[1]
-    got_torch = torch_np(lambda t, m: torch_model.layers[0](t, rosetta_torch.attention_bias(m, t.dtype)),
-                         x, mask, device=device)
+    got_torch = torch_np(
+        lambda t, m: torch_model.layers[0](t, rosetta_torch.attention_bias(m, t.dtype)), x, mask, device=device
+    )
     got_flax = flax_model.layers[0](jnp.asarray(x), rosetta_flax.attention_bias(jnp.asarray(mask), jnp.float64))
     assert max_abs_diff(got_torch, expected) <= FLOAT64
     assert max_abs_diff(got_flax, expected) <= FLOAT64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rosetta_common import EncoderConfig
 
 BASE = dict(vocab_size=10, d_model=8, n_heads=2, n_layers=1, d_ff=16)

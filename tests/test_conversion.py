@@ -5,13 +5,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import rosetta_flax
-import rosetta_torch
 import torch
 from flax import nnx
+from runners import max_abs_diff
+
+import rosetta_flax
+import rosetta_torch
 from rosetta_common import EncoderConfig, expected_shapes, load_canonical
 from rosetta_common.tolerances import FLOAT64
-from runners import max_abs_diff
 
 CONFIG = EncoderConfig(vocab_size=31, d_model=12, n_heads=3, n_layers=2, d_ff=20, norm_first=True, dropout=0.0)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rosetta_common import encoder_forward, tolerances
 from runners import first_divergence, flax_activations, max_abs_diff, torch_activations
+
+from rosetta_common import encoder_forward, tolerances
 
 DTYPES = ["float64", "float32"]
 
@@ -41,8 +42,11 @@ def test_float64_agreement_is_near_machine_precision(vector, device):
 
 def test_default_mask_comes_from_padding_idx(vector, device):
     """Without a padding_mask, `token_ids == padding_idx` is the mask (no padding when padding_idx is None)."""
-    expected = vector.oracle if vector.config.padding_idx is not None else encoder_forward(
-        vector.config, vector.weights, vector.token_ids, None)
+    expected = (
+        vector.oracle
+        if vector.config.padding_idx is not None
+        else encoder_forward(vector.config, vector.weights, vector.token_ids, None)
+    )
     args = (vector.config, vector.weights, vector.token_ids, None, "float64")
     for acts in (torch_activations(*args, device), flax_activations(*args)):
         assert first_divergence(acts, expected, tolerances.FLOAT64) is None
@@ -56,8 +60,10 @@ def test_all_padding_sequence_is_finite(device):
     weights = random_tensors(config, seed=11)
     token_ids = np.full((2, 5), config.padding_idx, dtype=np.int64)
     oracle = encoder_forward(config, weights, token_ids)
-    for acts in (torch_activations(config, weights, token_ids, None, "float64", device),
-                 flax_activations(config, weights, token_ids, None, "float64")):
+    for acts in (
+        torch_activations(config, weights, token_ids, None, "float64", device),
+        flax_activations(config, weights, token_ids, None, "float64"),
+    ):
         assert np.isfinite(acts["output"]).all()
         assert first_divergence(acts, oracle, tolerances.FLOAT64) is None
 
@@ -66,6 +72,7 @@ def test_all_padding_sequence_is_finite(device):
 def test_padding_never_attended_as_key(case, device):
     """Changing the tokens at padded positions leaves the output of every real token unchanged."""
     from conftest import VECTORS_DIR
+
     from rosetta_common.vectors import load_vector
 
     vector = load_vector(VECTORS_DIR / f"{case}.safetensors")
@@ -74,8 +81,10 @@ def test_padding_never_attended_as_key(case, device):
     changed = np.where(mask, rng.integers(0, vector.config.vocab_size, mask.shape), vector.token_ids)
     assert (changed != vector.token_ids).any()
     real_tokens = ~mask
-    for run in (lambda ids: torch_activations(vector.config, vector.weights, ids, mask, "float64", device),
-                lambda ids: flax_activations(vector.config, vector.weights, ids, mask, "float64")):
+    for run in (
+        lambda ids: torch_activations(vector.config, vector.weights, ids, mask, "float64", device),
+        lambda ids: flax_activations(vector.config, vector.weights, ids, mask, "float64"),
+    ):
         before, after = run(vector.token_ids)["output"], run(changed)["output"]
         assert max_abs_diff(before[real_tokens], after[real_tokens]) < 1e-12
         assert max_abs_diff(before[mask], after[mask]) > 1e-3  # padded queries do see their own (changed) input

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from conftest import VECTORS_DIR
+from safetensors.numpy import load_file
+
 from rosetta_common import read_metadata
 from rosetta_common.vectors import CASES, build_case, load_vector
-from safetensors.numpy import load_file
 
 
 def test_every_case_is_stored_and_nothing_else():

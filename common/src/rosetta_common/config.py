@@ -37,9 +37,7 @@ class EncoderConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(
-                f"EncoderConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
+            raise ValueError(f"EncoderConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.padding_idx is not None and (
             isinstance(self.padding_idx, bool)
             or not isinstance(self.padding_idx, int)
@@ -56,13 +54,13 @@ class EncoderConfig:
                 raise ValueError(f"EncoderConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.final_norm is not None and not isinstance(self.final_norm, bool):
             raise ValueError(f"EncoderConfig.final_norm must be None or a bool, got {self.final_norm!r}")
-        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) or not (
-            0 < self.layer_norm_eps < 1
+        if (
+            isinstance(self.layer_norm_eps, bool)
+            or not isinstance(self.layer_norm_eps, (int, float))
+            or not (0 < self.layer_norm_eps < 1)
         ):
             raise ValueError(f"EncoderConfig.layer_norm_eps must be a float in (0, 1), got {self.layer_norm_eps!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
-            0 <= self.dropout < 1
-        ):
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (0 <= self.dropout < 1):
             raise ValueError(f"EncoderConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
 
     @property

@@ -16,6 +16,7 @@ from rosetta_common.config import EncoderConfig
 
 CONFIG_KEY = "rosetta.config"
 VERSION_KEY = "rosetta.format_version"
+LAYOUT_KEY = "rosetta.layout"  # set by `rosetta convert` on files in a framework's own layout (e.g. "torch")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 
 
@@ -82,6 +83,11 @@ def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np
         raise WeightFormatError(
             f"{path}: not a rosetta weight file (its metadata has no '{CONFIG_KEY}'); "
             "convert it with `rosetta convert` first"
+        )
+    if metadata.get(LAYOUT_KEY, "rosetta") != "rosetta":
+        raise WeightFormatError(
+            f"{path}: a '{metadata[LAYOUT_KEY]}' weight file, not a canonical rosetta file; convert it with "
+            f"`rosetta convert {path} OUT.safetensors --to rosetta`"
         )
     if metadata.get(VERSION_KEY) != FORMAT_VERSION:
         raise WeightFormatError(

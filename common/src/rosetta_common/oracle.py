@@ -48,9 +48,7 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def attention(
-    x: np.ndarray, weights: Mapping[str, np.ndarray], n_heads: int, padding_mask: np.ndarray
-) -> np.ndarray:
+def attention(x: np.ndarray, weights: Mapping[str, np.ndarray], n_heads: int, padding_mask: np.ndarray) -> np.ndarray:
     """Multi-head self-attention. x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding) -> `[B, S, D]`.
 
     A padded position is never attended to as a key; a query in a sequence that is all padding has no key
@@ -114,9 +112,14 @@ def encoder_forward(
     """The encoder in float64 (dropout off). token_ids int `[B, S]` -> every boundary activation, see module doc."""
     token_ids = np.asarray(token_ids)
     is_int = np.issubdtype(token_ids.dtype, np.integer)
-    check_token_ids(config, token_ids.shape, str(token_ids.dtype), is_int,
-                    int(token_ids.min()) if is_int and token_ids.size else 0,
-                    int(token_ids.max()) if is_int and token_ids.size else 0)
+    check_token_ids(
+        config,
+        token_ids.shape,
+        str(token_ids.dtype),
+        is_int,
+        int(token_ids.min()) if is_int and token_ids.size else 0,
+        int(token_ids.max()) if is_int and token_ids.size else 0,
+    )
     if padding_mask is None:
         mask = default_padding_mask(config, token_ids)
     else:

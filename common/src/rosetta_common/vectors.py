@@ -49,12 +49,18 @@ CASES: tuple[VectorCase, ...] = (
         2,
     ),
     VectorCase(
-        "gelu_tanh_eps", _config(d_model=12, n_heads=3, n_layers=2, d_ff=20, activation="gelu_tanh",
-                                 layer_norm_eps=1e-6), 6, (1, 0), 3,
+        "gelu_tanh_eps",
+        _config(d_model=12, n_heads=3, n_layers=2, d_ff=20, activation="gelu_tanh", layer_norm_eps=1e-6),
+        6,
+        (1, 0),
+        3,
     ),
     VectorCase(
-        "no_padding_idx", _config(d_model=8, n_heads=2, n_layers=1, d_ff=16, padding_idx=None,
-                                  scale_embedding=False), 5, (0, 0), 4,
+        "no_padding_idx",
+        _config(d_model=8, n_heads=2, n_layers=1, d_ff=16, padding_idx=None, scale_embedding=False),
+        5,
+        (0, 0),
+        4,
     ),
     VectorCase(
         "varied_padding", _config(d_model=16, n_heads=4, n_layers=2, d_ff=32, padding_idx=0), 9, (0, 2, 5, 8), 5
@@ -62,8 +68,17 @@ CASES: tuple[VectorCase, ...] = (
     VectorCase("all_padding_row", _config(d_model=8, n_heads=2, n_layers=2, d_ff=16), 6, (0, 6, 3), 6),
     VectorCase(
         "odd_sizes",
-        _config(vocab_size=23, d_model=15, n_heads=5, n_layers=3, d_ff=17, activation="gelu", max_len=13,
-                norm_first=True, final_norm=False),
+        _config(
+            vocab_size=23,
+            d_model=15,
+            n_heads=5,
+            n_layers=3,
+            d_ff=17,
+            activation="gelu",
+            max_len=13,
+            norm_first=True,
+            final_norm=False,
+        ),
         13,
         (0, 4, 11),
         7,

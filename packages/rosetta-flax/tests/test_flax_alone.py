@@ -7,6 +7,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 import rosetta_flax
 from rosetta_common import InputError, tolerances
 from rosetta_common.vectors import CASES, load_vector

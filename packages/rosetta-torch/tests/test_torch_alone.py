@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rosetta_torch
 import torch
+
+import rosetta_torch
 from rosetta_common import InputError, tolerances
 from rosetta_common.vectors import CASES, load_vector
 

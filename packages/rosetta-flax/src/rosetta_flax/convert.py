@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
 
+from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
 from rosetta_flax.encoder import Encoder
 
 # Canonical name piece -> rosetta_flax name piece. Flax kernels are already [in, out] and LayerNorm params are

@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 from rosetta_common import EncoderConfig, sinusoidal_table
 
 

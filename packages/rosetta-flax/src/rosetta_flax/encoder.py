@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from rosetta_common import EncoderConfig, check_padding_mask, check_token_ids
 
+from rosetta_common import EncoderConfig, check_padding_mask, check_token_ids
 from rosetta_flax.attention import attention_bias
 from rosetta_flax.embedding import PositionalEncoding, TokenEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
@@ -39,11 +39,18 @@ class Encoder(nnx.Module):
         ids = np.asarray(token_ids)
         is_int = np.issubdtype(ids.dtype, np.integer)
         nonempty = is_int and ids.size > 0
-        check_token_ids(self.config, ids.shape, str(ids.dtype), is_int,
-                        int(ids.min()) if nonempty else 0, int(ids.max()) if nonempty else 0)
+        check_token_ids(
+            self.config,
+            ids.shape,
+            str(ids.dtype),
+            is_int,
+            int(ids.min()) if nonempty else 0,
+            int(ids.max()) if nonempty else 0,
+        )
         if padding_mask is not None:
-            check_padding_mask(ids.shape, np.shape(padding_mask), str(padding_mask.dtype),
-                               padding_mask.dtype == np.bool_)
+            check_padding_mask(
+                ids.shape, np.shape(padding_mask), str(padding_mask.dtype), padding_mask.dtype == np.bool_
+            )
 
     def padding_mask_for(self, token_ids: jax.Array, padding_mask: jax.Array | None) -> jax.Array:
         """Check concrete inputs and return the bool padding mask `[B, S]`."""

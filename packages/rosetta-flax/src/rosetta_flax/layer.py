@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from rosetta_common import EncoderConfig
 
+from rosetta_common import EncoderConfig
 from rosetta_flax.attention import MultiHeadSelfAttention
 from rosetta_flax.feedforward import FeedForward
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from rosetta_common import EncoderConfig
 from torch import nn
+
+from rosetta_common import EncoderConfig
 
 
 def attention_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -34,7 +35,10 @@ class MultiHeadSelfAttention(nn.Module):
             return projection(x).view(batch, seq, self.n_heads, -1).transpose(1, 2)
 
         context = F.scaled_dot_product_attention(
-            heads(self.q), heads(self.k), heads(self.v),
-            attn_mask=bias, dropout_p=self.dropout if self.training else 0.0,
+            heads(self.q),
+            heads(self.k),
+            heads(self.v),
+            attn_mask=bias,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         return self.out(context.transpose(1, 2).reshape(batch, seq, d_model))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
 
+from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
 from rosetta_torch.encoder import Encoder
 
 Transform = Callable[[np.ndarray], np.ndarray]

@@ -6,8 +6,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from rosetta_common import EncoderConfig, sinusoidal_table
 from torch import nn
+
+from rosetta_common import EncoderConfig, sinusoidal_table
 
 
 class TokenEmbedding(nn.Module):

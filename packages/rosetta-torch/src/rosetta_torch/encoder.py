@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from rosetta_common import EncoderConfig, check_padding_mask, check_token_ids
 from torch import nn
 
+from rosetta_common import EncoderConfig, check_padding_mask, check_token_ids
 from rosetta_torch.attention import attention_bias
 from rosetta_torch.embedding import PositionalEncoding, TokenEmbedding
 from rosetta_torch.layer import EncoderLayer
@@ -33,20 +33,23 @@ class Encoder(nn.Module):
         is_int = is_int and token_ids.dtype != torch.bool
         nonempty = is_int and token_ids.numel() > 0
         check_token_ids(
-            self.config, token_ids.shape, str(token_ids.dtype), is_int,
-            int(token_ids.min()) if nonempty else 0, int(token_ids.max()) if nonempty else 0,
+            self.config,
+            token_ids.shape,
+            str(token_ids.dtype),
+            is_int,
+            int(token_ids.min()) if nonempty else 0,
+            int(token_ids.max()) if nonempty else 0,
         )
         if padding_mask is not None:
-            check_padding_mask(token_ids.shape, padding_mask.shape, str(padding_mask.dtype),
-                               padding_mask.dtype == torch.bool)
+            check_padding_mask(
+                token_ids.shape, padding_mask.shape, str(padding_mask.dtype), padding_mask.dtype == torch.bool
+            )
             return padding_mask
         if self.config.padding_idx is None:
             return torch.zeros(token_ids.shape, dtype=torch.bool, device=token_ids.device)
         return token_ids == self.config.padding_idx
 
-    def activations(
-        self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def activations(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Every boundary activation `[B, S, D]`, named as in `rosetta_common.oracle`."""
         padding_mask = self.padding_mask_for(token_ids, padding_mask)
         acts = {"embedding": self.embedding(token_ids)}

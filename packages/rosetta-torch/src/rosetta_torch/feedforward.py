@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from rosetta_common import EncoderConfig
 from torch import nn
+
+from rosetta_common import EncoderConfig
 
 ACTIVATIONS = {
     "relu": F.relu,

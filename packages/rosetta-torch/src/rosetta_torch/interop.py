@@ -19,9 +19,9 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rosetta_common import EncoderConfig
 from torch import nn
 
+from rosetta_common import EncoderConfig
 from rosetta_torch.convert import from_canonical, to_canonical
 from rosetta_torch.encoder import Encoder
 
@@ -98,10 +98,14 @@ def torch_modules_to_canonical(
         prefix = f"layers.{i}."
         q, k, v = layer.self_attn.in_proj_weight.chunk(3)  # fused [3d, d], each [out, in]
         q_bias, k_bias, v_bias = layer.self_attn.in_proj_bias.chunk(3)
-        linears = {"attn.q": (q, q_bias), "attn.k": (k, k_bias), "attn.v": (v, v_bias),
-                   "attn.out": (layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
-                   "ffn.in": (layer.linear1.weight, layer.linear1.bias),
-                   "ffn.out": (layer.linear2.weight, layer.linear2.bias)}
+        linears = {
+            "attn.q": (q, q_bias),
+            "attn.k": (k, k_bias),
+            "attn.v": (v, v_bias),
+            "attn.out": (layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
+            "ffn.in": (layer.linear1.weight, layer.linear1.bias),
+            "ffn.out": (layer.linear2.weight, layer.linear2.bias),
+        }
         for name, (weight, bias) in linears.items():
             tensors[f"{prefix}{name}.kernel"] = np.ascontiguousarray(array(weight).T)
             tensors[f"{prefix}{name}.bias"] = array(bias)
@@ -133,8 +137,15 @@ def to_torch_modules(
     gelu_tanh = functools.partial(F.gelu, approximate="tanh")
     activation = {"relu": "relu", "gelu": "gelu", "gelu_tanh": gelu_tanh}[config.activation]
     layer = nn.TransformerEncoderLayer(
-        config.d_model, config.n_heads, config.d_ff, dropout=config.dropout, activation=activation,
-        layer_norm_eps=config.layer_norm_eps, batch_first=batch_first, norm_first=config.norm_first, dtype=dtype,
+        config.d_model,
+        config.n_heads,
+        config.d_ff,
+        dropout=config.dropout,
+        activation=activation,
+        layer_norm_eps=config.layer_norm_eps,
+        batch_first=batch_first,
+        norm_first=config.norm_first,
+        dtype=dtype,
     )
     final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype) if config.has_final_norm else None
     encoder = nn.TransformerEncoder(
@@ -150,7 +161,8 @@ def to_torch_modules(
     for i in range(config.n_layers):
         canonical, torch_prefix = f"layers.{i}.", f"encoder.layers.{i}."
         state[f"{torch_prefix}self_attn.in_proj_weight"] = torch.cat(
-            [tensor(f"{canonical}attn.{p}.kernel", transpose=True) for p in "qkv"])
+            [tensor(f"{canonical}attn.{p}.kernel", transpose=True) for p in "qkv"]
+        )
         state[f"{torch_prefix}self_attn.in_proj_bias"] = torch.cat([tensor(f"{canonical}attn.{p}.bias") for p in "qkv"])
         for torch_name, name in (("self_attn.out_proj", "attn.out"), ("linear1", "ffn.in"), ("linear2", "ffn.out")):
             state[f"{torch_prefix}{torch_name}.weight"] = tensor(f"{canonical}{name}.kernel", transpose=True)

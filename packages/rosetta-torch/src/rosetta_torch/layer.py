@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from rosetta_common import EncoderConfig
 from torch import nn
 
+from rosetta_common import EncoderConfig
 from rosetta_torch.attention import MultiHeadSelfAttention
 from rosetta_torch.feedforward import FeedForward
 

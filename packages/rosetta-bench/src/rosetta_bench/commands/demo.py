@@ -19,9 +19,10 @@ def run(args: argparse.Namespace) -> int:
 
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+    import torch
+
     import rosetta_flax
     import rosetta_torch
-    import torch
     from rosetta_common import EncoderConfig, encoder_forward, tolerances
 
     config = EncoderConfig(vocab_size=1000, d_model=64, n_heads=4, n_layers=2, d_ff=256, dropout=0.0)
