@@ -1,0 +1,37 @@
+"""FLOP conventions (DESIGN.md, "Measuring speed"): matmul FLOPs only, one multiply-add = 2 FLOPs."""
+
+from __future__ import annotations
+
+from rosetta_common import EncoderConfig
+
+TRAIN_FACTOR = 3  # a training step ~ forward + backward (2x forward); the optimizer update is not counted
+
+CONVENTIONS = {
+    "forward": "n_layers * (2*B*S*(4*d^2 + 2*d*d_ff) + 4*B*S^2*d): projections, FFN and the two attention "
+    "matmuls; embedding, softmax, LayerNorm and padding are not counted (padded positions count as computed)",
+    "train": f"{TRAIN_FACTOR} x forward FLOPs (backward ~ 2x forward); the AdamW update is not counted",
+    "tokens": "B*S positions per call, padded positions included, so runs with and without padding compare",
+    "ceiling": "GEMM [B*S, d] x [d, d_ff] in each framework, same dtype and device, timed in the same rounds; "
+    "the machine's ceiling is the best framework's median",
+}
+
+
+def forward_flops(config: EncoderConfig, batch: int, seq: int) -> int:
+    d, d_ff = config.d_model, config.d_ff
+    return config.n_layers * (2 * batch * seq * (4 * d * d + 2 * d * d_ff) + 4 * batch * seq * seq * d)
+
+
+def step_flops(config: EncoderConfig, batch: int, seq: int, mode: str) -> int:
+    """FLOPs of one call in `mode`: "forward", "train" or "gemm" (the ceiling's matmul)."""
+    if mode == "gemm":
+        return gemm_flops(*gemm_shape(config, batch, seq))
+    return forward_flops(config, batch, seq) * (TRAIN_FACTOR if mode == "train" else 1)
+
+
+def gemm_shape(config: EncoderConfig, batch: int, seq: int) -> tuple[int, int, int]:
+    """(M, K, N) of the ceiling GEMM: the feed-forward up-projection, [B*S, d] x [d, d_ff]."""
+    return batch * seq, config.d_model, config.d_ff
+
+
+def gemm_flops(m: int, k: int, n: int) -> int:
+    return 2 * m * k * n

@@ -1,0 +1,103 @@
+"""PNG plots of a results document (matplotlib, Agg backend): one line or bar group per implementation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _points(results: dict[str, Any], mode: str, axis: str) -> dict[str, list[tuple[int, float, float, float]]]:
+    """impl -> [(x, tokens/s, low, high)] along `axis` ("seq" or "batch"), the other axis at the run's base value.
+
+    Only the first padding level is drawn.
+    """
+    fixed = "batch" if axis == "seq" else "seq"
+    fixed_value, padding = results["settings"][fixed], results["settings"]["paddings"][0]
+    lines: dict[str, list[tuple[int, float, float, float]]] = {}
+    for case in results["cases"]:
+        if case[fixed] != fixed_value or case["padding"] != padding:
+            continue
+        for entry in case["results"]:
+            if entry["mode"] == mode and entry["status"] == "ok" and not entry["ceiling"]:
+                low, high = entry["tokens_per_s_iqr"]
+                lines.setdefault(entry["impl"], []).append((case[axis], entry["tokens_per_s"], low, high))
+    return {impl: sorted(points) for impl, points in lines.items() if len(points) > 1}
+
+
+def _style(impl: str) -> dict[str, Any]:
+    if impl.startswith("rosetta"):
+        return {"linewidth": 2.5, "marker": "o"}
+    return {"linewidth": 1.5, "marker": "s", "linestyle": "--"}
+
+
+def sweep_plot(results: dict[str, Any], axis: str, path: Path) -> Path | None:
+    """tokens/s against `axis` ("seq" or "batch"), one panel per mode; None if the run did not sweep it."""
+    modes = results["settings"]["modes"]
+    per_mode = {mode: _points(results, mode, axis) for mode in modes}
+    if not any(per_mode.values()):
+        return None
+    figure, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        for impl, points in per_mode[mode].items():
+            xs, ys, lows, highs = zip(*points, strict=True)
+            ax.plot(xs, ys, label=impl, **_style(impl))
+            ax.fill_between(xs, lows, highs, alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length" if axis == "seq" else "batch size")
+        ax.set_ylabel("tokens/s (median, IQR shaded)")
+        ax.set_title(mode)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(_title(results))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def bar_plot(results: dict[str, Any], path: Path) -> Path:
+    """tokens/s per implementation for the first shape, a bar per padding level, one panel per mode."""
+    modes = results["settings"]["modes"]
+    first = results["cases"][0]
+    cases = [c for c in results["cases"] if (c["batch"], c["seq"]) == (first["batch"], first["seq"])]
+    figure, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        impls = [e["impl"] for e in first["results"] if e["mode"] == mode and not e["ceiling"]]
+        width = 0.8 / len(cases)
+        for offset, case in enumerate(cases):
+            by_impl = {e["impl"]: e for e in case["results"] if e["mode"] == mode and e["status"] == "ok"}
+            values = [by_impl[i]["tokens_per_s"] if i in by_impl else 0.0 for i in impls]
+            positions = [i + offset * width for i in range(len(impls))]
+            ax.bar(positions, values, width, label=f"padding {case['padded_fraction']:.0%}")
+        ax.set_xticks([i + width * (len(cases) - 1) / 2 for i in range(len(impls))])
+        ax.set_xticklabels(impls, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("tokens/s (median)")
+        ax.set_title(f"{mode}, batch {first['batch']} x seq {first['seq']}")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(_title(results))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _title(results: dict[str, Any]) -> str:
+    settings, machine = results["settings"], results["machine"]
+    return f"{settings['preset']}, {results['precision']} on {settings['device']} ({machine['cpu_model']})"
+
+
+def make_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Every plot that applies to this run: the bar chart, and the seq / batch sweeps when swept."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [bar_plot(results, out_dir / "throughput.png")]
+    for axis in ("seq", "batch"):
+        path = sweep_plot(results, axis, out_dir / f"tokens_vs_{axis}.png")
+        if path is not None:
+            paths.append(path)
+    return paths

@@ -1,0 +1,174 @@
+"""The torch side of the harness: rosetta_torch (eager, compiled), torch.nn.TransformerEncoder peers, torch GEMM.
+
+Imported only inside a torch worker process (never next to JAX). Every forward runs under inference_mode;
+`--dtype bfloat16` is autocast (float32 weights, bfloat16 matmuls), except the inference fast path, which
+autocast disables: it runs on bfloat16 copies of the weights instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from rosetta_bench.bench.worker import Prepared
+from rosetta_common import EncoderConfig
+from rosetta_torch import Encoder, load
+from rosetta_torch.interop import to_torch_modules
+
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+ATTENTION = {
+    "rosetta_torch": "F.scaled_dot_product_attention, additive float mask",
+    "rosetta_torch.compile": "F.scaled_dot_product_attention, additive float mask, inside the inductor graph",
+    "nn.TransformerEncoder": "nn.MultiheadAttention -> F.scaled_dot_product_attention (fast path off)",
+    "nn.TransformerEncoder.fastpath": "torch._transformer_encoder_layer_fwd (fused native MHA, nested tensors)",
+    "nn.TransformerEncoder.compile": "nn.MultiheadAttention traced by inductor",
+    "matmul.torch": "-",
+}
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+def masked_mean_square(output: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+    """The training loss (same in every implementation): mean of output^2 over real positions and features."""
+    valid = (~padding_mask).to(torch.float32)[..., None]
+    return (output.float().square() * valid).sum() / (valid.sum() * output.shape[-1])
+
+
+class Backend:
+    """Builds the prepared call for one torch implementation; global settings are made once per process."""
+
+    def __init__(self, impl: str, device: str, dtype: str, tf32: bool) -> None:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                f"--device cuda, but torch sees no CUDA GPU (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda}); run on a machine with a GPU or use --device cpu"
+            )
+        self.impl, self.device, self.dtype, self.tf32 = impl, torch.device(device), dtype, tf32
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        # The peer's "eager" row: nn.TransformerEncoder without its inference fast path.
+        torch.backends.mha.set_fastpath_enabled(impl != "nn.TransformerEncoder")
+
+    def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "torch": torch.__version__,
+            "num_threads": torch.get_num_threads(),
+            "num_interop_threads": torch.get_num_interop_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "mkldnn": torch.backends.mkldnn.is_available(),
+            "mha_fastpath": torch.backends.mha.get_fastpath_enabled(),
+            "attention": ATTENTION[self.impl],
+            "precision": "autocast bfloat16" if self.dtype == "bfloat16" else "float32",
+        }
+        if self.impl == "nn.TransformerEncoder.fastpath" and self.dtype == "bfloat16":
+            info["precision"] = "bfloat16 weights (autocast disables the fast path)"
+        if self.device.type == "cuda":
+            info.update(
+                device_name=torch.cuda.get_device_name(self.device),
+                cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version(),
+                allow_tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                allow_tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                sdpa_backends={
+                    "flash": torch.backends.cuda.flash_sdp_enabled(),
+                    "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                    "math": torch.backends.cuda.math_sdp_enabled(),
+                    "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
+                },
+            )
+        return info
+
+    def release(self) -> None:
+        """Forget the previous setup: compiled graphs, models, cached device memory."""
+        torch._dynamo.reset()
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def sync(self, _result: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == "bfloat16" and self.impl != "nn.TransformerEncoder.fastpath":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, spec: dict[str, Any]) -> Prepared:
+        if self.impl == "matmul.torch":
+            return self._gemm(*spec["gemm_shape"])
+        config = EncoderConfig.from_dict(spec["config"])
+        inputs = np.load(spec["inputs"])
+        token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
+        padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
+        model = load(spec["weights"], device=self.device)
+        training = spec["mode"] == "train"
+        module, forward = self._forward(config, model, training)
+        module.train(training)
+        if training:
+            return self._train_step(module, forward, token_ids, padding_mask, spec["lr"])
+
+        def call() -> torch.Tensor:
+            with torch.inference_mode(), self.autocast():
+                return forward(token_ids, padding_mask)
+
+        return Prepared(call, self.sync, lambda out: out.float().cpu().numpy())
+
+    def _forward(self, config: EncoderConfig, model: Encoder, training: bool) -> tuple[torch.nn.Module, Forward]:
+        """(the module holding the parameters, the forward function to call) for this implementation."""
+        if self.impl == "rosetta_torch":
+            return model, model
+        if self.impl == "rosetta_torch.compile":
+            return model, torch.compile(model)
+        nested = self.impl == "nn.TransformerEncoder.fastpath"
+        embedding, encoder = to_torch_modules(model, enable_nested_tensor=nested)
+        pair = torch.nn.ModuleList([embedding, encoder]).to(self.device)
+        if nested and self.dtype == "bfloat16":
+            pair = pair.to(torch.bfloat16)
+        scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        table = model.positional.table.to(embedding.weight.dtype)
+
+        def peer(token_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+            x = embedding(token_ids) * scale + table[: token_ids.shape[1]]
+            return encoder(x, src_key_padding_mask=padding_mask)
+
+        return pair, torch.compile(peer) if self.impl == "nn.TransformerEncoder.compile" else peer
+
+    def _train_step(
+        self, module: torch.nn.Module, forward: Forward, token_ids: torch.Tensor, padding_mask: torch.Tensor, lr: float
+    ) -> Prepared:
+        """forward + masked mean-square loss + backward + AdamW (torch's default implementation for the device)."""
+        optimizer = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+        def call() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                loss = masked_mean_square(forward(token_ids, padding_mask), padding_mask)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        return Prepared(call, self.sync, lambda loss: loss.cpu().numpy())
+
+    def _gemm(self, m: int, k: int, n: int) -> Prepared:
+        dtype = torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(m, k, generator=generator).to(self.device, dtype)
+        b = torch.randn(k, n, generator=generator).to(self.device, dtype)
+
+        def call() -> torch.Tensor:
+            with torch.inference_mode():
+                return torch.matmul(a, b)
+
+        return Prepared(call, self.sync, lambda out: out.float().cpu().numpy())

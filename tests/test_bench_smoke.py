@@ -1,0 +1,91 @@
+"""`rosetta bench` end to end on the tiny preset: every implementation runs, is checked, and is written out.
+
+Asserts that the harness works and that its JSON holds the expected, finite, positive figures; never a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    command = [
+        sys.executable,
+        "-m",
+        "rosetta_bench",
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--padding",
+        "0.25",
+        "--repeats",
+        "2",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return done, out
+
+
+def test_exits_cleanly_and_prints_the_table(bench_run) -> None:
+    done, _ = bench_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rosetta_flax.jit" in done.stdout and "nn.TransformerEncoder.compile" in done.stdout
+
+
+def test_json_has_every_figure(bench_run) -> None:
+    _, out = bench_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "rosetta-bench/1"
+    assert results["machine"]["cpu_model"] and results["machine"]["usable_cpus"] >= 1
+    assert results["workers"]["rosetta_torch"]["num_threads"] >= 1
+    assert results["workers"]["rosetta_flax.jit"]["jax"]
+    (case,) = results["cases"]
+    assert 0 < case["padded_fraction"] < 1
+    timed = {(e["impl"], e["mode"]): e for e in case["results"] if e["status"] == "ok"}
+    expected = {
+        (impl, mode)
+        for impl in (
+            "rosetta_torch",
+            "rosetta_torch.compile",
+            "rosetta_flax.jit",
+            "nn.TransformerEncoder",
+            "nn.TransformerEncoder.compile",
+        )
+        for mode in ("forward", "train")
+    }
+    expected |= {("nn.TransformerEncoder.fastpath", "forward"), ("matmul.torch", "gemm"), ("matmul.jax", "gemm")}
+    assert expected <= set(timed)
+    for entry in timed.values():
+        numbers = [entry["median_s"], entry["min_s"], entry["max_s"], entry["gflops"], entry["first_call_s"]]
+        if not entry["ceiling"]:
+            numbers += [entry["tokens_per_s"], entry["fraction_of_ceiling"], entry["vs_baseline"]]
+            assert entry["check"]["ok"]
+        assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers), entry
+        assert len(entry["times_s"]) == 2
+    statuses = {e["status"] for e in case["results"]}
+    assert statuses <= {"ok", "skipped"}
+
+
+def test_plot_written(bench_run) -> None:
+    _, out = bench_run
+    png = (out / "throughput.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
