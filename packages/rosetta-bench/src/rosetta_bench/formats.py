@@ -43,7 +43,7 @@ DESCRIPTIONS = {
     "rosetta": "rosetta canonical safetensors",
     "torch": "rosetta_torch.Encoder state_dict, safetensors",
     "torch-modules": "nn.Embedding + nn.TransformerEncoder state_dict, safetensors",
-    "orbax": "Flax NNX state, Orbax checkpoint + config.json",
+    "orbax": "Flax NNX state, Orbax checkpoint",
 }
 ORBAX_STATE, ORBAX_CONFIG = "state", "config.json"
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
@@ -102,9 +102,7 @@ def load(path: str | os.PathLike, config: EncoderConfig | None = None) -> tuple[
     """Any layout -> (config, canonical tensors, layout), every name, shape, dtype and value checked."""
     weights = read(path, config)
     if weights.config is None:
-        raise WeightFormatError(
-            f"{weights.path}: a {weights.description} file without a stored config: pass --config config.json"
-        )
+        raise WeightFormatError(f"{weights.path} ({weights.description}) stores no config: pass --config config.json")
     if weights.layout == "rosetta" and CONFIG_KEY in weights.metadata:
         _, tensors = load_canonical(weights.path)  # the format version and every tensor checked
         return weights.config, tensors, weights.layout

@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
     return guarded(lambda: inspect(args))
 
 
-def natural_key(name: str) -> list:
-    """Sort `layers.10` after `layers.9`."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+def tensor_order(name: str) -> tuple[bool, list]:
+    """Embedding, layers in numeric order (`layers.10` after `layers.9`), the final norm last."""
+    return name.startswith("final_norm"), [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def inspect(args: argparse.Namespace) -> int:
@@ -40,14 +40,11 @@ def inspect(args: argparse.Namespace) -> int:
     if weights.config is None:
         console.print("config: not stored in the file (pass --config config.json to check the tensors against one)")
     else:
-        config_table = Table("config", "value", title=None, show_edge=False)
-        for name, value in weights.config.to_dict().items():
-            config_table.add_row(name, repr(value))
-        console.print(config_table)
+        console.print(f"config: {weights.config}")
 
     table = Table("tensor", "shape", "dtype", "parameters", show_edge=False)
     table.columns[3].justify = "right"
-    for name in sorted(weights.tensors, key=natural_key):
+    for name in sorted(weights.tensors, key=tensor_order):
         value = weights.tensors[name]
         table.add_row(name, str(tuple(value.shape)), str(value.dtype), f"{value.size:,}")
     console.print(table)
