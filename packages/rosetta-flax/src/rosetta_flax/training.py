@@ -1,0 +1,272 @@
+"""Training in JAX / Flax NNX: tied-head loss, AdamW + schedule from optax, a jitted train step, canonical views.
+
+Mirrors `rosetta_torch.training`. Everything leaving this module is canonical (names, `[in, out]` kernels,
+NumPy arrays), so gradients and optimizer state compare and cross frameworks like the weights do.
+The train step is `jax.jit` over the `nnx.split` state (DESIGN.md: `nnx.jit` walks the graph on every call).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from rosetta_common import EncoderConfig, expected_shapes
+from rosetta_common.training import AdamWConfig, OptimizerState
+from rosetta_flax.convert import flax_name
+from rosetta_flax.encoder import Encoder
+
+
+def token_logits(model: Encoder, hidden: jax.Array) -> jax.Array:
+    """The head tied to the token embedding: hidden `[B, S, D]` -> logits `[B, S, V]` = hidden @ embedding.T.
+
+    The padding row is held out of the head's gradient, so it stays zero (its logit is 0) as DESIGN.md asks.
+    """
+    weight = model.embedding.weight[...]
+    padding_idx = model.config.padding_idx
+    if padding_idx is not None:
+        is_padding_row = jnp.arange(weight.shape[0])[:, None] == padding_idx
+        weight = jnp.where(is_padding_row, jax.lax.stop_gradient(weight), weight)
+    return hidden @ weight.T
+
+
+def sequence_loss(
+    model: Encoder,
+    token_ids: jax.Array,
+    targets: jax.Array,
+    padding_mask: jax.Array | None = None,
+    loss_mask: jax.Array | None = None,
+) -> jax.Array:
+    """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
+
+    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding.
+    """
+    padding_mask = model.padding_mask_for(token_ids, padding_mask)
+    if loss_mask is None:
+        loss_mask = ~padding_mask
+    logits = token_logits(model, model(token_ids, padding_mask))
+    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, S]
+    weights = loss_mask.astype(per_token.dtype)
+    return (per_token * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(graphdef: nnx.GraphDef, state: nnx.State, token_ids: jax.Array, padding_mask: jax.Array | None):
+    model = nnx.merge(graphdef, state, copy=True)
+    return token_logits(model, model(token_ids, padding_mask))
+
+
+def predict(model: Encoder, token_ids: jax.Array, padding_mask: jax.Array | None = None) -> jax.Array:
+    """The most likely token at every position, int `[B, S]` (in the model's current train/eval mode). Jitted."""
+    model.check_inputs(token_ids, padding_mask)
+    graphdef, state = nnx.split(model)
+    return jnp.argmax(_logits(graphdef, state, jnp.asarray(token_ids), padding_mask), axis=-1)
+
+
+def _canonical_names(config: EncoderConfig) -> dict[str, str]:
+    """rosetta_flax parameter name -> canonical name."""
+    return {flax_name(name): name for name in expected_shapes(config)}
+
+
+def params_to_canonical(config: EncoderConfig, state: nnx.State) -> dict[str, np.ndarray]:
+    """A State shaped like the model's parameters (params, gradients, Adam moments) as canonical NumPy arrays."""
+    names = _canonical_names(config)
+    flat = {names[".".join(map(str, path))]: variable for path, variable in nnx.to_flat_state(state)}
+    return {name: np.asarray(jax.device_get(flat[name][...])) for name in expected_shapes(config)}
+
+
+gradients_to_canonical = params_to_canonical
+
+
+def params_from_canonical(config: EncoderConfig, template: nnx.State, tensors: Mapping[str, np.ndarray]) -> nnx.State:
+    """A State with `template`'s structure and variable types holding the canonical `tensors` (template dtypes)."""
+    names = _canonical_names(config)
+    flat = [
+        (path, variable.replace(jnp.asarray(tensors[names[".".join(map(str, path))]], dtype=variable[...].dtype)))
+        for path, variable in nnx.to_flat_state(template)
+    ]
+    return nnx.from_flat_state(flat)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask):
+    def loss_fn(params: nnx.State) -> jax.Array:
+        model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
+        return sequence_loss(model, token_ids, targets, padding_mask, loss_mask)
+
+    return jax.value_and_grad(loss_fn)(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss(graphdef, state, token_ids, targets, padding_mask, loss_mask):
+    return sequence_loss(nnx.merge(graphdef, state, copy=True), token_ids, targets, padding_mask, loss_mask)
+
+
+def evaluate_loss(
+    model: Encoder,
+    token_ids: jax.Array,
+    targets: jax.Array,
+    padding_mask: jax.Array | None = None,
+    loss_mask: jax.Array | None = None,
+) -> float:
+    """`sequence_loss` at the model's weights, without gradients (jitted; inputs checked before)."""
+    model.check_inputs(token_ids, padding_mask)
+    graphdef, state = nnx.split(model)
+    return float(_loss(graphdef, state, token_ids, targets, padding_mask, loss_mask))
+
+
+def loss_and_gradients(
+    model: Encoder,
+    token_ids: jax.Array,
+    targets: jax.Array,
+    padding_mask: jax.Array | None = None,
+    loss_mask: jax.Array | None = None,
+) -> tuple[float, dict[str, np.ndarray]]:
+    """`sequence_loss` and its gradient w.r.t. every parameter (canonical): `jax.grad` over `nnx.split` state.
+
+    Jitted (one compile per model structure and input shapes); inputs are checked before the jitted call.
+    """
+    model.check_inputs(token_ids, padding_mask)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    loss, grads = _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask)
+    return float(loss), gradients_to_canonical(model.config, grads)
+
+
+def build_schedule(adamw: AdamWConfig, dtype: jnp.dtype = jnp.float32) -> optax.Schedule | float:
+    """Linear warm-up then cosine decay to `end_factor * lr` (held after `total_steps`), from optax's schedules.
+
+    optax evaluates the schedule at the count of updates already done: update t uses `adamw.learning_rate(t)`.
+    The count is cast to `dtype` first: optax counts are int32, and int32 with Python floats computes in
+    float32 even under JAX x64 (a float64 run would get a float32 learning rate). A constant `lr` when the
+    config has no schedule.
+    """
+    lr, warmup, total = adamw.lr, adamw.warmup_steps, adamw.total_steps
+    if warmup and total is not None:
+        schedule = optax.warmup_cosine_decay_schedule(
+            init_value=adamw.warmup_start_factor * lr,
+            peak_value=lr,
+            warmup_steps=warmup,
+            decay_steps=total,
+            end_value=adamw.end_factor * lr,
+        )
+    elif warmup:
+        schedule = optax.linear_schedule(adamw.warmup_start_factor * lr, lr, transition_steps=warmup)
+    elif total is not None:
+        schedule = optax.cosine_decay_schedule(lr, decay_steps=total, alpha=adamw.end_factor)
+    else:
+        return lr
+    return lambda count: schedule(jnp.asarray(count, dtype=dtype))
+
+
+def build_optimizer(adamw: AdamWConfig, dtype: jnp.dtype = jnp.float32) -> optax.GradientTransformation:
+    """`optax.adamw` with the config's maths, after `optax.clip_by_global_norm` when `clip_norm` is set.
+
+    optax.adamw scales the decayed weights by the learning rate too (p <- p - lr (update + wd p)), as torch's
+    AdamW does (p <- p (1 - lr wd)); `eps` is added outside the square root as in torch (`eps_root=0`).
+    `dtype` is the parameters' dtype, the one the schedule is computed in.
+    """
+    optimizer = optax.adamw(
+        build_schedule(adamw, dtype),
+        b1=adamw.b1,
+        b2=adamw.b2,
+        eps=adamw.eps,
+        eps_root=0.0,
+        weight_decay=adamw.weight_decay,
+    )
+    if adamw.clip_norm is None:
+        return optimizer
+    return optax.chain(optax.clip_by_global_norm(adamw.clip_norm), optimizer)
+
+
+TrainStep = Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array]]
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> TrainStep:
+    """`step(params, rest, opt_state, token_ids, targets, loss_mask) -> (params, rest, opt_state, loss)`, jitted.
+
+    `rest` (dropout RNG counters) is threaded through, so dropout draws new masks at every step.
+    """
+
+    def step(params, rest, opt_state, token_ids, targets, loss_mask):
+        def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
+            model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
+            loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask)
+            return loss, nnx.split(model, nnx.Param, ...)[2]
+
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_rest, opt_state, loss
+
+    return jax.jit(step)
+
+
+class Trainer:
+    """Trains an Encoder with AdamW: `step(token_ids, targets, loss_mask) -> loss before the update`.
+
+    Batches are NumPy or JAX int `[B, S]` (ids, targets) and bool `[B, S]` (loss mask, True = counted);
+    the padding mask follows `padding_idx`. The model is held split (graphdef, params, rest); `model`
+    merges a current copy. Token ids are checked before the jitted step (JAX's gather would clamp them).
+    """
+
+    def __init__(self, model: Encoder, adamw: AdamWConfig) -> None:
+        self.config, self.adamw = model.config, adamw
+        model.train()
+        self._checker = model
+        self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
+        dtype = model.embedding.weight[...].dtype
+        self.optimizer = build_optimizer(adamw, dtype)
+        self.opt_state = self.optimizer.init(self.params)
+        self._schedule = build_schedule(adamw, dtype)
+        self._step = make_train_step(self.graphdef, self.optimizer)
+        self.steps_done = 0
+
+    @property
+    def model(self) -> Encoder:
+        """The current model (a merged copy, in train mode)."""
+        return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
+
+    def step(self, token_ids, targets, loss_mask) -> jax.Array:
+        """One update on one batch; returns the loss at the parameters before it (a scalar array)."""
+        self._checker.check_inputs(np.asarray(token_ids))
+        self.params, self.rest, self.opt_state, loss = self._step(
+            self.params,
+            self.rest,
+            self.opt_state,
+            jnp.asarray(token_ids),
+            jnp.asarray(targets),
+            jnp.asarray(loss_mask),
+        )
+        self.steps_done += 1
+        return loss
+
+    def learning_rate(self) -> float:
+        """The rate the next update will use."""
+        schedule = self._schedule
+        return float(schedule(self.steps_done)) if callable(schedule) else float(schedule)
+
+    def optimizer_state(self) -> OptimizerState:
+        """AdamW's moments in canonical names and layout (zeros before the first step) and the step count."""
+        mu, nu = optax.tree.get(self.opt_state, "mu"), optax.tree.get(self.opt_state, "nu")
+        return OptimizerState(
+            self.config,
+            self.adamw,
+            self.steps_done,
+            params_to_canonical(self.config, mu),
+            params_to_canonical(self.config, nu),
+        )
+
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        """Continue from `state` (e.g. written by the other framework): moments, step count and schedule."""
+        if state.config != self.config or state.adamw != self.adamw:
+            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
+        fresh = self.optimizer.init(self.params)
+        mu = params_from_canonical(self.config, optax.tree.get(fresh, "mu"), state.mu)
+        nu = params_from_canonical(self.config, optax.tree.get(fresh, "nu"), state.nu)
+        count = jnp.asarray(state.step, dtype=jnp.int32)  # optax's counts (Adam's and the schedule's) are int32
+        self.opt_state = optax.tree.set(fresh, mu=mu, nu=nu, count=count)
+        self.steps_done = state.step
