@@ -11,9 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+from rosetta_common import EncoderConfig
+from rosetta_common.vectors import random_inputs, random_tensors
+from rosetta_flax import from_canonical
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +49,14 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     return done, out
 
 
+@pytest.mark.slow
 def test_exits_cleanly_and_prints_the_table(bench_run) -> None:
     done, _ = bench_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "rosetta_flax.jit" in done.stdout and "nn.TransformerEncoder.compile" in done.stdout
 
 
+@pytest.mark.slow
 def test_json_has_every_figure(bench_run) -> None:
     _, out = bench_run
     results = json.loads((out / "results.json").read_text())
@@ -85,7 +91,23 @@ def test_json_has_every_figure(bench_run) -> None:
     assert statuses <= {"ok", "skipped"}
 
 
+@pytest.mark.slow
 def test_plot_written(bench_run) -> None:
     _, out = bench_run
     png = (out / "throughput.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_flax_attention_implementation_the_bench_switches_agrees() -> None:
+    """`attn.implementation` (set to "cudnn" by the bench on a GPU) goes through jax.nn.dot_product_attention;
+    its "xla" form runs here and must agree with the default einsum path, all-padding row included."""
+    config = EncoderConfig(vocab_size=50, d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.0)
+    token_ids, padding_mask = (jnp.asarray(a) for a in random_inputs(config, 7, (0, 3, 7), 0))
+    model = from_canonical(config, random_tensors(config, 0, np.float32))
+    model.eval()
+    expected = np.asarray(model(token_ids, padding_mask))
+    for layer in model.layers:
+        layer.attn.implementation = "xla"
+    got = np.asarray(model(token_ids, padding_mask))
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -27,6 +27,9 @@ class Encoder(nn.Module):
             else None
         )
 
+    # The checks read token ids back to the host (int(min), int(max)): under torch.compile they run eagerly
+    # before the compiled graph instead of breaking it in two (rosetta_flax checks outside jax.jit likewise).
+    @torch.compiler.disable
     def padding_mask_for(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """Check the inputs (clear errors, never a silent clamp) and return the bool padding mask `[B, S]`."""
         is_int = not token_ids.dtype.is_floating_point and not token_ids.dtype.is_complex

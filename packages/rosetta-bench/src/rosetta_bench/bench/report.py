@@ -39,10 +39,11 @@ def _check_cell(entry: dict[str, Any]) -> str:
 
 def _row(entry: dict[str, Any], gpu: bool) -> tuple[list[str], str | None]:
     """The table cells of one entry and their style."""
-    blank = [""] * (7 if gpu else 6)
+    blank = [""] * (8 if gpu else 7)
     if entry["ceiling"]:
         cells = [
             "gemm",
+            "",
             "",
             "",
             _fmt(entry.get("gflops"), ",.0f"),
@@ -62,6 +63,7 @@ def _row(entry: dict[str, Any], gpu: bool) -> tuple[list[str], str | None]:
         entry["mode"],
         _fmt(entry["tokens_per_s"], ",.0f"),
         f"{_compact(low)}-{_compact(high)}",
+        _compact(entry["tokens_per_s_best"]),
         _fmt(entry["gflops"], ",.0f"),
         _fmt(fraction and 100 * fraction, ".0f"),
         *([_fmt(mfu and 100 * mfu, ".1f")] if gpu else []),
@@ -82,8 +84,19 @@ def case_table(results: dict[str, Any], case: dict[str, Any]) -> Table:
     )
     table = Table(title=title, title_justify="left")
     gpu_columns = ["MFU %"] if gpu else []
-    headers = ["implementation", "mode", "tokens/s", "IQR", "GFLOP/s", "% ceil", *gpu_columns, "vs peer", "1st call s"]
-    headers.append("check")
+    headers = [
+        "implementation",
+        "mode",
+        "tokens/s",
+        "IQR",
+        "best",
+        "GFLOP/s",
+        "% ceil",
+        *gpu_columns,
+        "vs peer",
+        "1st call s",
+        "check",
+    ]
     for header in headers:
         justify = "left" if header in ("implementation", "mode", "check") else "right"
         table.add_column(header, justify=justify, no_wrap=True)
@@ -106,7 +119,8 @@ def print_report(results: dict[str, Any], console: Console) -> None:
     console.print(
         f"[dim]{machine['cpu_model']}, {machine['usable_cpus']} usable CPUs; threads per worker: "
         f"{', '.join(f'{k}={v}' for k, v in threads.items())}; load average {load[0]} -> {load[1]}.\n"
-        "tokens = B*S positions per call (padding included); train = forward + backward + AdamW, FLOPs 3x forward; "
+        "tokens = B*S positions per call (padding included), median over calls, IQR, best = fastest call; "
+        "train = forward + backward + AdamW, FLOPs 3x forward; "
         "1st call = compilation + one run; % ceil = GFLOP/s over the best GEMM measured in the same rounds; "
         f"vs peer = speed relative to {BASELINE} (same case and mode).[/dim]"
     )

@@ -252,6 +252,7 @@ def _derive(
         if not entry["ceiling"]:
             entry["tokens_per_s"] = tokens / entry["median_s"]
             entry["tokens_per_s_iqr"] = [tokens / entry["p75_s"], tokens / entry["p25_s"]]
+            entry["tokens_per_s_best"] = tokens / entry["min_s"]
     ceilings = {n: entries[n]["gflops"] for n in CEILINGS if entries[n]["status"] == "ok"}
     ceiling = max(ceilings.values(), default=None)
     device_name = next((w.info.get("device_name") for w in workers.values() if w.info.get("device_name")), None)

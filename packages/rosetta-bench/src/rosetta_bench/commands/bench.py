@@ -82,17 +82,21 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 class RichReporter:
-    """The runner's progress, as a rich progress bar (notes print above it)."""
+    """The runner's progress: a rich progress bar on a terminal, one line per step in a log."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task = progress.add_task("starting workers", total=None)
+        self.log = not progress.console.is_terminal
 
     def start(self, total: int) -> None:
         self.progress.update(self.task, total=total, completed=0)
 
     def step(self, description: str, advance: int = 1) -> None:
         self.progress.update(self.task, description=description, advance=advance)
+        if self.log:
+            task = self.progress.tasks[0]
+            self.progress.console.print(f"[{task.completed:.0f}/{task.total or '?'}] {description}", highlight=False)
 
     def note(self, text: str) -> None:
         self.progress.console.print(text)
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from rosetta_bench.bench.processes import BenchError
 
     console = Console()
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 150))
     try:
         config = config_from_args(args)
     except ValueError as err:
