@@ -1,0 +1,59 @@
+"""The synthetic task of the training run: reverse a sequence of random tokens (needs attention).
+
+Input `[a1 .. an, PAD ..]`, target `[an .. a1, PAD ..]`, with n drawn per sequence, so the model must find
+each sequence's length and attend to position n - 1 - i. Padding positions are not counted in the loss.
+Batches come from NumPy, seeded per step, so every framework (and a resumed run) sees the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # token ids int64 [B, S], targets int64 [B, S], loss mask bool
+
+
+@dataclass(frozen=True)
+class ReversalTask:
+    """Sequences of `min_len..max_len` tokens drawn from `1..vocab_size-1`; token `pad` (0) pads to `max_len`."""
+
+    vocab_size: int = 16
+    min_len: int = 4
+    max_len: int = 12
+    batch_size: int = 64
+    seed: int = 0
+    pad: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_len <= self.max_len:
+            raise ValueError(f"ReversalTask needs 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+        if self.vocab_size < 3 or self.pad != 0:
+            raise ValueError("ReversalTask needs vocab_size >= 3 and pad == 0")
+        if self.batch_size < 1:
+            raise ValueError(f"ReversalTask.batch_size must be >= 1, got {self.batch_size}")
+
+    def _batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        lengths = rng.integers(self.min_len, self.max_len + 1, size=batch_size)
+        tokens = rng.integers(1, self.vocab_size, size=(batch_size, self.max_len), dtype=np.int64)
+        positions = np.arange(self.max_len)
+        valid = positions[None, :] < lengths[:, None]
+        token_ids = np.where(valid, tokens, self.pad)
+        # target[i] = token[n - 1 - i] for i < n
+        source = np.clip(lengths[:, None] - 1 - positions[None, :], 0, self.max_len - 1)
+        targets = np.where(valid, np.take_along_axis(token_ids, source, axis=1), self.pad)
+        return token_ids, targets, valid
+
+    def batch(self, step: int) -> Batch:
+        """The training batch of update `step` (the same for any framework, any restart)."""
+        return self._batch(np.random.default_rng((self.seed, 1, step)), self.batch_size)
+
+    def eval_batch(self, size: int = 512) -> Batch:
+        """A fixed held-out batch for accuracy."""
+        return self._batch(np.random.default_rng((self.seed, 2)), size)
+
+
+def accuracy(predictions: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(token accuracy over counted positions, fraction of sequences reversed exactly)."""
+    correct = (predictions == targets) | ~mask
+    return float(((predictions == targets) & mask).sum() / mask.sum()), float(correct.all(axis=1).mean())
