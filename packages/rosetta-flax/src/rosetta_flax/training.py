@@ -205,6 +205,16 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     return jax.jit(step)
 
 
+@functools.lru_cache(maxsize=16)
+def _optimizer_and_step(
+    graphdef: nnx.GraphDef, adamw: AdamWConfig, dtype_name: str
+) -> tuple[optax.GradientTransformation, TrainStep]:
+    """One optimizer and jitted step per (model structure, AdamW config, dtype): a Trainer built again (e.g. when
+    a run switches framework and back) reuses the compiled step instead of compiling it again."""
+    optimizer = build_optimizer(adamw, jnp.dtype(dtype_name))
+    return optimizer, make_train_step(graphdef, optimizer)
+
+
 class Trainer:
     """Trains an Encoder with AdamW: `step(token_ids, targets, loss_mask) -> loss before the update`.
 
@@ -219,10 +229,9 @@ class Trainer:
         self._checker = model
         self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
         dtype = model.embedding.weight[...].dtype
-        self.optimizer = build_optimizer(adamw, dtype)
+        self.optimizer, self._step = _optimizer_and_step(self.graphdef, adamw, jnp.dtype(dtype).name)
         self.opt_state = self.optimizer.init(self.params)
         self._schedule = build_schedule(adamw, dtype)
-        self._step = make_train_step(self.graphdef, self.optimizer)
         self.steps_done = 0
 
     @property

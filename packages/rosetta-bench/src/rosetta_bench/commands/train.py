@@ -31,30 +31,38 @@ HELP = "side-by-side training run in both frameworks"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
-    model.add_argument("--d-model", type=int, default=64)
-    model.add_argument("--n-heads", type=int, default=4)
-    model.add_argument("--n-layers", type=int, default=2)
-    model.add_argument("--d-ff", type=int, default=128)
+    model.add_argument("--d-model", type=int, default=64, help="default %(default)s")
+    model.add_argument("--n-heads", type=int, default=4, help="default %(default)s")
+    model.add_argument("--n-layers", type=int, default=2, help="default %(default)s")
+    model.add_argument("--d-ff", type=int, default=128, help="default %(default)s")
     model.add_argument("--pre-norm", action="store_true", help="norm_first=True (default: post-norm)")
     task = parser.add_argument_group("task (reverse sequences of random tokens)")
-    task.add_argument("--vocab-size", type=int, default=16, help="including the padding token 0")
-    task.add_argument("--min-len", type=int, default=4)
-    task.add_argument("--max-len", type=int, default=12, help="also the padded sequence length")
-    task.add_argument("--batch-size", type=int, default=64)
+    task.add_argument("--vocab-size", type=int, default=16, help="including the padding token 0 (default %(default)s)")
+    task.add_argument("--min-len", type=int, default=4, help="default %(default)s")
+    task.add_argument("--max-len", type=int, default=12, help="also the padded sequence length (default %(default)s)")
+    task.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
     optim = parser.add_argument_group("optimizer (AdamW, linear warm-up, cosine decay, clipping)")
-    optim.add_argument("--steps", type=int, default=1200)
-    optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    optim.add_argument("--warmup", type=int, default=100, help="warm-up steps")
-    optim.add_argument("--weight-decay", type=float, default=0.01)
-    optim.add_argument("--clip-norm", type=float, default=1.0, help="global gradient norm (0: no clipping)")
+    optim.add_argument("--steps", type=int, default=1200, help="default %(default)s")
+    optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)s)")
+    optim.add_argument("--warmup", type=int, default=100, help="warm-up steps (default %(default)s)")
+    optim.add_argument("--weight-decay", type=float, default=0.01, help="default %(default)s")
+    optim.add_argument(
+        "--clip-norm", type=float, default=1.0, help="global gradient norm (0: no clipping) (default %(default)s)"
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    run.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the batches")
-    run.add_argument("--eval-every", type=int, default=100, help="accuracy on a held-out batch every N steps")
+    run.add_argument(
+        "--seed", type=int, default=0, help="seeds the initial weights and the batches (default %(default)s)"
+    )
+    run.add_argument(
+        "--eval-every", type=int, default=100, help="accuracy on a held-out batch every N steps (default %(default)s)"
+    )
     run.add_argument(
         "--switch-at", type=int, metavar="N", help="after N steps continue each run in the other framework"
     )
-    run.add_argument("--check-steps", type=int, default=20, help="steps over which the losses must agree")
+    run.add_argument(
+        "--check-steps", type=int, default=20, help="steps over which the losses must agree (default %(default)s)"
+    )
     run.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: tiny ops)")
     run.add_argument("--out", type=Path, help="output folder (default results/train-<timestamp>/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
@@ -174,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
     from rosetta_bench.training.plot import plot_losses
 
     console = Console()
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 120))
     try:
         config = run_config_from_args(args)
     except ValueError as err:

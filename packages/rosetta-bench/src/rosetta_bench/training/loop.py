@@ -26,8 +26,17 @@ from rosetta_common.training import AdamWConfig
 LANES = ("a", "b")
 # Relative loss difference allowed over the first `check_steps` steps and at a framework switch. float32: the
 # gradients agree to ~1e-6 and the step-by-step loss difference stays <= ~1e-5 for the first tens of steps
-# (measured), so 1e-4 leaves a margin of ~10 and still catches any real mismatch (those show at step 0-1).
+# (measured 3e-6), so 1e-4 leaves a margin and still catches any real mismatch (those show at step 0-1).
+# float64: 1e-10 (measured ~3e-16), except with gradient clipping: torch's clip_grad_norm_ divides by
+# |g| + 1e-6 where optax.clip_by_global_norm divides by |g|, a relative 1e-6/|g| on the clipped gradients
+# (tests/test_optimizer.py proves it is the only difference); the losses then differ by ~1e-9.
 LOSS_BOUNDS = {"float32": 1e-4, "float64": 1e-10}
+FLOAT64_CLIPPED_LOSS_BOUND = 1e-6
+
+
+def loss_bound(dtype: str, clipping: bool) -> float:
+    """The relative loss difference the run's checks allow (see LOSS_BOUNDS)."""
+    return FLOAT64_CLIPPED_LOSS_BOUND if dtype == "float64" and clipping else LOSS_BOUNDS[dtype]
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,12 @@ class RunResult:
         records = self.records[:first] if first is not None else self.records
         return max(record["rel_diff"] for record in records)
 
+    @property
+    def loss_bound(self) -> float:
+        return loss_bound(self.config.dtype, self.config.adamw.clip_norm is not None)
+
     def checks(self) -> dict[str, bool]:
-        bound = LOSS_BOUNDS[self.config.dtype]
+        bound = self.loss_bound
         result = {
             f"first {self.config.check_steps} steps agree": self.max_relative_diff(self.config.check_steps) <= bound
         }
@@ -88,7 +101,7 @@ class RunResult:
                 (first_ms if fresh else ms)[framework].append(record["ms"][lane])
         return {
             "config": self.config.to_dict(),
-            "loss_bound": LOSS_BOUNDS[self.config.dtype],
+            "loss_bound": self.loss_bound,
             "checks": self.checks(),
             "wall_seconds": self.wall_seconds,
             "train_step_ms_median": {fw: float(np.median(v)) for fw, v in ms.items() if v},
