@@ -62,7 +62,8 @@ def _logits(graphdef: nnx.GraphDef, state: nnx.State, token_ids: jax.Array, padd
 
 
 def predict(model: Encoder, token_ids: jax.Array, padding_mask: jax.Array | None = None) -> jax.Array:
-    """The most likely token at every position, int `[B, S]` (in the model's current train/eval mode). Jitted."""
+    """The most likely token at every position, int `[B, S]`. Jitted; meant for eval mode (in train mode the
+    dropout RNG counters are not written back, so repeated calls would draw the same masks)."""
     model.check_inputs(token_ids, padding_mask)
     graphdef, state = nnx.split(model)
     return jnp.argmax(_logits(graphdef, state, jnp.asarray(token_ids), padding_mask), axis=-1)
