@@ -115,3 +115,13 @@ def test_models_never_alias_the_callers_arrays():
         for param in model.parameters():
             param.mul_(2.0)
     assert all(np.array_equal(tensors[name], before[name]) for name in tensors)
+
+
+def test_to_canonical_returns_copies_not_live_views():
+    model = rosetta_torch.Encoder(CONFIG, dtype=torch.float64)
+    snapshot = rosetta_torch.to_canonical(model)
+    before = {name: value.copy() for name, value in snapshot.items()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    assert all(np.array_equal(snapshot[name], before[name]) for name in snapshot)

@@ -36,10 +36,10 @@ def transform(canonical_name: str) -> Transform:
 
 
 def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
-    """The model's parameters as canonical NumPy arrays (on the CPU, in the model's dtype)."""
+    """The model's parameters as canonical NumPy arrays (copies, on the CPU, in the model's dtype)."""
     state = model.state_dict()
     return {
-        name: np.ascontiguousarray(transform(name)(state[torch_name(name)].detach().cpu().numpy()))
+        name: np.array(transform(name)(state[torch_name(name)].detach().cpu().numpy()), order="C", copy=True)
         for name in expected_shapes(model.config)
     }
 
