@@ -34,16 +34,6 @@ CONFIG = EncoderConfig(vocab_size=23, d_model=16, n_heads=2, n_layers=2, d_ff=32
 SIGMAS = 5.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread. Two OpenMP threads per pytest-xdist worker on 2 cores stall at every
-    barrier (measured 2.8 ms vs 425 ms for one small backward on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def check_rate(kept: int, draws: int, rate: float = RATE) -> None:
     fraction = kept / draws
     sigma = math.sqrt(rate * (1 - rate) / draws)

@@ -31,16 +31,6 @@ RELATIVE_BOUND = {np.float64: tolerances.GRADIENT_FLOAT64_RELATIVE, np.float32: 
 ZERO_GRADIENT_NOISE = {np.float64: 1e-14, np.float32: 1e-6}  # |grad k.bias| / max |grad| over all params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread. Two OpenMP threads per pytest-xdist worker on 2 cores stall at every
-    barrier (measured 2.8 ms vs 425 ms for one small backward on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def is_key_bias(name: str) -> bool:
     return name.endswith(".attn.k.bias")
 
