@@ -169,7 +169,9 @@ def oracle_loss(
 @pytest.mark.parametrize("case", ["post_norm_relu", "pre_norm_gelu", "gelu_tanh_eps"])
 def test_gradients_match_oracle_finite_differences(case: str, device: str) -> None:
     """Directional derivatives of the float64 oracle loss (central differences) equal <grad, direction>."""
-    from rosetta_common.vectors import VECTORS_DIR, load_vector
+    from conftest import VECTORS_DIR
+
+    from rosetta_common.vectors import load_vector
 
     vector = load_vector(VECTORS_DIR / f"{case}.safetensors")
     config, weights = vector.config, vector.weights

@@ -1,6 +1,6 @@
 """Common test vectors: deterministic cases (config, canonical weights, inputs, oracle activations).
 
-`python -m rosetta_common.vectors [DIR]` regenerates `common/vectors/`. Each case is one safetensors file:
+`python -m rosetta_common.vectors [DIR]` (run from the repo root) regenerates `common/vectors/`. Each case is one safetensors file:
 `weights.<canonical name>`, `inputs.token_ids` int64 `[B, S]`, `inputs.padding_mask` bool `[B, S]`,
 `oracle.<boundary>` float64 (see `rosetta_common.oracle`), the config in the metadata.
 """
@@ -20,7 +20,7 @@ from rosetta_common.config import EncoderConfig
 from rosetta_common.io import CONFIG_KEY, read_metadata, write_atomically
 from rosetta_common.oracle import default_padding_mask, encoder_forward
 
-VECTORS_DIR = Path(__file__).resolve().parents[2] / "vectors"
+DEFAULT_DIR = Path("common") / "vectors"  # relative to the repo root; the files are repo data, not package data
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def case_bytes(case: VectorCase) -> bytes:
     return save(tensors, metadata=metadata)
 
 
-def write_all(directory: Path = VECTORS_DIR) -> list[Path]:
+def write_all(directory: Path) -> list[Path]:
     """Regenerate every stored case into `directory`."""
     return [write_atomically(directory / f"{case.name}.safetensors", _writer(case)) for case in CASES]
 
@@ -183,10 +183,10 @@ def load_vector(path: str | Path) -> Vector:
     )
 
 
-def stored_vectors(directory: Path = VECTORS_DIR) -> list[Vector]:
+def stored_vectors(directory: Path) -> list[Vector]:
     return [load_vector(directory / f"{case.name}.safetensors") for case in CASES]
 
 
 if __name__ == "__main__":
-    for path in write_all(Path(sys.argv[1]) if len(sys.argv) > 1 else VECTORS_DIR):
+    for path in write_all(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR):
         print(path)
