@@ -1,8 +1,9 @@
 """Common test vectors: deterministic cases (config, canonical weights, inputs, oracle activations).
 
-`python -m rosetta_common.vectors [DIR]` (run from the repo root) regenerates `common/vectors/`. Each case is one safetensors file:
-`weights.<canonical name>`, `inputs.token_ids` int64 `[B, S]`, `inputs.padding_mask` bool `[B, S]`,
-`oracle.<boundary>` float64 (see `rosetta_common.oracle`), the config in the metadata.
+`python -m rosetta_common.vectors [DIR]` (run from the repo root) regenerates `common/vectors/`.
+Each case is one safetensors file: `weights.<canonical name>`, `inputs.token_ids` int64 `[B, S]`,
+`inputs.padding_mask` bool `[B, S]`, `oracle.<boundary>` float64 (see `rosetta_common.oracle`),
+the config in the metadata.
 """
 
 from __future__ import annotations
