@@ -5,17 +5,14 @@ On CUDA, parity runs with TF32 off in both frameworks (DESIGN.md).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import pytest
 import torch
+from runners import VECTORS_DIR
 
 from rosetta_common.vectors import CASES, Vector, load_vector
 
 jax.config.update("jax_enable_x64", True)
-
-VECTORS_DIR = Path(__file__).resolve().parents[1] / "common" / "vectors"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -169,7 +169,7 @@ def oracle_loss(
 @pytest.mark.parametrize("case", ["post_norm_relu", "pre_norm_gelu", "gelu_tanh_eps"])
 def test_gradients_match_oracle_finite_differences(case: str, device: str) -> None:
     """Directional derivatives of the float64 oracle loss (central differences) equal <grad, direction>."""
-    from conftest import VECTORS_DIR
+    from runners import VECTORS_DIR
 
     from rosetta_common.vectors import load_vector
 

@@ -356,3 +356,13 @@ def test_an_interrupted_save_leaves_the_destination_untouched(
     np.testing.assert_array_equal(
         rosetta_torch.to_canonical(rosetta_torch.load(destination))["embedding.weight"], TENSORS["embedding.weight"]
     )
+
+
+@pytest.mark.parametrize("argument", ["token_ids", "padding_mask"])
+def test_a_python_list_is_refused_by_name(framework: Framework, argument: str) -> None:
+    """Lists (or another framework's tensors) are refused before any attribute of them is read."""
+    model = framework.build()
+    ids, mask = ids_of((2, 5)), np.zeros((2, 5), bool)
+    args = (ids.tolist(), None) if argument == "token_ids" else (framework.array(ids), mask.tolist())
+    with pytest.raises(InputError, match=rf"{argument} must be a .*, got list"):
+        model(*args)

@@ -71,7 +71,7 @@ def test_all_padding_sequence_is_finite(device):
 @pytest.mark.parametrize("case", ["varied_padding", "odd_sizes", "all_padding_row"])
 def test_padding_never_attended_as_key(case, device):
     """Changing the tokens at padded positions leaves the output of every real token unchanged."""
-    from conftest import VECTORS_DIR
+    from runners import VECTORS_DIR
 
     from rosetta_common.vectors import load_vector
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import VECTORS_DIR
+from runners import VECTORS_DIR
 from safetensors.numpy import load_file
 
 from rosetta_common import read_metadata

@@ -8,7 +8,7 @@ from rosetta_common.canonical import (
     expected_shapes,
 )
 from rosetta_common.config import ACTIVATIONS, EncoderConfig
-from rosetta_common.inputs import InputError, check_padding_mask, check_token_ids
+from rosetta_common.inputs import InputError, check_array_type, check_padding_mask, check_token_ids
 from rosetta_common.io import load_canonical, read_metadata, save_canonical, write_atomically
 from rosetta_common.oracle import encoder_forward
 from rosetta_common.positional import sinusoidal_table
@@ -19,6 +19,7 @@ __all__ = [
     "EncoderConfig",
     "InputError",
     "WeightFormatError",
+    "check_array_type",
     "check_named_tensors",
     "check_padding_mask",
     "check_tensors",

@@ -40,3 +40,9 @@ def check_padding_mask(ids_shape: Sequence[int], shape: Sequence[int], dtype_nam
         raise InputError(f"padding_mask shape {tuple(shape)} does not match token_ids shape {tuple(ids_shape)}")
     if not is_bool:
         raise InputError(f"padding_mask must be bool (True = padding), got dtype {dtype_name}")
+
+
+def check_array_type(name: str, value: object, array_types: tuple[type, ...], kind: str) -> None:
+    """Refuse a list, a scalar or another framework's array before any attribute of it is read."""
+    if not isinstance(value, array_types):
+        raise InputError(f"{name} must be {kind}, got {type(value).__name__}")

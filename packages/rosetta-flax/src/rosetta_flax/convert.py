@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jax
@@ -33,6 +34,13 @@ def _params_by_name(model: Encoder) -> dict[str, nnx.Variable]:
     return {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
+@functools.lru_cache(maxsize=32)
+def _jitted_constructor(config: EncoderConfig, dtype: str) -> Callable[[nnx.Rngs], Encoder]:
+    """`Encoder(config, dtype=dtype, rngs=...)` under `nnx.jit`: the random init that `from_canonical` overwrites
+    costs one compilation per (config, dtype) instead of one per op and shape (same parameters, same RNG state)."""
+    return nnx.jit(lambda rngs: Encoder(config, dtype=jnp.dtype(dtype), rngs=rngs))
+
+
 def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
     """The model's parameters as canonical NumPy arrays (in the model's dtype)."""
     params = _params_by_name(model)
@@ -47,7 +55,7 @@ def from_canonical(
     `rngs` seeds dropout (default `nnx.Rngs(0)`).
     """
     dtype = check_tensors(config, tensors)
-    model = Encoder(config, dtype=dtype, rngs=rngs or nnx.Rngs(0))
+    model = _jitted_constructor(config, np.dtype(dtype).name)(rngs or nnx.Rngs(0))
     params = _params_by_name(model)
     for name, value in tensors.items():
         params[flax_name(name)].set_value(jnp.asarray(value, dtype=dtype))

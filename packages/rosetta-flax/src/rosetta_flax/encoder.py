@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rosetta_common import EncoderConfig, check_padding_mask, check_token_ids
+from rosetta_common import EncoderConfig, check_array_type, check_padding_mask, check_token_ids
 from rosetta_flax.attention import attention_bias
 from rosetta_flax.embedding import PositionalEncoding, TokenEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
+
+ARRAY_TYPES = (jax.Array, np.ndarray)
 
 
 def _is_traced(array) -> bool:
@@ -36,6 +38,9 @@ class Encoder(nnx.Module):
 
     def check_inputs(self, token_ids, padding_mask=None) -> None:
         """Raise a clear InputError for bad token ids or a bad padding mask (concrete arrays only)."""
+        check_array_type("token_ids", token_ids, ARRAY_TYPES, "a JAX or NumPy array")
+        if padding_mask is not None:
+            check_array_type("padding_mask", padding_mask, ARRAY_TYPES, "a JAX or NumPy array")
         ids = np.asarray(token_ids)
         is_int = np.issubdtype(ids.dtype, np.integer)
         nonempty = is_int and ids.size > 0

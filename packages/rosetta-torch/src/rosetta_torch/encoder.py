@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rosetta_common import EncoderConfig, check_padding_mask, check_token_ids
+from rosetta_common import EncoderConfig, check_array_type, check_padding_mask, check_token_ids
 from rosetta_torch.attention import attention_bias
 from rosetta_torch.embedding import PositionalEncoding, TokenEmbedding
 from rosetta_torch.layer import EncoderLayer
@@ -32,6 +32,9 @@ class Encoder(nn.Module):
     @torch.compiler.disable
     def padding_mask_for(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """Check the inputs (clear errors, never a silent clamp) and return the bool padding mask `[B, S]`."""
+        check_array_type("token_ids", token_ids, (torch.Tensor,), "a torch.Tensor")
+        if padding_mask is not None:
+            check_array_type("padding_mask", padding_mask, (torch.Tensor,), "a torch.Tensor")
         is_int = not token_ids.dtype.is_floating_point and not token_ids.dtype.is_complex
         is_int = is_int and token_ids.dtype != torch.bool
         nonempty = is_int and token_ids.numel() > 0
