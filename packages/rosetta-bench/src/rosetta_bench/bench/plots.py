@@ -29,6 +29,12 @@ def _points(results: dict[str, Any], mode: str, axis: str) -> dict[str, list[tup
     return {impl: sorted(points) for impl, points in lines.items() if len(points) > 1}
 
 
+def _wide_range(lines: dict[str, list[tuple[int, float, float, float]]]) -> bool:
+    """Whether the medians span more than 20x (then a log scale keeps every line readable)."""
+    values = [point[1] for points in lines.values() for point in points]
+    return bool(values) and max(values) > 20 * min(values)
+
+
 def _style(impl: str) -> dict[str, Any]:
     if impl.startswith("rosetta"):
         return {"linewidth": 2.5, "marker": "o"}
@@ -48,6 +54,8 @@ def sweep_plot(results: dict[str, Any], axis: str, path: Path) -> Path | None:
             ax.plot(xs, ys, label=impl, **_style(impl))
             ax.fill_between(xs, lows, highs, alpha=0.15)
         ax.set_xscale("log", base=2)
+        if _wide_range(per_mode[mode]):
+            ax.set_yscale("log")
         ax.set_xlabel("sequence length" if axis == "seq" else "batch size")
         ax.set_ylabel("tokens/s (median, IQR shaded)")
         ax.set_title(mode)
@@ -67,16 +75,31 @@ def bar_plot(results: dict[str, Any], path: Path) -> Path:
     cases = [c for c in results["cases"] if (c["batch"], c["seq"]) == (first["batch"], first["seq"])]
     figure, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
-        impls = [e["impl"] for e in first["results"] if e["mode"] == mode and not e["ceiling"]]
+        impls = list(
+            dict.fromkeys(
+                e["impl"]
+                for c in cases
+                for e in c["results"]
+                if e["mode"] == mode and e["status"] == "ok" and not e["ceiling"]
+            )
+        )
         width = 0.8 / len(cases)
         for offset, case in enumerate(cases):
             by_impl = {e["impl"]: e for e in case["results"] if e["mode"] == mode and e["status"] == "ok"}
-            values = [by_impl[i]["tokens_per_s"] if i in by_impl else 0.0 for i in impls]
+            values, low, high = [], [], []
+            for impl in impls:
+                entry = by_impl.get(impl)
+                value = entry["tokens_per_s"] if entry else 0.0
+                values.append(value)
+                low.append(value - entry["tokens_per_s_iqr"][0] if entry else 0.0)
+                high.append(entry["tokens_per_s_iqr"][1] - value if entry else 0.0)
             positions = [i + offset * width for i in range(len(impls))]
-            ax.bar(positions, values, width, label=f"padding {case['padded_fraction']:.0%}")
+            ax.bar(
+                positions, values, width, yerr=[low, high], capsize=3, label=f"padding {case['padded_fraction']:.0%}"
+            )
         ax.set_xticks([i + width * (len(cases) - 1) / 2 for i in range(len(impls))])
         ax.set_xticklabels(impls, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("tokens/s (median)")
+        ax.set_ylabel("tokens/s (median, IQR bars)")
         ax.set_title(f"{mode}, batch {first['batch']} x seq {first['seq']}")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)

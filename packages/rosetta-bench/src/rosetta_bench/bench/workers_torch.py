@@ -57,8 +57,10 @@ class Backend:
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
-        # The peer's "eager" row: nn.TransformerEncoder without its inference fast path.
-        torch.backends.mha.set_fastpath_enabled(impl != "nn.TransformerEncoder")
+        # nn.TransformerEncoder's fast path is the "fastpath" row only; off for the eager peer, and under bfloat16
+        # for the compiled peer too: traced by torch.compile it ignores CPU autocast and computes in float32.
+        fastpath = impl == "nn.TransformerEncoder.fastpath" or (impl.endswith(".compile") and dtype == "float32")
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
     def info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
