@@ -512,3 +512,15 @@ def test_python_dash_m_exit_codes_and_stderr(model_file, tmp_path) -> None:
     )
     assert ok.returncode == 0 and ok.stderr == ""
     assert f"{sum(math.prod(s) for s in expected_shapes(CONFIG).values()):,} parameters" in ok.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--threads", "0"], "rosetta: error: train: --threads must be >= 1"),
+        (["train", "--steps", "0"], "rosetta: error: train: RunConfig.steps must be >= 1"),
+    ],
+)
+def test_every_command_reports_bad_input_the_same_way(capsys, argv, message) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().startswith(message)

@@ -2,6 +2,7 @@
 
 Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int` (the exit code).
 Modules are imported only when their command runs, so `rosetta inspect` does not pay for importing JAX.
+Errors a user can cause (bad files, bad inputs) print one `rosetta: error: ...` line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from rosetta_bench.errors import guarded
 
 COMMANDS = {
     "demo": "build an encoder in PyTorch, convert it, run it in Flax, print the max difference",
@@ -35,4 +38,5 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    return importlib.import_module(f"rosetta_bench.commands.{args.command}").run(args)
+    command = importlib.import_module(f"rosetta_bench.commands.{args.command}")
+    return guarded(lambda: command.run(args))  # a user's mistake: one `rosetta: error:` line, exit code 2

@@ -179,6 +179,7 @@ def train_with_progress(config, args: argparse.Namespace, console: Console):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from rosetta_bench.errors import report
     from rosetta_bench.training.plot import plot_losses
 
     console = Console()
@@ -187,11 +188,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = run_config_from_args(args)
     except ValueError as err:
-        console.print(f"[red]rosetta train: {err}[/red]")
-        return 2
+        return report(f"train: {err}")
     if args.threads < 1:
-        console.print("[red]rosetta train: --threads must be >= 1[/red]")
-        return 2
+        return report("train: --threads must be >= 1")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
