@@ -11,8 +11,9 @@ CONVENTIONS = {
     "matmuls; embedding, softmax, LayerNorm and padding are not counted (padded positions count as computed)",
     "train": f"{TRAIN_FACTOR} x forward FLOPs (backward ~ 2x forward); the AdamW update is not counted",
     "tokens": "B*S positions per call, padded positions included, so runs with and without padding compare",
-    "ceiling": "GEMM [B*S, d] x [d, d_ff] in each framework, same dtype and device, timed in the same rounds; "
-    "the machine's ceiling is the best framework's median",
+    "ceiling": "GEMM [B*S, d] x [d, d_ff] in each framework, same dtype and device, timed in the same rounds "
+    "(torch: the faster of torch.matmul and a compiled nn.Linear, as the compiled rows use); the machine's "
+    "ceiling is the best framework's median",
 }
 
 

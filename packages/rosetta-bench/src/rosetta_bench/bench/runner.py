@@ -143,6 +143,7 @@ def _run_case(
             "lr": config.lr,
             "warmup": config.warmup,
             "gemm_shape": list(gemm_shape),
+            "torch_compile": config.torch_compile,
         }
         entries = {}
         for name in config.impls:
@@ -200,7 +201,7 @@ def _setup(
     if not reply["ok"]:
         reporter.note(f"[red]{name} {mode} failed:[/red] {reply['error']}")
         return {**entry, "status": "error", "reason": reply["error"], "traceback": reply.get("traceback")}
-    entry.update(first_call_s=reply["first_call_s"], warmup_s=reply["warmup_s"])
+    entry.update(first_call_s=reply["first_call_s"], warmup_s=reply["warmup_s"], **reply["details"])
     if "errors" in reply:
         ok, summary = check.verdict(reply["errors"], config.precision, mode)
         entry["check"] = {**reply["errors"], "summary": summary, "ok": ok, "losses": reply.get("losses")}
@@ -264,6 +265,8 @@ def _derive(
             continue
         entry["ceiling_gflops"] = ceiling
         entry["fraction_of_ceiling"] = entry["gflops"] / ceiling if ceiling else None
+        own = ceilings.get(f"matmul.{entry['framework']}")
+        entry["fraction_of_framework_ceiling"] = entry["gflops"] / own if own else None
         entry["mfu"] = entry["gflops"] / (peak * 1e3) if peak else None
         entry["peak_tflops"] = peak
         entry["vs_baseline"] = baseline_s / entry["median_s"] if baseline_s else None

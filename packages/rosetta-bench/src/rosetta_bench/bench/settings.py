@@ -13,6 +13,7 @@ from rosetta_common import EncoderConfig
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
 MODES = ("forward", "train")
+TORCH_COMPILE = ("auto", "default", "freeze", "freeze-dynamic", "max-autotune")  # see workers_torch.compile_settings
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class BenchConfig:
     dtype: str = "float32"
     device: str = "cpu"
     tf32: bool = False
+    torch_compile: str = "auto"
     repeats: int = 20
     rounds: int = 4
     warmup: int = 2
@@ -62,6 +64,8 @@ class BenchConfig:
         unknown = [name for name in self.impls if name not in IMPLS]
         if unknown or not self.impls:
             raise ValueError(f"BenchConfig.impls: unknown {unknown}; choose from {sorted(IMPLS)}")
+        if self.torch_compile not in TORCH_COMPILE:
+            raise ValueError(f"BenchConfig.torch_compile must be one of {TORCH_COMPILE}, got {self.torch_compile!r}")
         if self.repeats < 1 or self.rounds < 1 or self.warmup < 0:
             raise ValueError("BenchConfig.repeats and rounds must be >= 1, warmup >= 0")
         for case in self.cases:

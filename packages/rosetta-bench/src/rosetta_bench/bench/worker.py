@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
@@ -31,6 +31,7 @@ class Prepared:
     call: Callable[[], Any]
     sync: Callable[[Any], None]
     to_numpy: Callable[[Any], np.ndarray]  # forward: the output [B, S, D]; train: the loss (a scalar)
+    details: dict[str, Any] = field(default_factory=dict)  # how it was built (compile options...), for the JSON
 
 
 def _claim_stdout() -> TextIO:
@@ -52,7 +53,7 @@ def setup(backend: Any, spec: dict[str, Any]) -> tuple[Prepared, dict[str, Any]]
     start = time.perf_counter()
     first = prepared.call()
     prepared.sync(first)
-    reply: dict[str, Any] = {"first_call_s": time.perf_counter() - start}
+    reply: dict[str, Any] = {"first_call_s": time.perf_counter() - start, "details": prepared.details}
     mode = spec["mode"]
     if mode == "forward":
         inputs, reference = np.load(spec["inputs"]), np.load(spec["reference"])

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch._inductor.config
 
+from rosetta_bench.bench.timing import time_calls
 from rosetta_bench.bench.worker import Prepared
 from rosetta_common import EncoderConfig
 from rosetta_torch import Encoder, load
@@ -29,9 +31,26 @@ ATTENTION = {
     "rosetta_torch.compile": "F.scaled_dot_product_attention, additive float mask, inside the inductor graph",
     "nn.TransformerEncoder": "nn.MultiheadAttention -> F.scaled_dot_product_attention (fast path off)",
     "nn.TransformerEncoder.fastpath": "torch._transformer_encoder_layer_fwd (fused native MHA, nested tensors)",
-    "nn.TransformerEncoder.compile": "nn.MultiheadAttention traced by inductor",
+    "nn.TransformerEncoder.compile": "nn.MultiheadAttention -> F.scaled_dot_product_attention, traced by inductor",
     "matmul.torch": "-",
 }
+
+
+def compile_settings(choice: str, mode: str, device: str) -> dict[str, Any]:
+    """How the compiled rows (rosetta's and the peer's alike) call torch.compile for one setup.
+
+    "auto" is "freeze-dynamic" for a CPU forward, else "default". Freezing (weights as constants) applies to
+    inference graphs only; with a dynamic batch dimension inductor packs frozen float32 weights for oneDNN,
+    with static shapes for MKL, whose sgemm ran at half oneDNN's rate on the AMD CPU this was tuned on.
+    """
+    if choice == "auto":
+        choice = "freeze-dynamic" if device == "cpu" and mode == "forward" else "default"
+    kwargs: dict[str, Any] = {}
+    if choice == "freeze-dynamic":
+        kwargs["dynamic"] = True
+    elif choice == "max-autotune":
+        kwargs["mode"] = "max-autotune"
+    return {"choice": choice, "freezing": choice.startswith("freeze") and mode == "forward", "kwargs": kwargs}
 
 
 class DeviceUnavailable(RuntimeError):
@@ -54,12 +73,14 @@ class Backend:
                 f"{torch.version.cuda}); run on a machine with a GPU or use --device cpu"
             )
         self.impl, self.device, self.dtype, self.tf32 = impl, torch.device(device), dtype, tf32
+        self._gemms: dict[tuple, Prepared] = {}
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
-        # nn.TransformerEncoder's fast path is the "fastpath" row only; off for the eager peer, and under bfloat16
-        # for the compiled peer too: traced by torch.compile it ignores CPU autocast and computes in float32.
-        fastpath = impl == "nn.TransformerEncoder.fastpath" or (impl.endswith(".compile") and dtype == "float32")
+        # nn.TransformerEncoder's fast path is the "fastpath" row only. The compiled peer runs without it too:
+        # traced by torch.compile the fused native op hides its matmuls from inductor (measured slower) and
+        # ignores CPU autocast.
+        fastpath = impl == "nn.TransformerEncoder.fastpath"
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
     def info(self) -> dict[str, Any]:
@@ -92,7 +113,9 @@ class Backend:
         return info
 
     def release(self) -> None:
-        """Forget the previous setup: compiled graphs, models, cached device memory."""
+        """Forget the previous setup: compiled graphs, models, cached device memory (the GEMM probe keeps its own)."""
+        if self.impl == "matmul.torch":
+            return
         torch._dynamo.reset()
         gc.collect()
         if self.device.type == "cuda":
@@ -109,13 +132,18 @@ class Backend:
 
     def prepare(self, spec: dict[str, Any]) -> Prepared:
         if self.impl == "matmul.torch":
-            return self._gemm(*spec["gemm_shape"])
+            key = (*spec["gemm_shape"], spec.get("torch_compile", "auto"))
+            if key not in self._gemms:  # the same probe serves every mode of a case
+                self._gemms = {key: self._gemm(*key)}
+            return self._gemms[key]
         config = EncoderConfig.from_dict(spec["config"])
         inputs = np.load(spec["inputs"])
         token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
         padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
         model = load(spec["weights"], device=self.device)
         training = spec["mode"] == "train"
+        self.compile = compile_settings(spec.get("torch_compile", "auto"), spec["mode"], self.device.type)
+        torch._inductor.config.freezing = self.compile["freezing"]
         module, forward = self._forward(config, model, training)
         module.train(training)
         if training:
@@ -125,14 +153,17 @@ class Backend:
             with torch.inference_mode(), self.autocast():
                 return forward(token_ids, padding_mask)
 
-        return Prepared(call, self.sync, lambda out: out.float().cpu().numpy())
+        return Prepared(call, self.sync, lambda out: out.float().cpu().numpy(), self._details())
+
+    def _details(self) -> dict[str, Any]:
+        return {"torch_compile": self.compile} if self.impl.endswith(".compile") else {}
 
     def _forward(self, config: EncoderConfig, model: Encoder, training: bool) -> tuple[torch.nn.Module, Forward]:
         """(the module holding the parameters, the forward function to call) for this implementation."""
         if self.impl == "rosetta_torch":
             return model, model
         if self.impl == "rosetta_torch.compile":
-            return model, torch.compile(model)
+            return model, torch.compile(model, **self.compile["kwargs"])
         nested = self.impl == "nn.TransformerEncoder.fastpath"
         embedding, encoder = to_torch_modules(model, enable_nested_tensor=nested)
         pair = torch.nn.ModuleList([embedding, encoder]).to(self.device)
@@ -145,7 +176,8 @@ class Backend:
             x = embedding(token_ids) * scale + table[: token_ids.shape[1]]
             return encoder(x, src_key_padding_mask=padding_mask)
 
-        return pair, torch.compile(peer) if self.impl == "nn.TransformerEncoder.compile" else peer
+        compiled = self.impl == "nn.TransformerEncoder.compile"
+        return pair, torch.compile(peer, **self.compile["kwargs"]) if compiled else peer
 
     def _train_step(
         self, module: torch.nn.Module, forward: Forward, token_ids: torch.Tensor, padding_mask: torch.Tensor, lr: float
@@ -163,16 +195,34 @@ class Backend:
             optimizer.step()
             return loss.detach()
 
-        return Prepared(call, self.sync, lambda loss: loss.cpu().numpy())
+        return Prepared(call, self.sync, lambda loss: loss.cpu().numpy(), self._details())
 
-    def _gemm(self, m: int, k: int, n: int) -> Prepared:
+    def _gemm(self, m: int, k: int, n: int, torch_compile: str) -> Prepared:
+        """The faster of torch.matmul and a compiled bias-free Linear (the compiled rows' forward GEMM path)."""
         dtype = torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
         generator = torch.Generator().manual_seed(0)
         a = torch.randn(m, k, generator=generator).to(self.device, dtype)
         b = torch.randn(k, n, generator=generator).to(self.device, dtype)
+        linear = torch.nn.Linear(k, n, bias=False, device=self.device, dtype=dtype)
+        linear.weight.data = b.T.contiguous()
+        settings = compile_settings(torch_compile, "forward", self.device.type)
+        torch._inductor.config.freezing = settings["freezing"]
+        compiled = torch.compile(linear, **settings["kwargs"])
+        candidates = {
+            "torch.matmul": lambda: torch.matmul(a, b),
+            f"compiled nn.Linear ({settings['choice']})": lambda: compiled(a),
+        }
+        best_s = {}
+        with torch.inference_mode():
+            for name, candidate in candidates.items():
+                self.sync(candidate())  # compiles
+                best_s[name] = min(time_calls(candidate, self.sync, 5))
+        chosen = min(best_s, key=best_s.get)
+        chosen_call = candidates[chosen]
 
         def call() -> torch.Tensor:
             with torch.inference_mode():
-                return torch.matmul(a, b)
+                return chosen_call()
 
-        return Prepared(call, self.sync, lambda out: out.float().cpu().numpy())
+        details = {"gemm_candidates_best_s": best_s, "gemm_used": chosen}
+        return Prepared(call, self.sync, lambda out: out.float().cpu().numpy(), details)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rosetta_bench.bench.impls import IMPLS
 from rosetta_bench.bench.presets import PRESETS
-from rosetta_bench.bench.settings import DEVICES, DTYPES, BenchConfig
+from rosetta_bench.bench.settings import DEVICES, DTYPES, TORCH_COMPILE, BenchConfig
 
 HELP = "throughput comparison of the encoders and their peers"
 
@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--tf32", choices=("on", "off"), default="off", help="TF32 matmuls for float32 on a GPU")
+    parser.add_argument(
+        "--torch-compile",
+        choices=TORCH_COMPILE,
+        default="auto",
+        help="how both compiled torch rows are compiled: auto = freezing + dynamic batch for a CPU forward "
+        "(oneDNN GEMMs), plain torch.compile otherwise",
+    )
     parser.add_argument(
         "--impl",
         nargs="+",
@@ -72,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         dtype=args.dtype,
         device=args.device,
         tf32=args.tf32 == "on",
+        torch_compile=args.torch_compile,
         repeats=args.repeats,
         rounds=args.rounds,
         warmup=args.warmup,
@@ -108,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 150))
+        console = Console(width=max(console.width, 160))
     try:
         config = config_from_args(args)
     except ValueError as err:
