@@ -1,6 +1,8 @@
-"""`rosetta bench` end to end on the tiny preset: every implementation runs, is checked, and is written out.
+"""`rosetta bench` end to end on the tiny preset: the implementations run, are checked, and are written out.
 
 Asserts that the harness works and that its JSON holds the expected, finite, positive figures; never a speed.
+The compiled peer is left out to keep this near a minute on two cores (rosetta_torch.compile goes through the
+same torch.compile path in the harness); without it there is no baseline ratio.
 """
 
 from __future__ import annotations
@@ -23,28 +25,16 @@ from rosetta_flax import from_canonical
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("bench")
-    command = [
-        sys.executable,
-        "-m",
-        "rosetta_bench",
-        "bench",
-        "--preset",
-        "tiny",
-        "--batch",
-        "2",
-        "--seq",
-        "16",
-        "--padding",
-        "0.25",
-        "--repeats",
-        "2",
-        "--rounds",
-        "1",
-        "--warmup",
-        "0",
-        "--out",
-        str(out),
+    impls = [
+        "rosetta_torch",
+        "rosetta_torch.compile",
+        "rosetta_flax.jit",
+        "nn.TransformerEncoder",
+        "nn.TransformerEncoder.fastpath",
     ]
+    command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2", "--seq", "16"]
+    command += ["--padding", "0.25", "--repeats", "2", "--rounds", "1", "--warmup", "0", "--impl", *impls]
+    command += ["--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     return done, out
 
@@ -53,7 +43,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
 def test_exits_cleanly_and_prints_the_table(bench_run) -> None:
     done, _ = bench_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "rosetta_flax.jit" in done.stdout and "nn.TransformerEncoder.compile" in done.stdout
+    assert "rosetta_flax.jit" in done.stdout and "nn.TransformerEncoder.fastpath" in done.stdout
 
 
 @pytest.mark.slow
@@ -74,7 +64,6 @@ def test_json_has_every_figure(bench_run) -> None:
             "rosetta_torch.compile",
             "rosetta_flax.jit",
             "nn.TransformerEncoder",
-            "nn.TransformerEncoder.compile",
         )
         for mode in ("forward", "train")
     }
@@ -83,8 +72,8 @@ def test_json_has_every_figure(bench_run) -> None:
     for entry in timed.values():
         numbers = [entry["median_s"], entry["min_s"], entry["max_s"], entry["gflops"], entry["first_call_s"]]
         if not entry["ceiling"]:
-            numbers += [entry["tokens_per_s"], entry["fraction_of_ceiling"], entry["vs_baseline"]]
-            assert entry["check"]["ok"]
+            numbers += [entry["tokens_per_s"], entry["fraction_of_ceiling"], entry["fraction_of_framework_ceiling"]]
+            assert entry["check"]["ok"] and entry["vs_baseline"] is None  # the compiled peer did not run
         assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers), entry
         assert len(entry["times_s"]) == 2
     statuses = {e["status"] for e in case["results"]}

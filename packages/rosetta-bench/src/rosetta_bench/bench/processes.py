@@ -17,13 +17,16 @@ class BenchError(RuntimeError):
     """The run cannot go on (no such device, a worker died); the message says why."""
 
 
-def worker_env(framework: str, device: str) -> dict[str, str]:
-    """The worker's environment: JAX must not grab the whole GPU, nor look for one on a CPU run."""
+def worker_env(impl: str, device: str, scratch: Path) -> dict[str, str]:
+    """The worker's environment: JAX must not grab the whole GPU, nor look for one on a CPU run; torch
+    compiles into an empty inductor cache of its own, so first-call times include a cold compilation."""
     env = dict(os.environ)
-    if framework == "jax":
+    if ALL[impl].framework == "jax":
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         if device == "cpu":
             env["JAX_PLATFORMS"] = "cpu"
+    else:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / f"inductor-{impl}")
     return env
 
 
@@ -52,7 +55,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=worker_env(ALL[impl].framework, config.device),
+            env=worker_env(impl, config.device, log_dir),
         )
         self.info: dict[str, Any] = {}
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch._functorch.config
 import torch._inductor.config
 
 from rosetta_bench.bench.timing import time_calls
@@ -82,6 +83,9 @@ class Backend:
         # ignores CPU autocast.
         fastpath = impl == "nn.TransformerEncoder.fastpath"
         torch.backends.mha.set_fastpath_enabled(fastpath)
+        # Every setup compiles from scratch (its first-call time is a compilation), no graph reused from a cache.
+        torch._inductor.config.fx_graph_cache = False
+        torch._functorch.config.enable_autograd_cache = False
 
     def info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
