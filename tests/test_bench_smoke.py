@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rosetta_bench.cli import main
 from rosetta_common import EncoderConfig
 from rosetta_common.vectors import random_inputs, random_tensors
 from rosetta_flax import from_canonical
@@ -85,6 +86,39 @@ def test_plot_written(bench_run) -> None:
     _, out = bench_run
     png = (out / "throughput.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2"]
+    command += ["--sweep-seq", "8", "16", "--mode", "forward", "--impl", "rosetta_torch", "rosetta_flax.jit"]
+    command += ["--repeats", "2", "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((case["batch"], case["seq"]) for case in results["cases"]) == [(2, 8), (2, 16)]
+    for case in results["cases"]:
+        timed = {e["impl"] for e in case["results"] if not e["ceiling"] and e["status"] == "ok" and e["check"]["ok"]}
+        assert {"rosetta_torch", "rosetta_flax.jit"} <= timed
+    assert (tmp_path / "tokens_vs_seq.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "tokens_vs_batch.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--padding", "1.5"], "padding"),
+        (["--seq", "100000"], "seq"),
+        (["--sweep-batch", "0"], "batch"),
+        (["--repeats", "0"], "repeats"),
+    ],
+)
+def test_bad_arguments_are_reported_before_any_work(arguments, named, tmp_path: Path, capsys) -> None:
+    code = main(["bench", "--preset", "tiny", *arguments, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rosetta: error: bench: ") and named in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_flax_attention_implementation_the_bench_switches_agrees() -> None:

@@ -61,11 +61,7 @@ def sweep_plot(results: dict[str, Any], axis: str, path: Path) -> Path | None:
         ax.set_title(mode)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    figure.suptitle(_title(results))
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, results, path)
 
 
 def bar_plot(results: dict[str, Any], path: Path) -> Path:
@@ -103,16 +99,17 @@ def bar_plot(results: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"{mode}, batch {first['batch']} x seq {first['seq']}")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
-    figure.suptitle(_title(results))
+    return _save(figure, results, path)
+
+
+def _save(figure: plt.Figure, results: dict[str, Any], path: Path) -> Path:
+    """Title the figure with the run (preset, precision, device, CPU), write it as PNG and free it."""
+    settings, machine = results["settings"], results["machine"]
+    figure.suptitle(f"{settings['preset']}, {results['precision']} on {settings['device']} ({machine['cpu_model']})")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def _title(results: dict[str, Any]) -> str:
-    settings, machine = results["settings"], results["machine"]
-    return f"{settings['preset']}, {results['precision']} on {settings['device']} ({machine['cpu_model']})"
 
 
 def make_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -6,12 +6,13 @@ import argparse
 import datetime
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rosetta_bench import errors
 from rosetta_bench.bench.impls import IMPLS
 from rosetta_bench.bench.presets import PRESETS
 from rosetta_bench.bench.settings import DEVICES, DTYPES, TORCH_COMPILE, BenchConfig
+from rosetta_bench.terminal import wide_console
 
 HELP = "throughput comparison of the encoders and their peers"
 
@@ -114,21 +115,17 @@ def run(args: argparse.Namespace) -> int:
     from rosetta_bench.bench import plots, report, runner
     from rosetta_bench.bench.processes import BenchError
 
-    console = Console()
-    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 160))
+    console = wide_console(160)
     try:
         config = config_from_args(args)
     except ValueError as err:
-        console.print(f"[red]rosetta bench: {err}[/red]")
-        return 2
+        return errors.report(f"bench: {err}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             results = runner.run(config, RichReporter(progress))
     except BenchError as err:
-        console.print(f"[red]rosetta bench: {err}[/red]")
-        return 2
+        return errors.report(f"bench: {err}")
     json_path = report.write_json(results, config.out_dir / "results.json")
     plot_paths = plots.make_plots(results, config.out_dir)
     report.print_report(results, console)

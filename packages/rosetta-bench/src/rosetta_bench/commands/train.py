@@ -26,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rosetta_bench.terminal import wide_console
+
 HELP = "side-by-side training run in both frameworks"
 
 
@@ -182,9 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from rosetta_bench.errors import report
     from rosetta_bench.training.plot import plot_losses
 
-    console = Console()
-    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 120))
+    console = wide_console(120)
     try:
         config = run_config_from_args(args)
     except ValueError as err:
