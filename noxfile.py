@@ -35,13 +35,17 @@ def provisioned(session: nox.Session) -> bool:
 def install(session: nox.Session, *names: str, extras: tuple[str, ...] = ()) -> None:
     """Install rosetta packages (and extra requirements) from the repo, or point PYTHONPATH at them."""
     if provisioned(session):
-        session.env["PYTHONPATH"] = os.pathsep.join(map(str, SOURCE_DIRS))
+        inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+        session.env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_DIRS), *inherited])
         return
     session.install("-c", str(ROOT / "constraints.txt"), *(str(PACKAGES[n]) for n in ("common", *names)), *extras)
 
 
 def cpu_count_args() -> list[str]:
-    return ["-n", "2"] if (os.cpu_count() or 1) >= 2 else []
+    """pytest-xdist workers: one per core, at most 8 (2 on CI's two cores, none on one core)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(usable, 8)
+    return ["-n", str(workers)] if workers >= 2 else []
 
 
 @nox.session

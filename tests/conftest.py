@@ -5,6 +5,11 @@ On CUDA, parity runs with TF32 off in both frameworks (DESIGN.md).
 
 from __future__ import annotations
 
+import os
+
+# JAX would otherwise take 75% of the GPU at its first use, in each pytest-xdist worker; torch shares the card.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import jax
 import pytest
 import torch

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rosetta_bench.bench.flops import gemm_flops, gemm_shape, gemms_per_call, step_flops
+from rosetta_bench.bench.presets import PRESETS
 from rosetta_bench.cli import main
 from rosetta_common import EncoderConfig
 from rosetta_common.vectors import random_inputs, random_tensors
@@ -56,6 +58,7 @@ def test_json_has_every_figure(bench_run) -> None:
     assert results["workers"]["rosetta_torch"]["num_threads"] >= 1
     assert results["workers"]["rosetta_flax.jit"]["jax"]
     (case,) = results["cases"]
+    model = EncoderConfig.from_dict(results["settings"]["model"])
     assert 0 < case["padded_fraction"] < 1
     timed = {(e["impl"], e["mode"]): e for e in case["results"] if e["status"] == "ok"}
     expected = {
@@ -76,7 +79,8 @@ def test_json_has_every_figure(bench_run) -> None:
             numbers += [entry["tokens_per_s"], entry["fraction_of_ceiling"], entry["fraction_of_framework_ceiling"]]
             assert entry["check"]["ok"] and entry["vs_baseline"] is None  # the compiled peer did not run
         assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers), entry
-        assert len(entry["times_s"]) == 2
+        calls = gemms_per_call(model, case["batch"], case["seq"], entry["ceiling_of"]) if entry["ceiling"] else 1
+        assert len(entry["times_s"]) == 2 * calls  # a GEMM block does as many FLOPs as an encoder block
     statuses = {e["status"] for e in case["results"]}
     assert statuses <= {"ok", "skipped"}
 
@@ -123,7 +127,7 @@ def test_bad_arguments_are_reported_before_any_work(arguments, named, tmp_path: 
 
 def test_flax_attention_implementation_the_bench_switches_agrees() -> None:
     """`attn.implementation` (set to "cudnn" by the bench on a GPU) goes through jax.nn.dot_product_attention;
-    its "xla" form runs here and must agree with the default einsum path, all-padding row included."""
+    its "xla" form runs here and must agree with the default softmax_attention path, all-padding row included."""
     config = EncoderConfig(vocab_size=50, d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.0)
     token_ids, padding_mask = (jnp.asarray(a) for a in random_inputs(config, 7, (0, 3, 7), 0))
     model = from_canonical(config, random_tensors(config, 0, np.float32))
@@ -134,3 +138,15 @@ def test_flax_attention_implementation_the_bench_switches_agrees() -> None:
     got = np.asarray(model(token_ids, padding_mask))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper-base", "bert-base"])
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_a_gemm_block_does_an_encoder_blocks_work(preset: str, mode: str) -> None:
+    """The ceiling probe's calls per block: the encoder call's FLOPs to within half a GEMM, and at least one."""
+    config = PRESETS[preset].config
+    for batch, seq in ((1, 1), (8, 128), (32, 512)):
+        gemm = gemm_flops(*gemm_shape(config, batch, seq))
+        calls = gemms_per_call(config, batch, seq, mode)
+        assert calls >= 1
+        assert calls == 1 or abs(calls * gemm - step_flops(config, batch, seq, mode)) <= gemm / 2

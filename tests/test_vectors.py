@@ -14,10 +14,17 @@ def test_every_case_is_stored_and_nothing_else():
     assert sorted(p.name for p in VECTORS_DIR.glob("*.safetensors")) == sorted(f"{c.name}.safetensors" for c in CASES)
 
 
+# Oracle outputs, regenerated on another CPU: at most this many float64 epsilons of the array's largest magnitude.
+ORACLE_REGENERATION_EPS = 64
+
+
 def test_regenerating_reproduces_the_stored_files():
-    """Config, weights and inputs are byte-identical. Oracle outputs are identical on this machine kind; they go
-    through BLAS and NumPy's SIMD transcendentals, which pick kernels per CPU at run time, so another CPU may
-    differ in the last bits: allowed at most 16 ulp (~4e-15 relative), nothing more."""
+    """Config, weights and inputs are byte-identical. Oracle outputs go through BLAS and NumPy's SIMD
+    transcendentals, which pick kernels per CPU at run time (OpenBLAS's Haswell and SkylakeX GEMMs sum in other
+    orders), so another CPU differs in the last bits. Measured across those kernels: <= 2.5 eps of the array's
+    largest magnitude (5.5e-16 relative), the bound is 64 eps (1.4e-14). Per-element ulp is the wrong yardstick
+    here: an entry near zero that comes out of a cancelling sum has the absolute error of the terms, thousands of
+    its own ulp (8192 ulp seen with 5e-16 relative to the array)."""
     for case in CASES:
         tensors, metadata = build_case(case)
         path = VECTORS_DIR / f"{case.name}.safetensors"
@@ -27,7 +34,8 @@ def test_regenerating_reproduces_the_stored_files():
         for name, value in tensors.items():
             assert stored[name].dtype == value.dtype and stored[name].shape == value.shape, name
             if name.startswith("oracle."):
-                np.testing.assert_array_max_ulp(stored[name], value, maxulp=16)
+                bound = ORACLE_REGENERATION_EPS * np.finfo(np.float64).eps * np.abs(stored[name]).max()
+                np.testing.assert_allclose(value, stored[name], rtol=0, atol=bound, err_msg=f"{case.name}: {name}")
             else:
                 assert stored[name].tobytes() == value.tobytes(), name
 

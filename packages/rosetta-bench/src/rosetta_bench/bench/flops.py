@@ -12,8 +12,8 @@ CONVENTIONS = {
     "train": f"{TRAIN_FACTOR} x forward FLOPs (backward ~ 2x forward); the AdamW update is not counted",
     "tokens": "B*S positions per call, padded positions included, so runs with and without padding compare",
     "ceiling": "GEMM [B*S, d] x [d, d_ff] in each framework, same dtype and device, timed in the same rounds "
-    "(torch: the faster of torch.matmul and a compiled nn.Linear, as the compiled rows use); the machine's "
-    "ceiling is the best framework's median",
+    "(torch: the faster of torch.matmul and a compiled nn.Linear, as the compiled rows use), each round's block "
+    "of GEMMs as long as an encoder's block (as many FLOPs); the machine's ceiling is the best framework's median",
 }
 
 
@@ -36,3 +36,8 @@ def gemm_shape(config: EncoderConfig, batch: int, seq: int) -> tuple[int, int, i
 
 def gemm_flops(m: int, k: int, n: int) -> int:
     return 2 * m * k * n
+
+
+def gemms_per_call(config: EncoderConfig, batch: int, seq: int, mode: str) -> int:
+    """How many ceiling GEMMs do the FLOPs of one `mode` call (>= 1): the probe's calls per timed block."""
+    return max(1, round(step_flops(config, batch, seq, mode) / gemm_flops(*gemm_shape(config, batch, seq))))

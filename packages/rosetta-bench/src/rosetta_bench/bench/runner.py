@@ -219,8 +219,15 @@ def _time_rounds(
     workers: dict[str, Worker],
     reporter: Reporter,
 ) -> None:
-    """`rounds` rounds; in each, every checked implementation times a block of calls (order rotates)."""
+    """`rounds` rounds; in each, every checked implementation times a block of calls (order rotates).
+
+    A GEMM probe call does a fraction of an encoder call's work, so its block has proportionally more calls:
+    every block then lasts about as long, and the ceiling's median sees the same stretch of background noise
+    as the encoders' medians (a 0.1 s block of GEMMs swung by +-10% between rounds on a shared 2-core VM).
+    """
     active = [name for name, entry in entries.items() if entry["status"] == "ok"]
+    gemms = flops.gemms_per_call(config.model, case.batch, case.seq, mode)
+    reps = {name: config.reps_per_round * (gemms if name in CEILINGS else 1) for name in active}
     times: dict[str, list[float]] = {name: [] for name in active}
     for round_index in range(config.rounds):
         shift = round_index % max(len(active), 1)
@@ -228,7 +235,7 @@ def _time_rounds(
             if entries[name]["status"] != "ok":
                 continue
             reporter.step(f"{case.label} {mode}: round {round_index + 1}/{config.rounds} {name}")
-            reply = workers[name].request({"cmd": "time", "reps": config.reps_per_round})
+            reply = workers[name].request({"cmd": "time", "reps": reps[name]})
             if not reply["ok"]:
                 entries[name].update(status="error", reason=reply["error"])
                 continue

@@ -25,7 +25,7 @@ from rosetta_common import EncoderConfig
 from rosetta_flax import load
 
 ATTENTION = {
-    "rosetta_flax.jit": "einsum + softmax (XLA fuses)",
+    "rosetta_flax.jit": "matmul + exp, softmax normalised after the value matmul (XLA fuses)",
     "rosetta_flax.jit.cudnn": "jax.nn.dot_product_attention(implementation='cudnn')",
     "matmul.jax": "-",
 }
