@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +11,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from rosetta_bench.bench.impls import BASELINE
 
-def _points(results: dict[str, Any], mode: str, axis: str) -> dict[str, list[tuple[int, float, float, float]]]:
-    """impl -> [(x, tokens/s, low, high)] along `axis` ("seq" or "batch"), the other axis at the run's base value.
 
-    Only the first padding level is drawn.
+def _points(results: dict[str, Any], mode: str, axis: str) -> dict[str, list[tuple[int, float, float, float, float]]]:
+    """impl -> [(x, tokens/s, low, high, vs baseline)] along `axis` ("seq" or "batch"), the other axis at the
+    run's base value. Only the first padding level is drawn; vs baseline is NaN where the baseline did not run.
     """
     fixed = "batch" if axis == "seq" else "seq"
     fixed_value, padding = results["settings"][fixed], results["settings"]["paddings"][0]
-    lines: dict[str, list[tuple[int, float, float, float]]] = {}
+    lines: dict[str, list[tuple[int, float, float, float, float]]] = {}
     for case in results["cases"]:
         if case[fixed] != fixed_value or case["padding"] != padding:
             continue
         for entry in case["results"]:
             if entry["mode"] == mode and entry["status"] == "ok" and not entry["ceiling"]:
                 low, high = entry["tokens_per_s_iqr"]
-                lines.setdefault(entry["impl"], []).append((case[axis], entry["tokens_per_s"], low, high))
+                ratio = entry["vs_baseline"] if entry["vs_baseline"] is not None else math.nan
+                lines.setdefault(entry["impl"], []).append((case[axis], entry["tokens_per_s"], low, high, ratio))
     return {impl: sorted(points) for impl, points in lines.items() if len(points) > 1}
 
 
@@ -42,25 +45,34 @@ def _style(impl: str) -> dict[str, Any]:
 
 
 def sweep_plot(results: dict[str, Any], axis: str, path: Path) -> Path | None:
-    """tokens/s against `axis` ("seq" or "batch"), one panel per mode; None if the run did not sweep it."""
+    """tokens/s against `axis` ("seq" or "batch"), one column per mode; None if the run did not sweep it.
+
+    The lower row is each implementation's speed relative to the baseline timed in the same rounds: on a shared
+    machine the absolute rates drift with background load, the ratios do not.
+    """
     modes = results["settings"]["modes"]
     per_mode = {mode: _points(results, mode, axis) for mode in modes}
     if not any(per_mode.values()):
         return None
-    figure, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
-    for ax, mode in zip(axes[0], modes, strict=True):
+    figure, axes = plt.subplots(2, len(modes), figsize=(6.5 * len(modes), 8), squeeze=False, sharex="col")
+    for column, mode in enumerate(modes):
+        rates, ratios = axes[0][column], axes[1][column]
         for impl, points in per_mode[mode].items():
-            xs, ys, lows, highs = zip(*points, strict=True)
-            ax.plot(xs, ys, label=impl, **_style(impl))
-            ax.fill_between(xs, lows, highs, alpha=0.15)
-        ax.set_xscale("log", base=2)
+            xs, ys, lows, highs, vs_baseline = zip(*points, strict=True)
+            rates.plot(xs, ys, label=impl, **_style(impl))
+            rates.fill_between(xs, lows, highs, alpha=0.15)
+            ratios.plot(xs, vs_baseline, label=impl, **_style(impl))
         if _wide_range(per_mode[mode]):
-            ax.set_yscale("log")
-        ax.set_xlabel("sequence length" if axis == "seq" else "batch size")
-        ax.set_ylabel("tokens/s (median, IQR shaded)")
-        ax.set_title(mode)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+            rates.set_yscale("log")
+        rates.set_ylabel("tokens/s (median, IQR shaded)")
+        rates.set_title(mode)
+        rates.legend(fontsize=8)
+        ratios.axhline(1.0, color="grey", linewidth=0.8)
+        ratios.set_ylabel(f"speed vs {BASELINE}")
+        ratios.set_xlabel("sequence length" if axis == "seq" else "batch size")
+        for ax in (rates, ratios):
+            ax.set_xscale("log", base=2)
+            ax.grid(True, alpha=0.3)
     return _save(figure, results, path)
 
 
