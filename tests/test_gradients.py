@@ -31,7 +31,8 @@ from rosetta_flax import training as flax_training
 from rosetta_torch import training as torch_training
 
 RELATIVE_BOUND = {np.float64: tolerances.GRADIENT_FLOAT64_RELATIVE, np.float32: 1e-5}
-ZERO_GRADIENT_NOISE = {np.float64: 1e-14, np.float32: 1e-6}  # |grad k.bias| / max |grad| over all params
+# max |grad| over the exactly-zero gradients / max |grad| over all params
+ZERO_GRADIENT_NOISE = {np.float64: 1e-14, np.float32: 1e-6}
 
 
 def has_zero_gradient(name: str, seq_len: int) -> bool:
