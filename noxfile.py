@@ -33,12 +33,16 @@ def provisioned(session: nox.Session) -> bool:
 
 
 def install(session: nox.Session, *names: str, extras: tuple[str, ...] = ()) -> None:
-    """Install rosetta packages (and extra requirements) from the repo, or point PYTHONPATH at them."""
+    """Install rosetta packages (and extra requirements) from the repo, or point PYTHONPATH at them.
+
+    rosetta-bench comes with its `hf` extra (transformers < 5: the HF BERT peers, PyTorch and Flax).
+    """
     if provisioned(session):
         inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
         session.env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_DIRS), *inherited])
         return
-    session.install("-c", str(ROOT / "constraints.txt"), *(str(PACKAGES[n]) for n in ("common", *names)), *extras)
+    packages = [f"{PACKAGES[n]}[hf]" if n == "bench" else str(PACKAGES[n]) for n in ("common", *names)]
+    session.install("-c", str(ROOT / "constraints.txt"), *packages, *extras)
 
 
 def cpu_count_args() -> list[str]:

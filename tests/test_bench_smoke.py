@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rosetta_bench.bench import hf_bert
 from rosetta_bench.bench.flops import gemm_flops, gemm_shape, gemms_per_call, step_flops
 from rosetta_bench.bench.presets import PRESETS
 from rosetta_bench.cli import main
@@ -34,6 +35,8 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
         "rosetta_flax.jit",
         "nn.TransformerEncoder",
         "nn.TransformerEncoder.fastpath",
+        "hf.BertEncoder",
+        "hf.FlaxBertEncoder",
     ]
     command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2", "--seq", "16"]
     command += ["--padding", "0.25", "--repeats", "2", "--rounds", "1", "--warmup", "0", "--impl", *impls]
@@ -72,6 +75,8 @@ def test_json_has_every_figure(bench_run) -> None:
         for mode in ("forward", "train")
     }
     expected |= {("nn.TransformerEncoder.fastpath", "forward"), ("matmul.torch", "gemm"), ("matmul.jax", "gemm")}
+    hf_rows = {"hf.BertEncoder": "torch", "hf.FlaxBertEncoder": "jax"}  # where transformers has them
+    expected |= {(i, m) for i, f in hf_rows.items() for m in ("forward", "train") if not hf_bert.skip_reason(model, f)}
     assert expected <= set(timed)
     for entry in timed.values():
         numbers = [entry["median_s"], entry["min_s"], entry["max_s"], entry["gflops"], entry["first_call_s"]]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rosetta_bench.bench import hf_bert
+from rosetta_common import EncoderConfig
+
 
 @dataclass(frozen=True)
 class Impl:
@@ -15,14 +18,16 @@ class Impl:
     modes: tuple[str, ...] = ("forward", "train")
     peer: bool = False
     ceiling: bool = False
-    needs: str = ""  # "" or "cuda-bf16": only meaningful on a GPU in bfloat16
+    needs: str = ""  # "cuda-bf16": only meaningful on a GPU in bfloat16; "hf-bert": transformers, post-norm
 
-    def skip_reason(self, mode: str, device: str, dtype: str) -> str | None:
-        """Why this implementation is not run for `mode` on `device` in `dtype`, or None."""
+    def skip_reason(self, mode: str, device: str, dtype: str, model: EncoderConfig) -> str | None:
+        """Why this implementation is not run for `mode` on `device` in `dtype` for `model`, or None."""
         if mode not in self.modes:
             return f"{self.name} has no {mode} mode"
         if self.needs == "cuda-bf16" and (device != "cuda" or dtype != "bfloat16"):
             return "cuDNN attention needs a GPU and bfloat16"
+        if self.needs == "hf-bert":
+            return hf_bert.skip_reason(model, self.framework)
         return None
 
 
@@ -50,6 +55,20 @@ _ALL = (
         peer=True,
     ),
     Impl("nn.TransformerEncoder.compile", "torch", "torch.nn.TransformerEncoder under torch.compile", peer=True),
+    Impl(
+        "hf.BertEncoder",
+        "torch",
+        "HF transformers BertEncoder (same weights, SDPA attention) behind rosetta's embedding, eager",
+        peer=True,
+        needs="hf-bert",
+    ),
+    Impl(
+        "hf.FlaxBertEncoder",
+        "jax",
+        "HF transformers FlaxBertEncoder (same weights, linen) behind rosetta's embedding, jax.jit",
+        peer=True,
+        needs="hf-bert",
+    ),
     Impl("matmul.torch", "torch", "GEMM ceiling probe: torch.matmul", modes=("gemm",), ceiling=True),
     Impl("matmul.jax", "jax", "GEMM ceiling probe: jnp.matmul under jax.jit", modes=("gemm",), ceiling=True),
 )

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rosetta_bench.bench import check, flops
-from rosetta_bench.bench.impls import ALL, BASELINE, CEILINGS, IMPLS
+from rosetta_bench.bench.impls import ALL, BASELINE, CEILINGS
 from rosetta_bench.bench.inputs import make_inputs
 from rosetta_bench.bench.machine import machine_info
 from rosetta_bench.bench.peaks import peak_tflops
@@ -47,11 +47,7 @@ class QuietReporter:
 
 def runnable_impls(config: BenchConfig) -> list[str]:
     """The chosen implementations that apply to at least one mode on this device and dtype."""
-    return [
-        name
-        for name in config.impls
-        if any(IMPLS[name].skip_reason(mode, config.device, config.dtype) is None for mode in config.modes)
-    ]
+    return [name for name in config.impls if any(config.skip_reason(name, mode) is None for mode in config.modes)]
 
 
 def total_steps(config: BenchConfig) -> int:
@@ -59,7 +55,7 @@ def total_steps(config: BenchConfig) -> int:
     total = 0
     for _ in config.cases:
         for mode in config.modes:
-            runnable = [n for n in config.impls if IMPLS[n].skip_reason(mode, config.device, config.dtype) is None]
+            runnable = [n for n in config.impls if config.skip_reason(n, mode) is None]
             total += (len(runnable) + len(CEILINGS)) * (1 + config.rounds)
     return total
 
@@ -193,7 +189,7 @@ def _setup(
         "precision": worker and worker.info.get("precision"),
         "status": "ok",
     }
-    reason = None if impl.ceiling else impl.skip_reason(mode, config.device, config.dtype)
+    reason = None if impl.ceiling else config.skip_reason(name, mode)
     if reason or worker is None:
         return {**entry, "status": "skipped", "reason": reason}
     reporter.step(f"{case.label} {mode}: compile + check {name}")

@@ -78,6 +78,10 @@ class BenchConfig:
         shapes = {(self.batch, s) for s in self.sweep_seq} | {(b, self.seq) for b in self.sweep_batch}
         return tuple(Case(b, s, p) for p in self.paddings for b, s in sorted(shapes or {(self.batch, self.seq)}))
 
+    def skip_reason(self, impl: str, mode: str) -> str | None:
+        """Why implementation `impl` does not run in `mode` in this run (device, dtype, model), or None."""
+        return IMPLS[impl].skip_reason(mode, self.device, self.dtype, self.model)
+
     @property
     def reps_per_round(self) -> int:
         return max(1, -(-self.repeats // self.rounds))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import gc
 import importlib.metadata
+import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -18,15 +20,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, traverse_util
 
+from rosetta_bench.bench import hf_bert
 from rosetta_bench.bench.worker import Prepared
-from rosetta_common import EncoderConfig
+from rosetta_common import EncoderConfig, load_canonical, sinusoidal_table
 from rosetta_flax import load
+
+Apply = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, token_ids, padding_mask) -> [B, S, D]
 
 ATTENTION = {
     "rosetta_flax.jit": "matmul + exp, softmax normalised after the value matmul (XLA fuses)",
     "rosetta_flax.jit.cudnn": "jax.nn.dot_product_attention(implementation='cudnn')",
+    "hf.FlaxBertEncoder": "FlaxBertSelfAttention: flax.linen dot_product_attention_weights (einsum, softmax)",
     "matmul.jax": "-",
 }
 
@@ -96,44 +102,55 @@ class Backend:
         if self.impl == "matmul.jax":
             return self._gemm(*spec["gemm_shape"])
         config = EncoderConfig.from_dict(spec["config"])
+        if config.dropout:
+            raise ValueError("the harness times deterministic models: dropout must be 0")
         inputs = np.load(spec["inputs"])
         host_ids, host_mask = inputs["token_ids"], inputs["padding_mask"]
         token_ids, padding_mask = jax.device_put(host_ids, self.device), jax.device_put(host_mask, self.device)
         model = load(spec["weights"])
-        if self.impl == "rosetta_flax.jit.cudnn":
-            for layer in model.layers:
-                layer.attn.implementation = "cudnn"
-        if config.dropout:
-            raise ValueError("the harness times deterministic models: dropout must be 0")
         check = functools.partial(model.check_inputs, host_ids, host_mask)  # outside jit, as the contract says
+        if self.impl == "hf.FlaxBertEncoder":
+            apply, params = self._hf_bert(config, spec["weights"])
+        else:
+            apply, params = self._rosetta(model, training=spec["mode"] == "train")
         if spec["mode"] == "train":
-            model.train()
-            return self._train_step(model, check, token_ids, padding_mask, spec["lr"])
-        model.eval()
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def forward(state, token_ids, padding_mask):
-            return nnx.merge(graphdef, self.cast(state))(token_ids, padding_mask)
+            return self._train_step(apply, params, check, token_ids, padding_mask, spec["lr"])
+        forward = jax.jit(apply)
 
         def call() -> jax.Array:
             check()
-            return forward(state, token_ids, padding_mask)
+            return forward(params, token_ids, padding_mask)
 
         return Prepared(call, self.sync, lambda out: np.asarray(out.astype(jnp.float32)))
 
-    def _train_step(self, model: nnx.Module, check, token_ids: jax.Array, padding_mask: jax.Array, lr: float):
-        """forward + masked mean-square loss + backward + optax.adamw, one jitted function, buffers donated."""
+    def _rosetta(self, model: nnx.Module, training: bool) -> tuple[Apply, Any]:
+        """rosetta_flax as a pure function of its parameters (the rest of its state held fixed)."""
+        if self.impl == "rosetta_flax.jit.cudnn":
+            for layer in model.layers:
+                layer.attn.implementation = "cudnn"
+        model.train() if training else model.eval()
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def apply(params, token_ids, padding_mask):
+            return nnx.merge(graphdef, self.cast(params), rest)(token_ids, padding_mask)
+
+        return apply, params
+
+    def _hf_bert(self, config: EncoderConfig, weights: str) -> tuple[Apply, Any]:
+        compute = jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
+        apply, params = hf_flax_bert_peer(config, load_canonical(weights)[1], compute)
+        return lambda params, token_ids, padding_mask: apply(self.cast(params), token_ids, padding_mask), params
+
+    def _train_step(self, apply: Apply, params: Any, check, token_ids: jax.Array, padding_mask: jax.Array, lr: float):
+        """forward + masked mean-square loss + backward + optax.adamw, one jitted function, buffers donated."""
         optimizer = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01)
 
-        def loss_fn(params, rest, token_ids, padding_mask):
-            output = nnx.merge(graphdef, self.cast(params), rest)(token_ids, padding_mask)
-            return masked_mean_square(output, padding_mask)
+        def loss_fn(params, token_ids, padding_mask):
+            return masked_mean_square(apply(params, token_ids, padding_mask), padding_mask)
 
         @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def step(params, opt_state, rest, token_ids, padding_mask):
-            loss, grads = jax.value_and_grad(loss_fn)(params, rest, token_ids, padding_mask)
+        def step(params, opt_state, token_ids, padding_mask):
+            loss, grads = jax.value_and_grad(loss_fn)(params, token_ids, padding_mask)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
@@ -142,7 +159,7 @@ class Backend:
         def call() -> tuple[Any, ...]:
             check()
             carry["params"], carry["opt_state"], _ = result = step(
-                carry["params"], carry["opt_state"], rest, token_ids, padding_mask
+                carry["params"], carry["opt_state"], token_ids, padding_mask
             )
             return result
 
@@ -155,3 +172,30 @@ class Backend:
         b = jax.random.normal(key_b, (k, n), dtype)
         matmul = jax.jit(jnp.matmul)
         return Prepared(lambda: matmul(a, b), self.sync, lambda out: np.asarray(out.astype(jnp.float32)))
+
+
+def hf_flax_bert_peer(config: EncoderConfig, tensors: dict[str, np.ndarray], compute: jnp.dtype) -> tuple[Apply, Any]:
+    """transformers' FlaxBertEncoder holding canonical `tensors`, behind rosetta's embedding: (apply, params).
+
+    The front is rosetta's: a table lookup, the sqrt(d_model) scale, the sinusoidal table (see `hf_bert`).
+    """
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_flax_bert import FlaxBertEncoder
+
+    bert = FlaxBertEncoder(BertConfig(**hf_bert.bert_config_kwargs(config)), dtype=compute)
+    params = {
+        "embedding": jnp.asarray(tensors["embedding.weight"]),
+        "encoder": traverse_util.unflatten_dict(
+            {name: jnp.asarray(value) for name, value in hf_bert.encoder_tensors(tensors).items()}, sep="."
+        ),
+    }
+    scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+    table = sinusoidal_table(config.max_len, config.d_model)
+
+    def apply(params, token_ids, padding_mask):
+        x = jnp.take(params["embedding"], token_ids, axis=0) * scale
+        x = x + jnp.asarray(table[: token_ids.shape[1]], x.dtype)
+        keep = (~padding_mask).astype(jnp.int32)  # BERT's attention_mask: 1 = attend
+        return bert.apply({"params": params["encoder"]}, x, keep, None, deterministic=True).last_hidden_state
+
+    return apply, params

@@ -19,10 +19,12 @@ import torch
 import torch._functorch.config
 import torch._inductor.config
 
+from rosetta_bench.bench import hf_bert
 from rosetta_bench.bench.timing import time_calls
 from rosetta_bench.bench.worker import Prepared
 from rosetta_common import EncoderConfig
-from rosetta_torch import Encoder, load
+from rosetta_torch import Encoder, load, to_canonical
+from rosetta_torch.attention import attention_bias
 from rosetta_torch.interop import to_torch_modules
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -33,6 +35,7 @@ ATTENTION = {
     "nn.TransformerEncoder": "nn.MultiheadAttention -> F.scaled_dot_product_attention (fast path off)",
     "nn.TransformerEncoder.fastpath": "torch._transformer_encoder_layer_fwd (fused native MHA, nested tensors)",
     "nn.TransformerEncoder.compile": "nn.MultiheadAttention -> F.scaled_dot_product_attention, traced by inductor",
+    "hf.BertEncoder": "BertSdpaSelfAttention -> F.scaled_dot_product_attention, additive float mask",
     "matmul.torch": "-",
 }
 
@@ -168,6 +171,8 @@ class Backend:
             return model, model
         if self.impl == "rosetta_torch.compile":
             return model, torch.compile(model, **self.compile["kwargs"])
+        if self.impl == "hf.BertEncoder":
+            return hf_bert_peer(config, model)
         nested = self.impl == "nn.TransformerEncoder.fastpath"
         embedding, encoder = to_torch_modules(model, enable_nested_tensor=nested)
         pair = torch.nn.ModuleList([embedding, encoder]).to(self.device)
@@ -230,3 +235,28 @@ class Backend:
 
         details = {"gemm_candidates_best_s": best_s, "gemm_used": chosen}
         return Prepared(call, self.sync, lambda out: out.float().cpu().numpy(), details)
+
+
+def hf_bert_peer(config: EncoderConfig, model: Encoder) -> tuple[torch.nn.Module, Forward]:
+    """transformers' BertEncoder (SDPA attention) holding `model`'s layers, behind `model`'s own embedding and
+    positional encoding; in `model`'s dtype and on its device. Kernels are transposed to torch's `[out, in]`."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEncoder
+
+    bert_config = BertConfig(**hf_bert.bert_config_kwargs(config))
+    bert_config._attn_implementation = "sdpa"
+    weight = model.embedding.weight
+    bert = BertEncoder(bert_config).to(weight.device, weight.dtype)
+    state = {}
+    for name, value in hf_bert.encoder_tensors(to_canonical(model)).items():
+        stem, leaf = name.rsplit(".", 1)
+        state[f"{stem}.{'bias' if leaf == 'bias' else 'weight'}"] = torch.from_numpy(
+            value.T.copy() if leaf == "kernel" else value
+        )
+    bert.load_state_dict(state, strict=True)
+
+    def forward(token_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        x = model.positional(model.embedding(token_ids))
+        return bert(x, attention_mask=attention_bias(padding_mask, x.dtype)).last_hidden_state
+
+    return torch.nn.ModuleList([model.embedding, bert]), forward
