@@ -50,6 +50,7 @@ def test_exits_cleanly_and_prints_the_table(bench_run) -> None:
     done, _ = bench_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "rosetta_flax.jit" in done.stdout and "nn.TransformerEncoder.fastpath" in done.stdout
+    assert "not run: nn.TransformerEncoder.fastpath: nn.TransformerEncoder.fastpath has no train mode" in done.stdout
 
 
 @pytest.mark.slow

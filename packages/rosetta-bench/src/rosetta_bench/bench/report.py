@@ -126,6 +126,11 @@ def print_report(results: dict[str, Any], console: Console) -> None:
         for e in case["results"]
         if "torch_compile" in e
     }
+    skipped = {
+        (e["impl"], e["reason"]) for case in results["cases"] for e in case["results"] if e["status"] == "skipped"
+    }
+    for impl, reason in sorted(skipped):
+        console.print(f"[dim]not run: {impl}: {reason}[/dim]")
     for mode, choice, freezing, kwargs in sorted(compiled):
         console.print(f"[dim]torch.compile rows, {mode}: {choice} (freezing={freezing}, torch.compile{kwargs})[/dim]")
     console.print(
