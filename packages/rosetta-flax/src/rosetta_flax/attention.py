@@ -45,9 +45,10 @@ class MultiHeadSelfAttention(nnx.Module):
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         batch, seq, d_model = x.shape
+        tokens = x.reshape(batch * seq, d_model)  # 2-D projections: see FeedForward.__call__
 
-        def heads(projection: nnx.Linear) -> jax.Array:  # [B, S, D] -> [B, H, S, d_head]
-            return projection(x).reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
+        def heads(projection: nnx.Linear) -> jax.Array:  # [B*S, D] -> [B, H, S, d_head]
+            return projection(tokens).reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
 
         q, k, v = heads(self.q), heads(self.k), heads(self.v)
         if self.implementation is None:
@@ -61,7 +62,7 @@ class MultiHeadSelfAttention(nnx.Module):
             q, k, v = (t.swapaxes(1, 2) for t in (q, k, v))  # JAX's kernels take [B, S, H, d_head]
             context = jax.nn.dot_product_attention(q, k, v, mask=keep, implementation=self.implementation)
             context = context.swapaxes(1, 2)
-        return self.out(context.swapaxes(1, 2).reshape(batch, seq, d_model))
+        return self.out(context.swapaxes(1, 2).reshape(batch * seq, d_model)).reshape(batch, seq, d_model)
 
     def softmax_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
         """q, k, v `[B, H, S, d_head]`, bias `[B, 1, 1, S]` -> context `[B, H, S, d_head]`.

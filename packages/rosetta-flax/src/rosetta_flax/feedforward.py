@@ -25,4 +25,7 @@ class FeedForward(nnx.Module):
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.down(self.dropout(self.activation(self.up(x))))
+        """The projections see the tokens as one `[B*S, D]` matrix. Same maths; under `jax.grad` on XLA's CPU
+        backend a 3-D input's weight gradient took a transposed copy and a slower GEMM (training step ~8% slower)."""
+        tokens = x.reshape(-1, x.shape[-1])
+        return self.down(self.dropout(self.activation(self.up(tokens)))).reshape(x.shape)
