@@ -73,7 +73,7 @@ def skip_reason(config: EncoderConfig, framework: str) -> str | None:
         return "HF BERT is post-norm without a final LayerNorm (norm_first=False only)"
     if importlib.util.find_spec("transformers") is None:
         return "transformers is not installed (pip install 'rosetta-bench[hf]')"
-    major = int(importlib.metadata.version("transformers").split(".")[0])
-    if framework == "jax" and major >= 5:
-        return f"transformers {importlib.metadata.version('transformers')} has no Flax models (dropped in v5)"
+    version = importlib.metadata.version("transformers")
+    if framework == "jax" and int(version.split(".")[0]) >= 5:
+        return f"transformers {version} has no Flax models (dropped in v5)"
     return None
