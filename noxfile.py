@@ -1,13 +1,15 @@
-"""nox sessions: `tests` (CPU; `-- --device=cuda` for the GPU), `lint`, `bench`, `train`.
+"""nox sessions: `tests` (CPU; `-- --device=cuda` for the GPU), `lint`, `fuzz`, `lock`, `bench`, `train`.
 
-Every session installs the packages from this repo into its own virtualenv, pinned by constraints.txt.
-On a machine that is already provisioned (the GPU machine has no registry) run with `nox --no-venv ...`:
-nothing is installed and the packages are imported from their source folders instead.
+Every session installs the packages from this repo into its own virtualenv, every package at the exact version
+in constraints.txt (the lock: what main was tested with). `nox -s lock` moves the pins forward and runs the
+suite on them. On a machine that is already provisioned (the GPU machine has no registry) run with
+`nox --no-venv ...`: nothing is installed and the packages are imported from their source folders instead.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,7 +23,11 @@ PACKAGES = {
     "bench": ROOT / "packages" / "rosetta-bench",
 }
 SOURCE_DIRS = [path / "src" for path in PACKAGES.values()]
+LOCK = ROOT / "constraints.txt"
+TORCH = "torch==2.13.0"  # the CPU build this machine carries; an unpinned torch pulls several GB of CUDA packages
 TEST_TOOLS = ["pytest>=8", "hypothesis>=6.100", "pytest-xdist>=3"]
+DEV_TOOLS = ["ruff>=0.6", "nox>=2024.4"]
+SUITES = ["cross", "torch-only", "flax-only", "common-only"]
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
@@ -42,7 +48,7 @@ def install(session: nox.Session, *names: str, extras: tuple[str, ...] = ()) -> 
         session.env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_DIRS), *inherited])
         return
     packages = [f"{PACKAGES[n]}[hf]" if n == "bench" else str(PACKAGES[n]) for n in ("common", *names)]
-    session.install("-c", str(ROOT / "constraints.txt"), *packages, *extras)
+    session.install("-c", str(LOCK), "--build-constraint", str(LOCK), *packages, *extras)
 
 
 def cpu_count_args() -> list[str]:
@@ -52,10 +58,17 @@ def cpu_count_args() -> list[str]:
     return ["-n", str(workers)] if workers >= 2 else []
 
 
+def assert_not_installed(session: nox.Session, own: str, others: tuple[str, ...]) -> None:
+    """Fail unless `rosetta_{own}` imports in this venv while none of `others` is installed."""
+    checks = "; ".join(f"assert u.find_spec('{o}') is None, '{o} must not be installed here'" for o in others)
+    session.run("python", "-c", f"import importlib.util as u; {checks}; import rosetta_{own}; print('ok')")
+
+
 @nox.session
-@nox.parametrize("suite", ["cross", "torch-only", "flax-only"])
+@nox.parametrize("suite", SUITES)
 def tests(session: nox.Session, suite: str) -> None:
-    """Cross-framework tests with both frameworks; each framework's own tests in a venv without the other.
+    """Cross-framework tests with both frameworks; each package's own tests in a venv without what it does not need
+    (rosetta-torch without JAX, rosetta-flax without torch, rosetta-common with neither).
 
     `nox -s tests -- --device=cuda` runs the same tests on a CUDA GPU (TF32 off), skipping where none exists.
     """
@@ -68,24 +81,66 @@ def tests(session: nox.Session, suite: str) -> None:
         install(session, "torch", "flax", "bench", extras=tuple(TEST_TOOLS))
         session.run("pytest", *cpu_count_args(), "tests", *session.posargs)
         return
-    own, other = ("torch", "jax") if suite == "torch-only" else ("flax", "torch")
-    install(session, own, extras=tuple(TEST_TOOLS))
+    own = suite.removesuffix("-only")
+    install(session, *([own] if own != "common" else []), extras=tuple(TEST_TOOLS))
     if not provisioned(session):
-        session.run(
-            "python",
-            "-c",
-            f"import importlib.util as u; assert u.find_spec('{other}') is None, "
-            f"'{other} must not be installed with rosetta-{own} alone'; import rosetta_{own}; "
-            f"print('rosetta-{own} imports without {other}')",
-        )
+        assert_not_installed(session, own, {"torch": ("jax",), "flax": ("torch",), "common": ("torch", "jax")}[own])
     session.run("pytest", str(PACKAGES[own] / "tests"), *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Explore new Hypothesis draws for the property tests: `nox -s fuzz -- --examples 2000` (default 200).
+
+    Not part of `nox -s tests`, which runs fixed cases only. A falsifying case is printed as a `Case(...)`
+    expression to paste into `FOUND_CASES` in tests/test_property.py. Other arguments go to pytest.
+    """
+    args, examples = list(session.posargs), "200"
+    if "--examples" in args:
+        at = args.index("--examples")
+        if at + 1 >= len(args) or not args[at + 1].isdigit():
+            session.error("--examples takes a positive number, e.g. `nox -s fuzz -- --examples 2000`")
+        examples = args.pop(at + 1)
+        args.pop(at)
+    install(session, "torch", "flax", extras=tuple(TEST_TOOLS))
+    session.run(
+        "pytest", *cpu_count_args(), "tests/test_property.py", "-m", "fuzz", f"--fuzz-examples={examples}", *args
+    )
+
+
+@nox.session(reuse_venv=False)
+def lock(session: nox.Session) -> None:
+    """Move every pin forward: resolve the newest releases (torch stays at TORCH) of everything any session, CI or
+    the README installs, in one fresh environment; write them to constraints.txt; then run `tests` and `lint`."""
+    if provisioned(session):
+        session.error("nox -s lock resolves in a fresh virtualenv; run it without --no-venv")
+    session.install("--upgrade", "pip", "setuptools")
+    packages = [f"{path}[hf]" if name == "bench" else str(path) for name, path in PACKAGES.items()]
+    session.install(TORCH, *packages, *TEST_TOOLS, *DEV_TOOLS)
+    frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
+    pins = sorted(
+        (re.sub(r"\+cpu$", "", line) for line in frozen.splitlines() if "==" in line and " @ " not in line),
+        key=str.lower,
+    )
+    header = [
+        "# The lock: the exact version of every package a nox session, .ci/run or the README's set-up installs.",
+        "# Written by `nox -s lock` (which then runs the suite on it); edit by hand only to pin torch (noxfile.py).",
+        f"# {TORCH} resolves to the CPU build on this machine; an unpinned torch pulls several GB of CUDA packages.",
+    ]
+    tmp = LOCK.with_suffix(".txt.tmp")
+    tmp.write_text("\n".join([*header, *pins]) + "\n")
+    tmp.replace(LOCK)
+    session.log(f"wrote {len(pins)} pins to {LOCK.name}; now running the suite on them")
+    for suite in SUITES:
+        session.notify(f"tests(suite='{suite}')")
+    session.notify("lint")
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repo."""
     if not provisioned(session):
-        session.install("ruff>=0.6")
+        session.install("-c", str(LOCK), "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 

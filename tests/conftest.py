@@ -22,9 +22,20 @@ jax.config.update("jax_enable_x64", True)
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", choices=["cpu", "cuda"], help="device to run both frameworks on")
+    parser.addoption(
+        "--fuzz-examples",
+        type=int,
+        default=0,
+        help="run the `fuzz` tests, each on this many new Hypothesis draws (nox -s fuzz); 0 skips them",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--fuzz-examples") < 1:
+        skip_fuzz = pytest.mark.skip(reason="exploration: run with --fuzz-examples N (nox -s fuzz)")
+        for item in items:
+            if "fuzz" in item.keywords:
+                item.add_marker(skip_fuzz)
     if config.getoption("--device") != "cuda":
         skip = pytest.mark.skip(reason="GPU test: run with --device=cuda on a machine with a CUDA GPU")
         for item in items:
@@ -49,6 +60,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fuzz_examples(request: pytest.FixtureRequest) -> int:
+    """How many new Hypothesis draws each `fuzz` test explores."""
+    return request.config.getoption("--fuzz-examples")
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """`rosetta bench` end to end on the tiny preset: the implementations run, are checked, and are written out.
 
 Asserts that the harness works and that its JSON holds the expected, finite, positive figures; never a speed.
-The compiled peer is left out to keep this near a minute on two cores (rosetta_torch.compile goes through the
-same torch.compile path in the harness); without it there is no baseline ratio.
+Every implementation row runs, the compiled peer included, but both compiled rows use `--torch-compile aot-eager`
+(dynamo and AOTAutograd trace the forward and backward graphs, inductor generates no kernels): inductor's code
+generation was most of this module's time (about 100 s quiet on two cores; past the old 300 s limit on a loaded
+machine). The real inductor path is what `rosetta bench` runs by default and is measured there, not here.
 """
 
 from __future__ import annotations
@@ -19,29 +21,24 @@ import pytest
 
 from rosetta_bench.bench import hf_bert
 from rosetta_bench.bench.flops import gemm_flops, gemm_shape, gemms_per_call, step_flops
+from rosetta_bench.bench.impls import IMPLS as IMPLS_BY_NAME
 from rosetta_bench.bench.presets import PRESETS
 from rosetta_bench.cli import main
 from rosetta_common import EncoderConfig
 from rosetta_common.vectors import random_inputs, random_tensors
 from rosetta_flax import from_canonical
 
+IMPLS = sorted(IMPLS_BY_NAME)  # every row the harness has
+HANG_GUARD_S = 1800  # a hang guard only: this run takes about 40 s on two quiet cores, 6 min with both loaded
+
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("bench")
-    impls = [
-        "rosetta_torch",
-        "rosetta_torch.compile",
-        "rosetta_flax.jit",
-        "nn.TransformerEncoder",
-        "nn.TransformerEncoder.fastpath",
-        "hf.BertEncoder",
-        "hf.FlaxBertEncoder",
-    ]
     command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2", "--seq", "16"]
-    command += ["--padding", "0.25", "--repeats", "2", "--rounds", "1", "--warmup", "0", "--impl", *impls]
-    command += ["--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command += ["--padding", "0.25", "--repeats", "2", "--rounds", "1", "--warmup", "0", "--impl", *IMPLS]
+    command += ["--torch-compile", "aot-eager", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
     return done, out
 
 
@@ -49,7 +46,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
 def test_exits_cleanly_and_prints_the_table(bench_run) -> None:
     done, _ = bench_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "rosetta_flax.jit" in done.stdout and "nn.TransformerEncoder.fastpath" in done.stdout
+    assert all(impl in done.stdout for impl in IMPLS if not impl.startswith("hf."))
     assert "not run: nn.TransformerEncoder.fastpath: nn.TransformerEncoder.fastpath has no train mode" in done.stdout
 
 
@@ -72,6 +69,7 @@ def test_json_has_every_figure(bench_run) -> None:
             "rosetta_torch.compile",
             "rosetta_flax.jit",
             "nn.TransformerEncoder",
+            "nn.TransformerEncoder.compile",
         )
         for mode in ("forward", "train")
     }
@@ -83,7 +81,8 @@ def test_json_has_every_figure(bench_run) -> None:
         numbers = [entry["median_s"], entry["min_s"], entry["max_s"], entry["gflops"], entry["first_call_s"]]
         if not entry["ceiling"]:
             numbers += [entry["tokens_per_s"], entry["fraction_of_ceiling"], entry["fraction_of_framework_ceiling"]]
-            assert entry["check"]["ok"] and entry["vs_baseline"] is None  # the compiled peer did not run
+            assert entry["check"]["ok"]
+            numbers.append(entry["vs_baseline"])  # the compiled peer ran: every row has its ratio
         assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers), entry
         calls = gemms_per_call(model, case["batch"], case["seq"], entry["ceiling_of"]) if entry["ceiling"] else 1
         assert len(entry["times_s"]) == 2 * calls  # a GEMM block does as many FLOPs as an encoder block
@@ -103,7 +102,7 @@ def test_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> N
     command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2"]
     command += ["--sweep-seq", "8", "16", "--mode", "forward", "--impl", "rosetta_torch", "rosetta_flax.jit"]
     command += ["--repeats", "2", "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert sorted((case["batch"], case["seq"]) for case in results["cases"]) == [(2, 8), (2, 16)]

@@ -1,9 +1,14 @@
 """Property-based parity: random configs, weights and padded inputs; torch == flax == oracle at every component.
 
 Every position is compared, padded ones included (rosetta defines them: a padded query attends to the valid
-keys; an all-padding row attends uniformly). Bounds are DESIGN.md's: float64 1e-10 everywhere; float32 1e-5
-torch vs flax and 1e-4 against the float64 oracle (where LayerNorm inputs are well conditioned, see
-`test_float32_parity`). Derandomized, so CI draws the same examples every run.
+keys; an all-padding row attends uniformly). Bounds (DESIGN.md): float64 1e-10 everywhere; float32, torch vs flax
+and either vs the float64 oracle, 1e-5 and 1e-4 or 8x the oracle's float32 rounding estimate for that input and
+component where that is larger (`tolerances.float32_bound`, see `check_float32_parity`).
+
+Deterministic: `nox -s tests` runs the explicit cases below plus cases drawn by `drawn_cases.seeded_cases` from a
+fixed NumPy seed, never Hypothesis' own draws, so the examples do not change with the machine or a Hypothesis
+release. `nox -s fuzz -- --examples 2000` explores new draws with Hypothesis (`-m fuzz`); paste any falsifying
+case it prints into `FOUND_CASES`.
 
 Flax builds its model and runs its activations under `nnx.jit` (after `check_inputs`, on the concrete arrays):
 one compilation per example instead of one per operation and new shape keeps the file fast.
@@ -11,92 +16,44 @@ one compilation per example instead of one per operation and new shape keeps the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
+from drawn_cases import Case, cases, seeded_cases
 from flax import nnx
-from hypothesis import HealthCheck, assume, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings
 
 import rosetta_flax
 import rosetta_torch
-from rosetta_common import ACTIVATIONS, EncoderConfig, encoder_forward, tolerances
-from rosetta_common.oracle import attention as oracle_attention
-from rosetta_common.oracle import default_padding_mask, feed_forward
+from rosetta_common import EncoderConfig, encoder_forward, tolerances
+from rosetta_common.rounding_error import float32_error_estimate
 from rosetta_common.vectors import random_tensors
 
-SETTINGS = settings(
-    max_examples=15,  # per test: 15 float64 + 15 float32 draws, plus the two explicit examples in each
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SEEDED_CASES = seeded_cases(count=24, seed=20261130)
 
+# Always run: every case that ever broke a bound (kept after the fix), and the shapes worth pinning.
+FOUND_CASES = {
+    "all_padding_derived": Case(
+        EncoderConfig(vocab_size=5, d_model=6, n_heads=2, n_layers=2, d_ff=5, max_len=4, padding_idx=0,
+                      activation="gelu_tanh", norm_first=True, final_norm=False, layer_norm_eps=1e-6),
+        seed=1, mask=((False, False, True, True), (True, True, True, True)), derive_mask=True,
+    ),
+    "odd_sizes_no_padding_idx": Case(
+        EncoderConfig(vocab_size=11, d_model=15, n_heads=3, n_layers=3, d_ff=7, max_len=5, padding_idx=None,
+                      activation="gelu", final_norm=True, scale_embedding=False),
+        seed=2, mask=((False, True, False, True, False), (True,) * 5, (False,) * 5),
+    ),
+    # Issue 11: the last LayerNorm input of row 0, position 2 has std 0.08 but is the sum of terms of size ~2
+    # (cancellation); float32 torch vs flax reached 4.5e-6 here (AMD EPYC) and 1.12e-5 on another CPU.
+    "cancelling_residual_d5": Case(
+        EncoderConfig(vocab_size=5, d_model=5, n_heads=1, n_layers=2, d_ff=7, max_len=3, padding_idx=0,
+                      activation="gelu_tanh", norm_first=False),
+        seed=216, mask=((False, True, False), (True, True, True), (True, True, True)),
+    ),
+}  # fmt: skip
 
-@dataclass(frozen=True)
-class Case:
-    """A drawn config, weight seed and input; `padding_mask=None` means the model derives it from padding_idx."""
-
-    config: EncoderConfig
-    seed: int
-    token_ids: np.ndarray  # int64 [B, S]
-    padding_mask: np.ndarray | None  # bool [B, S]
-
-
-def make_case(config: EncoderConfig, seed: int, mask: np.ndarray, derive_mask: bool) -> Case:
-    """Random ids for `mask` `[B, S]`; with `derive_mask` the padded positions hold padding_idx (and only they)."""
-    ids = np.random.default_rng(seed).integers(0, config.vocab_size, size=mask.shape, dtype=np.int64)
-    if not derive_mask:
-        return Case(config, seed, ids, mask)
-    assert config.padding_idx is not None
-    ids = np.where(ids == config.padding_idx, (config.padding_idx + 1) % config.vocab_size, ids)
-    ids[mask] = config.padding_idx
-    return Case(config, seed, ids, None)
-
-
-@st.composite
-def cases(draw: st.DrawFn) -> Case:
-    n_heads, d_head = draw(st.integers(1, 3)), draw(st.integers(1, 5))
-    vocab_size = draw(st.sampled_from([2, 5, 11]))
-    batch, seq = draw(st.integers(1, 3)), draw(st.integers(1, 6))
-    config = EncoderConfig(
-        vocab_size=vocab_size,
-        d_model=n_heads * d_head,
-        n_heads=n_heads,
-        n_layers=draw(st.integers(1, 3)),
-        d_ff=draw(st.integers(1, 9)),
-        max_len=seq + draw(st.integers(0, 3)),
-        padding_idx=draw(st.none() | st.integers(0, vocab_size - 1)),
-        activation=draw(st.sampled_from(ACTIVATIONS)),
-        norm_first=draw(st.booleans()),
-        final_norm=draw(st.sampled_from([None, True, False])),
-        layer_norm_eps=draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
-        dropout=draw(st.sampled_from([0.0, 0.1])),
-        scale_embedding=draw(st.booleans()),
-    )
-    rows = st.lists(st.booleans(), min_size=seq, max_size=seq)
-    mask = np.array(draw(st.lists(rows, min_size=batch, max_size=batch)), dtype=bool).reshape(batch, seq)
-    all_padding_row = draw(st.none() | st.integers(0, batch - 1))
-    if all_padding_row is not None:
-        mask[all_padding_row] = True
-    derive_mask = config.padding_idx is not None and draw(st.booleans())
-    return make_case(config, draw(st.integers(0, 2**16)), mask, derive_mask)
-
-
-# Always run, whatever is drawn: an all-padding row whose mask comes from padding_idx, and odd sizes without one.
-ALL_PADDING_DERIVED = make_case(
-    EncoderConfig(vocab_size=5, d_model=6, n_heads=2, n_layers=2, d_ff=5, max_len=4, padding_idx=0,
-                  activation="gelu_tanh", norm_first=True, final_norm=False, layer_norm_eps=1e-6),
-    seed=1, mask=np.array([[False, False, True, True], [True, True, True, True]]), derive_mask=True,
-)  # fmt: skip
-ODD_SIZES_NO_PADDING_IDX = make_case(
-    EncoderConfig(vocab_size=11, d_model=15, n_heads=3, n_layers=3, d_ff=7, max_len=5, padding_idx=None,
-                  activation="gelu", final_norm=True, scale_embedding=False),
-    seed=2, mask=np.array([[False, True, False, True, False], [True] * 5, [False] * 5]), derive_mask=False,
-)  # fmt: skip
+CASES = {**FOUND_CASES, **{f"seeded_{i}": case for i, case in enumerate(SEEDED_CASES)}}
 
 
 def torch_activations(case: Case, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -124,9 +81,9 @@ def max_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[
     return {name: float(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64)).max()) for name in a}
 
 
-def assert_within(differences: dict[str, float], bound: float, what: str, case: Case) -> None:
-    over = {name: value for name, value in differences.items() if not value <= bound}
-    assert not over, f"{what} over {bound:.0e} at {over} for {case.config}"
+def assert_within(differences: dict[str, float], bounds: dict[str, float], what: str, case: Case) -> None:
+    over = {name: f"{diff:.2e} > {bounds[name]:.2e}" for name, diff in differences.items() if not diff <= bounds[name]}
+    assert not over, f"{what} over its bound at {over}; paste into FOUND_CASES: {case!r}"
 
 
 def expected_components(config: EncoderConfig) -> list[str]:
@@ -134,11 +91,7 @@ def expected_components(config: EncoderConfig) -> list[str]:
     return ["embedding", "positional", *layers, *(["final_norm"] if config.has_final_norm else []), "output"]
 
 
-@SETTINGS
-@given(case=cases())
-@example(case=ALL_PADDING_DERIVED)
-@example(case=ODD_SIZES_NO_PADDING_IDX)
-def test_float64_parity(case: Case) -> None:
+def check_float64_parity(case: Case) -> None:
     weights = random_tensors(case.config, case.seed)
     oracle = encoder_forward(case.config, weights, case.token_ids, case.padding_mask)
     assert list(oracle) == expected_components(case.config)
@@ -146,66 +99,63 @@ def test_float64_parity(case: Case) -> None:
 
     torch_acts, flax_acts = torch_activations(case, weights), flax_activations(case, weights)
     assert all(value.dtype == np.float64 for value in (*torch_acts.values(), *flax_acts.values()))
-    assert_within(max_differences(torch_acts, flax_acts), tolerances.FLOAT64, "float64 torch vs flax", case)
-    assert_within(max_differences(torch_acts, oracle), tolerances.FLOAT64, "float64 torch vs oracle", case)
-    assert_within(max_differences(flax_acts, oracle), tolerances.FLOAT64, "float64 flax vs oracle", case)
+    bounds = dict.fromkeys(oracle, tolerances.FLOAT64)
+    assert_within(max_differences(torch_acts, flax_acts), bounds, "float64 torch vs flax", case)
+    assert_within(max_differences(torch_acts, oracle), bounds, "float64 torch vs oracle", case)
+    assert_within(max_differences(flax_acts, oracle), bounds, "float64 flax vs oracle", case)
 
 
-def layer_norm_inputs(case: Case, weights: dict[str, np.ndarray], acts: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The input `[B, S, D]` of every LayerNorm of the float64 oracle run `acts` (post-norm sums recomputed)."""
-    config, x = case.config, acts["positional"]
-    mask = default_padding_mask(config, case.token_ids) if case.padding_mask is None else case.padding_mask
-    inputs = []
-    for i in range(config.n_layers):
-        layer = {name.removeprefix(f"layers.{i}."): np.asarray(value, np.float64) for name, value in weights.items()}
-        after_attn = acts[f"layers.{i}.attn"]
-        if config.norm_first:
-            inputs += [x, after_attn]
-        else:
-            inputs.append(x + oracle_attention(x, layer, config.n_heads, mask))
-            inputs.append(after_attn + feed_forward(after_attn, layer, config.activation))
-        x = acts[f"layers.{i}.ffn"]
-    return [*inputs, x] if config.has_final_norm else inputs
-
-
-def layer_norm_condition(inputs: list[np.ndarray]) -> float:
-    """max |x| / std(x) over every LayerNorm input row: how much LayerNorm amplifies the rounding of its input.
-
-    1 for d_model == 1, where x - mean(x) is exactly zero in any precision.
-    """
-    if inputs[0].shape[-1] == 1:
-        return 1.0
-    return max(float((np.abs(x).max(-1) / x.std(-1)).max()) for x in inputs)
-
-
-WELL_CONDITIONED = 10.0
-
-
-@SETTINGS
-@given(case=cases())
-@example(case=ALL_PADDING_DERIVED)
-@example(case=ODD_SIZES_NO_PADDING_IDX)
-def test_float32_parity(case: Case) -> None:
+def check_float32_parity(case: Case) -> None:
     """float32 in both frameworks against each other and against the float64 oracle of the same float32 weights.
 
-    The float32 bounds hold where every LayerNorm input is well conditioned (max |x| / std(x) <= 10); draws
-    beyond that are replaced, and the float64 test covers them. LayerNorm moves its output by about
-    max |x| / std(x) input roundings: a row [2.348, 2.342] (d_model 2) gave torch vs flax 2e-5, a row with
-    max |x| / std(x) = 37 (d_model 3) 8.6e-6, each framework within 1e-4 of the oracle but rounding differently.
+    No fixed number bounds float32 for every input: the error is the input's sensitivity to rounding times
+    2**-24, and LayerNorm divides its input's absolute error by the input's std, which a residual sum can make
+    small while its terms stay large (`cancelling_residual_d5`: std 0.08 from terms ~2, 4.5e-6 torch vs flax
+    where an ordinary draw gives ~3e-7; 1.12e-5 on another CPU). So each component's bound is DESIGN.md's fixed
+    one (1e-5 across, 1e-4 to the oracle) or 8x the estimate of how far float32-sized random roundings move the
+    float64 oracle on this very input (`rosetta_common.rounding_error`), whichever is larger
+    (`tolerances.float32_bound`, where the factor 8 is measured). The fixed part also covers XLA's own jitter:
+    its CPU fusions recompute intermediates, which once gave 3.4e-6 (23x the estimate, d_model 2).
     """
-    weights = {name: value.astype(np.float32) for name, value in random_tensors(case.config, case.seed).items()}
+    weights = random_tensors(case.config, case.seed, np.float32)
     oracle = encoder_forward(case.config, weights, case.token_ids, case.padding_mask)  # float64 maths
-    assume(layer_norm_condition(layer_norm_inputs(case, weights, oracle)) <= WELL_CONDITIONED)
+    estimate = float32_error_estimate(case.config, weights, case.token_ids, case.padding_mask)
+    cross = {name: tolerances.float32_bound(value, against_oracle=False) for name, value in estimate.items()}
+    to_oracle = {name: tolerances.float32_bound(value, against_oracle=True) for name, value in estimate.items()}
     torch_acts, flax_acts = torch_activations(case, weights), flax_activations(case, weights)
     assert all(value.dtype == np.float32 for value in (*torch_acts.values(), *flax_acts.values()))
-    assert_within(max_differences(torch_acts, flax_acts), tolerances.FLOAT32_CROSS, "float32 torch vs flax", case)
-    assert_within(max_differences(torch_acts, oracle), tolerances.FLOAT32_ORACLE, "float32 torch vs oracle", case)
-    assert_within(max_differences(flax_acts, oracle), tolerances.FLOAT32_ORACLE, "float32 flax vs oracle", case)
+    assert_within(max_differences(torch_acts, flax_acts), cross, "float32 torch vs flax", case)
+    assert_within(max_differences(torch_acts, oracle), to_oracle, "float32 torch vs oracle", case)
+    assert_within(max_differences(flax_acts, oracle), to_oracle, "float32 flax vs oracle", case)
 
 
-def test_layer_norm_condition_flags_the_measured_cases() -> None:
-    """The condition number separates the rows that broke the float32 bounds from ordinary ones."""
-    assert layer_norm_condition([np.array([[[2.3476, 2.3421]]])]) > 100
-    assert layer_norm_condition([np.array([[[0.98, 1.02, 1.0]]])]) > 30
-    assert layer_norm_condition([np.array([[[0.3, -1.2, 0.8]]])]) < 3
-    assert layer_norm_condition([np.array([[[5.0]]])]) == 1.0
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_float64_parity(case: Case) -> None:
+    check_float64_parity(case)
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_float32_parity(case: Case) -> None:
+    check_float32_parity(case)
+
+
+def explore(check, examples: int) -> None:
+    """Run `check` on `examples` new Hypothesis draws (random seed, no database); shrink and report a failure."""
+    exploring = settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=False,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    exploring(given(case=cases())(check))()
+
+
+@pytest.mark.fuzz
+def test_float64_parity_explored(fuzz_examples: int) -> None:
+    explore(check_float64_parity, fuzz_examples)
+
+
+@pytest.mark.fuzz
+def test_float32_parity_explored(fuzz_examples: int) -> None:
+    explore(check_float32_parity, fuzz_examples)

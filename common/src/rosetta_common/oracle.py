@@ -9,12 +9,16 @@ also returns the activations at each component boundary, so a failing comparison
     layers.{i}.ffn     hidden state after the feed-forward sub-layer             [B, S, D]
     final_norm         after the final LayerNorm (only when the config has one)  [B, S, D]
     output             the encoder output                                        [B, S, D]
+
+Every function takes an optional `rounding`, applied to each intermediate array it computes (identity by default,
+so the oracle is exact float64). `rosetta_common.rounding_error` passes a random relative perturbation there to
+estimate how far a lower precision's rounding moves each component for a given input (a float32 error model).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -24,75 +28,111 @@ from rosetta_common.positional import sinusoidal_table
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
+Rounding = Callable[[np.ndarray], np.ndarray]
+"""Applied to every intermediate array; maps an array to an array of the same shape."""
 
-def activation(name: str, x: np.ndarray) -> np.ndarray:
+
+def exact(x: np.ndarray) -> np.ndarray:
+    """No rounding: the oracle's own float64 arithmetic."""
+    return x
+
+
+def activation(name: str, x: np.ndarray, *, rounding: Rounding = exact) -> np.ndarray:
     """relu, exact gelu (erf) or gelu_tanh (the tanh approximation)."""
+    r = rounding
     if name == "relu":
         return np.maximum(x, 0.0)
     if name == "gelu":
-        return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+        return r(0.5 * x * r(1.0 + r(_erf(r(x / math.sqrt(2.0))))))
     if name == "gelu_tanh":
-        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+        inner = r(math.sqrt(2.0 / math.pi) * r(x + r(0.044715 * x**3)))
+        return r(0.5 * x * r(1.0 + r(np.tanh(inner))))
     raise ValueError(f"unknown activation {name!r}")
 
 
-def layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+def layer_norm(
+    x: np.ndarray, scale: np.ndarray, bias: np.ndarray, eps: float, *, rounding: Rounding = exact
+) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) * scale + bias over the last axis; var is the biased two-pass variance."""
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * scale + bias
+    r = rounding
+    centred = r(x - r(x.mean(axis=-1, keepdims=True)))
+    var = r((centred**2).mean(axis=-1, keepdims=True))
+    return r(r(centred / r(np.sqrt(r(var + eps)))) * scale + bias)
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+def softmax(scores: np.ndarray, *, rounding: Rounding = exact) -> np.ndarray:
+    r = rounding
+    shifted = r(np.exp(r(scores - scores.max(axis=-1, keepdims=True))))
+    return r(shifted / r(shifted.sum(axis=-1, keepdims=True)))
 
 
-def attention(x: np.ndarray, weights: Mapping[str, np.ndarray], n_heads: int, padding_mask: np.ndarray) -> np.ndarray:
+def attention(
+    x: np.ndarray,
+    weights: Mapping[str, np.ndarray],
+    n_heads: int,
+    padding_mask: np.ndarray,
+    *,
+    rounding: Rounding = exact,
+) -> np.ndarray:
     """Multi-head self-attention. x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding) -> `[B, S, D]`.
 
     A padded position is never attended to as a key; a query in a sequence that is all padding has no key
     to attend to and attends uniformly to every position instead (finite, never NaN).
     """
+    r = rounding
     batch, seq, d_model = x.shape
     d_head = d_model // n_heads
 
     def heads(name: str) -> np.ndarray:  # [B, S, D] -> [B, H, S, d_head]
-        projected = x @ weights[f"attn.{name}.kernel"] + weights[f"attn.{name}.bias"]
+        projected = r(r(x @ weights[f"attn.{name}.kernel"]) + weights[f"attn.{name}.bias"])
         return projected.reshape(batch, seq, n_heads, d_head).transpose(0, 2, 1, 3)
 
     q, k, v = heads("q"), heads("k"), heads("v")
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d_head)  # [B, H, S, S]
+    scores = r(r(q @ k.transpose(0, 1, 3, 2)) / math.sqrt(d_head))  # [B, H, S, S]
     key_is_padding = padding_mask[:, None, None, :]
     scores = np.where(key_is_padding, -np.inf, scores)
     all_padding = padding_mask.all(axis=-1)[:, None, None, None]
     scores = np.where(all_padding, 0.0, scores)
-    context = softmax(scores) @ v  # [B, H, S, d_head]
+    context = r(softmax(scores, rounding=r) @ v)  # [B, H, S, d_head]
     context = context.transpose(0, 2, 1, 3).reshape(batch, seq, d_model)
-    return context @ weights["attn.out.kernel"] + weights["attn.out.bias"]
+    return r(r(context @ weights["attn.out.kernel"]) + weights["attn.out.bias"])
 
 
-def feed_forward(x: np.ndarray, weights: Mapping[str, np.ndarray], activation_name: str) -> np.ndarray:
+def feed_forward(
+    x: np.ndarray, weights: Mapping[str, np.ndarray], activation_name: str, *, rounding: Rounding = exact
+) -> np.ndarray:
     """Position-wise feed-forward: d_model -> d_ff -> d_model. x `[B, S, D]` -> `[B, S, D]`."""
-    hidden = activation(activation_name, x @ weights["ffn.in.kernel"] + weights["ffn.in.bias"])
-    return hidden @ weights["ffn.out.kernel"] + weights["ffn.out.bias"]
+    r = rounding
+    hidden = activation(activation_name, r(r(x @ weights["ffn.in.kernel"]) + weights["ffn.in.bias"]), rounding=r)
+    return r(r(hidden @ weights["ffn.out.kernel"]) + weights["ffn.out.bias"])
 
 
 def encoder_layer(
-    config: EncoderConfig, weights: Mapping[str, np.ndarray], x: np.ndarray, padding_mask: np.ndarray
+    config: EncoderConfig,
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    padding_mask: np.ndarray,
+    *,
+    rounding: Rounding = exact,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One layer; returns (hidden after the attention sub-layer, hidden after the feed-forward sub-layer)."""
-    eps = config.layer_norm_eps
+    r, eps = rounding, config.layer_norm_eps
 
     def norm(name: str, h: np.ndarray) -> np.ndarray:
-        return layer_norm(h, weights[f"{name}.scale"], weights[f"{name}.bias"], eps)
+        return layer_norm(h, weights[f"{name}.scale"], weights[f"{name}.bias"], eps, rounding=r)
+
+    def attend(h: np.ndarray) -> np.ndarray:
+        return attention(h, weights, config.n_heads, padding_mask, rounding=r)
+
+    def feed(h: np.ndarray) -> np.ndarray:
+        return feed_forward(h, weights, config.activation, rounding=r)
 
     if config.norm_first:
-        after_attn = x + attention(norm("norm1", x), weights, config.n_heads, padding_mask)
-        after_ffn = after_attn + feed_forward(norm("norm2", after_attn), weights, config.activation)
+        after_attn = r(x + attend(norm("norm1", x)))
+        after_ffn = r(after_attn + feed(norm("norm2", after_attn)))
     else:
-        after_attn = norm("norm1", x + attention(x, weights, config.n_heads, padding_mask))
-        after_ffn = norm("norm2", after_attn + feed_forward(after_attn, weights, config.activation))
+        after_attn = norm("norm1", r(x + attend(x)))
+        after_ffn = norm("norm2", r(after_attn + feed(after_attn)))
     return after_attn, after_ffn
 
 
@@ -108,8 +148,13 @@ def encoder_forward(
     tensors: Mapping[str, np.ndarray],
     token_ids: np.ndarray,
     padding_mask: np.ndarray | None = None,
+    *,
+    rounding: Rounding = exact,
 ) -> dict[str, np.ndarray]:
-    """The encoder in float64 (dropout off). token_ids int `[B, S]` -> every boundary activation, see module doc."""
+    """The encoder in float64 (dropout off). token_ids int `[B, S]` -> every boundary activation, see module doc.
+
+    `rounding` (see the module doc) is applied to every intermediate array; the default computes exactly.
+    """
     token_ids = np.asarray(token_ids)
     is_int = np.issubdtype(token_ids.dtype, np.integer)
     check_token_ids(
@@ -127,19 +172,20 @@ def encoder_forward(
         check_padding_mask(token_ids.shape, mask.shape, str(mask.dtype), mask.dtype == np.bool_)
     w = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
 
+    r = rounding
     acts: dict[str, np.ndarray] = {}
     x = w["embedding.weight"][token_ids]
     if config.scale_embedding:
-        x = x * math.sqrt(config.d_model)
+        x = r(x * math.sqrt(config.d_model))
     acts["embedding"] = x
-    x = x + sinusoidal_table(config.max_len, config.d_model)[: token_ids.shape[1]]
+    x = r(x + r(sinusoidal_table(config.max_len, config.d_model)[: token_ids.shape[1]]))
     acts["positional"] = x
     for i in range(config.n_layers):
         layer = {name[len(f"layers.{i}.") :]: value for name, value in w.items() if name.startswith(f"layers.{i}.")}
-        acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask)
+        acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask, rounding=r)
         acts[f"layers.{i}.ffn"] = x
     if config.has_final_norm:
-        x = layer_norm(x, w["final_norm.scale"], w["final_norm.bias"], config.layer_norm_eps)
+        x = layer_norm(x, w["final_norm.scale"], w["final_norm.bias"], config.layer_norm_eps, rounding=r)
         acts["final_norm"] = x
     acts["output"] = x
     return acts

@@ -20,3 +20,22 @@ def output_bound(dtype_name: str, against_oracle: bool) -> float:
     if dtype_name == "float32":
         return FLOAT32_ORACLE if against_oracle else FLOAT32_CROSS
     raise ValueError(f"no stated bound for dtype {dtype_name!r}")
+
+
+FLOAT32_ROUNDING_FACTOR = 8.0
+"""How many times the oracle's float32 rounding estimate a float32 result may differ, per component."""
+
+
+def float32_bound(estimate: float, against_oracle: bool) -> float:
+    """The float32 bound for one component of one input: max(the fixed bound, 8 x `estimate`).
+
+    `estimate` is `rounding_error.float32_error_estimate` for that component and input: how far float32-sized
+    random roundings move the float64 oracle. The fixed bounds (1e-5 torch vs flax, 1e-4 against the oracle)
+    hold for outputs of order 1 from ordinary inputs; an input whose LayerNorm sees a small std formed from large
+    terms (cancellation in the residual sum) amplifies every rounding, and the estimate grows with it. Measured
+    over 300 seeded draws (6,699 comparisons, AMD EPYC): |difference| / estimate at most 2.8 (99.9% <= 2.5), and
+    one case of XLA's fusion at 23x an estimate of 1.5e-7 (3.4e-6, d_model 2, under the fixed bound); the issue-11
+    case 1.12e-5 on another CPU, 3.2x its estimate of 3.5e-6. 8 leaves a factor 2.5 over the worst ratio seen.
+    """
+    fixed = FLOAT32_ORACLE if against_oracle else FLOAT32_CROSS
+    return max(fixed, FLOAT32_ROUNDING_FACTOR * estimate)

@@ -13,7 +13,14 @@ from rosetta_common import EncoderConfig
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
 MODES = ("forward", "train")
-TORCH_COMPILE = ("auto", "default", "freeze", "freeze-dynamic", "max-autotune")  # see workers_torch.compile_settings
+TORCH_COMPILE = (
+    "auto",
+    "default",
+    "freeze",
+    "freeze-dynamic",
+    "max-autotune",
+    "aot-eager",
+)  # see workers_torch.compile_settings
 
 
 @dataclass(frozen=True)

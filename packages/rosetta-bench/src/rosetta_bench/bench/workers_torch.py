@@ -46,6 +46,8 @@ def compile_settings(choice: str, mode: str, device: str) -> dict[str, Any]:
     "auto" is "freeze-dynamic" for a CPU forward, else "default". Freezing (weights as constants) applies to
     inference graphs only; with a dynamic batch dimension inductor packs frozen float32 weights for oneDNN,
     with static shapes for MKL, whose sgemm ran at half oneDNN's rate on the AMD CPU this was tuned on.
+    "aot-eager" traces through dynamo and AOTAutograd (forward and backward graphs) but runs them eagerly instead of
+    generating inductor kernels: the same harness path at a fraction of the compile time, for smoke tests only.
     """
     if choice == "auto":
         choice = "freeze-dynamic" if device == "cpu" and mode == "forward" else "default"
@@ -54,6 +56,8 @@ def compile_settings(choice: str, mode: str, device: str) -> dict[str, Any]:
         kwargs["dynamic"] = True
     elif choice == "max-autotune":
         kwargs["mode"] = "max-autotune"
+    elif choice == "aot-eager":
+        kwargs["backend"] = "aot_eager"
     return {"choice": choice, "freezing": choice.startswith("freeze") and mode == "forward", "kwargs": kwargs}
 
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=TORCH_COMPILE,
         default="auto",
         help="how both compiled torch rows are compiled: auto = freezing + dynamic batch for a CPU forward "
-        "(oneDNN GEMMs), plain torch.compile otherwise",
+        "(oneDNN GEMMs), plain torch.compile otherwise; aot-eager = no inductor kernels (smoke tests, not speed)",
     )
     parser.add_argument(
         "--impl",

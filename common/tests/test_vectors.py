@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from runners import VECTORS_DIR
 from safetensors.numpy import load_file
 
 from rosetta_common import read_metadata
 from rosetta_common.vectors import CASES, build_case, load_vector
+
+VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
 
 
 def test_every_case_is_stored_and_nothing_else():

@@ -1,0 +1,134 @@
+"""Random encoder cases for the property tests, drawn one way from two sources.
+
+`draw_case` describes the distribution once, against a two-method `Draws` interface:
+
+- `SeededDraws` (a NumPy generator with a fixed seed) gives the cases `nox -s tests` runs: the same cases on every
+  machine and every Hypothesis release (NumPy itself is pinned in constraints.txt).
+- `HypothesisDraws` gives the cases `nox -s fuzz` explores, with Hypothesis' search and shrinking.
+
+A `Case` prints as a Python expression (`Case(config=EncoderConfig(...), seed=..., mask=(...), ...)`), so a
+falsifying case from the fuzz session pastes straight into the explicit examples of `test_property.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+from hypothesis import strategies as st
+
+from rosetta_common import ACTIVATIONS, EncoderConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A config, a weight seed and a padding pattern `mask` (rows of bools, True = padding).
+
+    With `derive_mask` the padded positions hold padding_idx (and only they) and the model derives the mask;
+    otherwise the ids are random and `mask` is passed explicitly.
+    """
+
+    config: EncoderConfig
+    seed: int
+    mask: tuple[tuple[bool, ...], ...]
+    derive_mask: bool = False
+
+    @property
+    def token_ids(self) -> np.ndarray:
+        """int64 `[B, S]`, from `seed`."""
+        mask = np.array(self.mask, dtype=bool)
+        ids = np.random.default_rng(self.seed).integers(0, self.config.vocab_size, size=mask.shape, dtype=np.int64)
+        if not self.derive_mask:
+            return ids
+        padding_idx = self.config.padding_idx
+        assert padding_idx is not None, "derive_mask needs a padding_idx"
+        ids = np.where(ids == padding_idx, (padding_idx + 1) % self.config.vocab_size, ids)
+        ids[mask] = padding_idx
+        return ids
+
+    @property
+    def padding_mask(self) -> np.ndarray | None:
+        """bool `[B, S]`, or None when the model derives it from padding_idx."""
+        return None if self.derive_mask else np.array(self.mask, dtype=bool)
+
+
+class Draws(Protocol):
+    def integer(self, low: int, high: int) -> int:
+        """An int in [low, high], both ends included."""
+        ...
+
+    def choice(self, options: Sequence[T]) -> T:
+        """One of `options`."""
+        ...
+
+
+class SeededDraws:
+    """Draws from a NumPy generator: reproducible wherever the pinned NumPy runs."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def integer(self, low: int, high: int) -> int:
+        return int(self.rng.integers(low, high + 1))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[int(self.rng.integers(len(options)))]
+
+
+class HypothesisDraws:
+    """Draws through Hypothesis (inside `st.composite`): searched and shrunk by its engine."""
+
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return self.draw(st.sampled_from(options))
+
+
+BOOLS = (False, True)
+
+
+def draw_case(draws: Draws) -> Case:
+    """Small configs with every option, random weights (by seed), padding of any pattern, all-padding rows."""
+    n_heads, d_head = draws.integer(1, 3), draws.integer(1, 5)
+    vocab_size = draws.choice((2, 5, 11))
+    batch, seq = draws.integer(1, 3), draws.integer(1, 6)
+    config = EncoderConfig(
+        vocab_size=vocab_size,
+        d_model=n_heads * d_head,
+        n_heads=n_heads,
+        n_layers=draws.integer(1, 3),
+        d_ff=draws.integer(1, 9),
+        max_len=seq + draws.integer(0, 3),
+        padding_idx=draws.choice((None, *range(vocab_size))),
+        activation=draws.choice(ACTIVATIONS),
+        norm_first=draws.choice(BOOLS),
+        final_norm=draws.choice((None, True, False)),
+        layer_norm_eps=draws.choice((1e-5, 1e-6, 1e-3)),
+        dropout=draws.choice((0.0, 0.1)),
+        scale_embedding=draws.choice(BOOLS),
+    )
+    mask = [[draws.choice(BOOLS) for _ in range(seq)] for _ in range(batch)]
+    all_padding_row = draws.choice((None, *range(batch)))
+    if all_padding_row is not None:
+        mask[all_padding_row] = [True] * seq
+    derive_mask = config.padding_idx is not None and draws.choice(BOOLS)
+    return Case(config, draws.integer(0, 2**16), tuple(map(tuple, mask)), derive_mask)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    """The Hypothesis strategy for `draw_case`."""
+    return draw_case(HypothesisDraws(draw))
+
+
+def seeded_cases(count: int, seed: int) -> list[Case]:
+    """`count` cases from `draw_case`, the i-th from NumPy's generator seeded with `[seed, i]`."""
+    return [draw_case(SeededDraws(np.random.default_rng([seed, i]))) for i in range(count)]
