@@ -163,6 +163,17 @@ def check_float64_parity(case: Case) -> None:
     assert_within(max_differences(flax_acts, oracle), bounds, "float64 flax vs oracle", case)
 
 
+def float32_oracle_and_bounds(
+    case: Case, weights: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]:
+    """The float64 oracle of float32 `weights`, and per component the bounds across frameworks and to the oracle."""
+    oracle = encoder_forward(case.config, weights, case.token_ids, case.padding_mask)  # float64 maths
+    estimate = float32_error_estimate(case.config, weights, case.token_ids, case.padding_mask)
+    cross = {name: tolerances.float32_bound(value, against_oracle=False) for name, value in estimate.items()}
+    to_oracle = {name: tolerances.float32_bound(value, against_oracle=True) for name, value in estimate.items()}
+    return oracle, cross, to_oracle
+
+
 def check_float32_parity(case: Case) -> None:
     """float32 in both frameworks against each other and against the float64 oracle of the same float32 weights.
 
@@ -176,10 +187,7 @@ def check_float32_parity(case: Case) -> None:
     its own; the whole model as one XLA graph is `test_flax_compiled_as_one_graph`.
     """
     weights = random_tensors(case.config, case.seed, np.float32)
-    oracle = encoder_forward(case.config, weights, case.token_ids, case.padding_mask)  # float64 maths
-    estimate = float32_error_estimate(case.config, weights, case.token_ids, case.padding_mask)
-    cross = {name: tolerances.float32_bound(value, against_oracle=False) for name, value in estimate.items()}
-    to_oracle = {name: tolerances.float32_bound(value, against_oracle=True) for name, value in estimate.items()}
+    oracle, cross, to_oracle = float32_oracle_and_bounds(case, weights)
     torch_acts, flax_acts = torch_activations(case, weights), flax_activations(case, weights)
     assert all(value.dtype == np.float32 for value in (*torch_acts.values(), *flax_acts.values()))
     assert_within(max_differences(torch_acts, flax_acts), cross, "float32 torch vs flax", case)
@@ -212,9 +220,7 @@ def test_flax_compiled_as_one_graph(case: Case) -> None:
     intermediate once), hence outside the cross bound; well inside the 1e-4 bound against the oracle.
     """
     weights = random_tensors(case.config, case.seed, np.float32)
-    oracle = encoder_forward(case.config, weights, case.token_ids, case.padding_mask)
-    estimate = float32_error_estimate(case.config, weights, case.token_ids, case.padding_mask)
-    to_oracle = {name: tolerances.float32_bound(value, against_oracle=True) for name, value in estimate.items()}
+    oracle, _, to_oracle = float32_oracle_and_bounds(case, weights)
     one_graph = flax_activations_one_graph(case, weights)
     assert_within(max_differences(one_graph, oracle), to_oracle, "float32 flax as one XLA graph vs oracle", case)
 
