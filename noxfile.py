@@ -20,7 +20,7 @@ PACKAGES = {
     "common": ROOT / "common",
     "torch": ROOT / "packages" / "rosetta-torch",
     "flax": ROOT / "packages" / "rosetta-flax",
-    "bench": ROOT / "packages" / "rosetta-bench",
+    "tools": ROOT / "packages" / "rosetta-tools",
 }
 SOURCE_DIRS = [path / "src" for path in PACKAGES.values()]
 LOCK = ROOT / "constraints.txt"
@@ -41,13 +41,13 @@ def provisioned(session: nox.Session) -> bool:
 def install(session: nox.Session, *names: str, extras: tuple[str, ...] = ()) -> None:
     """Install rosetta packages (and extra requirements) from the repo, or point PYTHONPATH at them.
 
-    rosetta-bench comes with its `hf` extra (transformers < 5: the HF BERT peers, PyTorch and Flax).
+    rosetta-tools comes with its `hf` extra (transformers < 5: the HF BERT peers, PyTorch and Flax).
     """
     if provisioned(session):
         inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
         session.env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_DIRS), *inherited])
         return
-    packages = [f"{PACKAGES[n]}[hf]" if n == "bench" else str(PACKAGES[n]) for n in ("common", *names)]
+    packages = [f"{PACKAGES[n]}[hf]" if n == "tools" else str(PACKAGES[n]) for n in ("common", *names)]
     session.install("-c", str(LOCK), "--build-constraint", str(LOCK), *packages, *extras)
 
 
@@ -78,7 +78,7 @@ def tests(session: nox.Session, suite: str) -> None:
     if wants_gpu and shutil.which("nvidia-smi") is None:
         session.skip("--device=cuda asked for, but this machine has no CUDA GPU (no nvidia-smi on PATH)")
     if suite == "cross":
-        install(session, "torch", "flax", "bench", extras=tuple(TEST_TOOLS))
+        install(session, "torch", "flax", "tools", extras=tuple(TEST_TOOLS))
         session.run("pytest", *cpu_count_args(), "tests", *session.posargs)
         return
     own = suite.removesuffix("-only")
@@ -115,7 +115,7 @@ def lock(session: nox.Session) -> None:
     if provisioned(session):
         session.error("nox -s lock resolves in a fresh virtualenv; run it without --no-venv")
     session.install("--upgrade", "pip", "setuptools")
-    packages = [f"{path}[hf]" if name == "bench" else str(path) for name, path in PACKAGES.items()]
+    packages = [f"{path}[hf]" if name == "tools" else str(path) for name, path in PACKAGES.items()]
     session.install(TORCH, *packages, *TEST_TOOLS, *DEV_TOOLS)
     frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
     pins = sorted(
@@ -148,12 +148,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Throughput comparison; arguments after `--` go to `rosetta bench` (e.g. `-- --preset paper-base`)."""
-    install(session, "torch", "flax", "bench")
-    session.run("python", "-m", "rosetta_bench", "bench", *session.posargs)
+    install(session, "torch", "flax", "tools")
+    session.run("python", "-m", "rosetta_tools", "bench", *session.posargs)
 
 
 @nox.session
 def train(session: nox.Session) -> None:
     """The side-by-side training run; arguments after `--` go to `rosetta train`."""
-    install(session, "torch", "flax", "bench")
-    session.run("python", "-m", "rosetta_bench", "train", *session.posargs)
+    install(session, "torch", "flax", "tools")
+    session.run("python", "-m", "rosetta_tools", "train", *session.posargs)

@@ -1,12 +1,10 @@
-"""Run a stored vector (or any canonical weights) through each framework and return NumPy activations."""
+"""Run a stored vector (or any canonical weights) through each framework's NumPy runner; compare activations."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
-import torch
 
 import rosetta_flax
 import rosetta_torch
@@ -28,12 +26,7 @@ def torch_activations(
     dtype: str,
     device: str = "cpu",
 ) -> dict[str, np.ndarray]:
-    model = rosetta_torch.from_canonical(config, cast(weights, dtype), device=device).eval()
-    ids = torch.from_numpy(token_ids).to(device)
-    padding_mask = None if mask is None else torch.from_numpy(mask).to(device)
-    with torch.no_grad():
-        acts = model.activations(ids, padding_mask)
-    return {name: value.cpu().numpy() for name, value in acts.items()}
+    return rosetta_torch.Runner(config, cast(weights, dtype), device=device).activations(token_ids, mask)
 
 
 def flax_activations(
@@ -43,10 +36,7 @@ def flax_activations(
     mask: np.ndarray | None,
     dtype: str,
 ) -> dict[str, np.ndarray]:
-    model = rosetta_flax.from_canonical(config, cast(weights, dtype))
-    model.eval()
-    acts = model.activations(jnp.asarray(token_ids), None if mask is None else jnp.asarray(mask))
-    return {name: np.asarray(value) for name, value in acts.items()}
+    return rosetta_flax.Runner(config, cast(weights, dtype)).activations(token_ids, mask)
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

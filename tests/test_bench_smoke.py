@@ -19,14 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rosetta_bench.bench import hf_bert
-from rosetta_bench.bench.flops import gemm_flops, gemm_shape, gemms_per_call, step_flops
-from rosetta_bench.bench.impls import IMPLS as IMPLS_BY_NAME
-from rosetta_bench.bench.presets import PRESETS
-from rosetta_bench.cli import main
 from rosetta_common import EncoderConfig
 from rosetta_common.vectors import random_inputs, random_tensors
 from rosetta_flax import from_canonical
+from rosetta_tools.cli import main
+from rosetta_tools.throughput import hf_bert
+from rosetta_tools.throughput.flops import gemm_flops, gemm_shape, gemms_per_call, step_flops
+from rosetta_tools.throughput.impls import IMPLS as IMPLS_BY_NAME
+from rosetta_tools.throughput.presets import PRESETS
 
 IMPLS = sorted(IMPLS_BY_NAME)  # every row the harness has
 HANG_GUARD_S = 1800  # a hang guard only: this run takes about 40 s on two quiet cores, 6 min with both loaded
@@ -35,7 +35,7 @@ HANG_GUARD_S = 1800  # a hang guard only: this run takes about 40 s on two quiet
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("bench")
-    command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2", "--seq", "16"]
+    command = [sys.executable, "-m", "rosetta_tools", "bench", "--preset", "tiny", "--batch", "2", "--seq", "16"]
     command += ["--padding", "0.25", "--repeats", "2", "--rounds", "1", "--warmup", "0", "--impl", *IMPLS]
     command += ["--torch-compile", "aot-eager", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
@@ -99,7 +99,7 @@ def test_plot_written(bench_run) -> None:
 
 @pytest.mark.slow
 def test_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "rosetta_bench", "bench", "--preset", "tiny", "--batch", "2"]
+    command = [sys.executable, "-m", "rosetta_tools", "bench", "--preset", "tiny", "--batch", "2"]
     command += ["--sweep-seq", "8", "16", "--mode", "forward", "--impl", "rosetta_torch", "rosetta_flax.jit"]
     command += ["--repeats", "2", "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)

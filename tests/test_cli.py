@@ -1,6 +1,6 @@
 """The `rosetta convert / inspect / diff` commands: every layout in every direction, exit codes, error messages.
 
-Commands run in-process through `rosetta_bench.cli.main`, and once through `python -m rosetta_bench`.
+Commands run in-process through `rosetta_tools.cli.main`, and once through `python -m rosetta_tools`.
 Exit codes: 0 success, 1 a check failed (a difference over its bound), 2 usage or bad input.
 """
 
@@ -24,10 +24,10 @@ from safetensors.numpy import save_file
 from torch import nn
 
 import rosetta_flax
-from rosetta_bench import formats
-from rosetta_bench.cli import main
 from rosetta_common import EncoderConfig, expected_shapes, load_canonical, save_canonical, tolerances
 from rosetta_common.vectors import random_tensors
+from rosetta_tools import layouts
+from rosetta_tools.cli import main
 from rosetta_torch import Encoder, from_canonical, to_canonical, torch_modules_to_canonical
 
 CONFIG = EncoderConfig(
@@ -43,7 +43,7 @@ CONFIG = EncoderConfig(
     final_norm=True,
     layer_norm_eps=1e-6,
 )
-LAYOUTS = formats.LAYOUTS
+LAYOUTS = layouts.LAYOUTS
 SUFFIX = {"rosetta": ".safetensors", "torch": ".safetensors", "torch-modules": ".safetensors", "orbax": ""}
 
 
@@ -103,9 +103,9 @@ def test_convert_every_direction_is_bit_exact(converted, tensors, tmp_path, caps
     destination = tmp_path / f"out{SUFFIX[target]}"
     code, out, err = run_cli(capsys, "convert", converted[source], destination, "--to", target)
     assert (code, err) == (0, "")
-    assert f"-> {destination} ({formats.DESCRIPTIONS[target]})" in out
+    assert f"-> {destination} ({layouts.LAYOUTS[target].description})" in out
     assert f"{sum(v.size for v in tensors.values()):,} parameters, float64" in out
-    config, back, layout = formats.load(destination)
+    config, back, layout = layouts.load(destination)
     assert (config, layout) == (CONFIG, target)
     assert_same_tensors(back, tensors)
 
@@ -187,7 +187,7 @@ def test_user_saved_torch_modules_state_dict_with_config_file(tmp_path, capsys) 
     )
     assert (code, err) == (0, "")
     expected = torch_modules_to_canonical(CONFIG, pair["embedding"], pair["encoder"])
-    assert_same_tensors(formats.load(tmp_path / "flax")[1], expected)
+    assert_same_tensors(layouts.load(tmp_path / "flax")[1], expected)
 
 
 def test_user_saved_bare_orbax_checkpoint_with_config_file(tmp_path, tensors, capsys) -> None:
@@ -208,13 +208,13 @@ def test_user_saved_bare_orbax_checkpoint_with_config_file(tmp_path, tensors, ca
         write_config(tmp_path / "config.json"),
     )
     assert (code, err) == (0, "")
-    assert_same_tensors(formats.load(tmp_path / "out.safetensors")[1], tensors)
+    assert_same_tensors(layouts.load(tmp_path / "out.safetensors")[1], tensors)
 
 
 def test_convert_casts_with_dtype(model_file, tmp_path, tensors, capsys) -> None:
     code, out, _ = run_cli(capsys, "convert", model_file, tmp_path / "f32", "--to", "orbax", "--dtype", "float32")
     assert code == 0 and "float32" in out
-    _, back, _ = formats.load(tmp_path / "f32")
+    _, back, _ = layouts.load(tmp_path / "f32")
     assert_same_tensors(back, {name: value.astype(np.float32) for name, value in tensors.items()})
 
 
@@ -224,10 +224,10 @@ def test_convert_refuses_to_overwrite_without_force(model_file, tmp_path, tensor
     code, _, err = run_cli(capsys, "convert", model_file, destination, "--to", "orbax", "--dtype", "float32")
     assert code == 2
     assert_one_line_error(err, "exists (pass --force to replace it)")
-    assert formats.load(destination)[1]["embedding.weight"].dtype == np.float64  # untouched
+    assert layouts.load(destination)[1]["embedding.weight"].dtype == np.float64  # untouched
     code, _, _ = run_cli(capsys, "convert", model_file, destination, "--to", "orbax", "--dtype", "float32", "--force")
     assert code == 0
-    assert formats.load(destination)[1]["embedding.weight"].dtype == np.float32
+    assert layouts.load(destination)[1]["embedding.weight"].dtype == np.float32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "model.safetensors"]  # nothing left beside
 
 
@@ -265,7 +265,7 @@ def test_interrupted_orbax_write_leaves_the_destination_untouched(model_file, tm
     assert code == 2
     assert_one_line_error(err, "No space left on device")
     assert sorted(str(p.relative_to(destination)) for p in destination.rglob("*")) == before
-    assert formats.load(destination)[1]["embedding.weight"].dtype == np.float64
+    assert layouts.load(destination)[1]["embedding.weight"].dtype == np.float64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "model.safetensors"]
 
     code, _, _ = run_cli(capsys, "convert", model_file, tmp_path / "new", "--to", "orbax")
@@ -314,7 +314,7 @@ def test_inspect_lists_layers_in_numeric_order(tmp_path, capsys) -> None:
 def test_inspect_reads_every_layout(converted, tensors, capsys, layout) -> None:
     code, out, _ = run_cli(capsys, "inspect", converted[layout])
     assert code == 0
-    assert formats.DESCRIPTIONS[layout] in out
+    assert layouts.LAYOUTS[layout].description in out
     assert f"{sum(value.size for value in tensors.values()):,} parameters" in out
     assert "check: every tensor matches the config" in out
 
@@ -390,7 +390,7 @@ def test_diff_finds_where_a_mismatch_starts(model_file, tmp_path, tensors, capsy
     changed = dict(tensors)
     changed["layers.1.attn.v.bias"] = tensors["layers.1.attn.v.bias"] + 1e-3
     other = tmp_path / "other"
-    formats.save(other, "orbax", CONFIG, changed, force=False)
+    layouts.save(other, "orbax", CONFIG, changed, force=False)
     code, out, err = run_cli(capsys, "diff", model_file, other)
     assert (code, err) == (1, "")
     assert f"weights: 1 of {len(tensors)} tensors differ between A and B" in out
@@ -497,7 +497,7 @@ HANG_GUARD_S = 600  # a hang guard only: each run starts Python, torch and JAX i
 def test_python_dash_m_exit_codes_and_stderr(model_file, tmp_path) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     missing = subprocess.run(
-        [sys.executable, "-m", "rosetta_bench", "inspect", str(tmp_path / "absent.safetensors")],
+        [sys.executable, "-m", "rosetta_tools", "inspect", str(tmp_path / "absent.safetensors")],
         capture_output=True,
         text=True,
         env=env,
@@ -507,7 +507,7 @@ def test_python_dash_m_exit_codes_and_stderr(model_file, tmp_path) -> None:
     assert missing.stderr == f"rosetta: error: {tmp_path / 'absent.safetensors'}: no such file\n"
 
     ok = subprocess.run(
-        [sys.executable, "-m", "rosetta_bench", "inspect", str(model_file)],
+        [sys.executable, "-m", "rosetta_tools", "inspect", str(model_file)],
         capture_output=True,
         text=True,
         env=env,

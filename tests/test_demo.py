@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rosetta_bench.cli import main
+from rosetta_tools.cli import main
 
 
 @pytest.mark.parametrize("dtype, exponent_at_most", [("float64", -13), ("float32", -5)])

@@ -10,13 +10,13 @@ import pytest
 
 import rosetta_flax
 import rosetta_torch
-from rosetta_bench.cli import main
-from rosetta_bench.training.lanes import OPTIMIZER_FILE, WEIGHTS_FILE, load_lane, new_lane
-from rosetta_bench.training.task import ReversalTask, accuracy
 from rosetta_common import EncoderConfig, WeightFormatError
 from rosetta_common.training import AdamWConfig, OptimizerState, load_optimizer_state, save_optimizer_state
 from rosetta_common.vectors import random_tensors
 from rosetta_flax import training as flax_training
+from rosetta_tools.cli import main
+from rosetta_tools.sidebyside.lanes import OPTIMIZER_FILE, WEIGHTS_FILE, load_lane, new_lane
+from rosetta_tools.sidebyside.task import ReversalTask, accuracy
 
 TASK = ReversalTask(vocab_size=11, min_len=2, max_len=6, batch_size=8, seed=3)
 CONFIG = EncoderConfig(vocab_size=11, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=6, padding_idx=0, dropout=0.0)

@@ -9,7 +9,15 @@ from rosetta_common.canonical import (
 )
 from rosetta_common.config import ACTIVATIONS, EncoderConfig
 from rosetta_common.inputs import InputError, check_array_type, check_padding_mask, check_token_ids
-from rosetta_common.io import load_canonical, read_metadata, save_canonical, write_atomically
+from rosetta_common.io import (
+    load_canonical,
+    read_config_file,
+    read_metadata,
+    read_safetensors,
+    save_canonical,
+    write_atomically,
+    write_directory_atomically,
+)
 from rosetta_common.oracle import encoder_forward
 from rosetta_common.positional import sinusoidal_table
 
@@ -27,8 +35,11 @@ __all__ = [
     "encoder_forward",
     "expected_shapes",
     "load_canonical",
+    "read_config_file",
     "read_metadata",
+    "read_safetensors",
     "save_canonical",
     "sinusoidal_table",
     "write_atomically",
+    "write_directory_atomically",
 ]

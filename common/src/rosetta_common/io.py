@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,15 +33,79 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        _allow_by_umask(tmp, 0o666)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_directory_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a new temporary directory beside `path`, then swap it into place: an existing `path`
+    is moved aside first and put back if the swap fails, so an interrupted write leaves `path` as it was."""
+    path = Path(path)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.absolute().parent))
+    try:
+        write(tmp)
+        _allow_by_umask(tmp, 0o777)
+        _swap_into_place(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _allow_by_umask(path: Path, mode: int) -> None:
+    """Give a temporary file or directory the permissions a plainly created one would have (mkstemp and
+    mkdtemp make them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+def _swap_into_place(new: Path, path: Path) -> None:
+    """Rename `new` to `path`; an existing `path` is moved aside first and put back on failure."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = new.with_name(f"{new.name}.old")
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as NumPy arrays; WeightFormatError for an unreadable file."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: str | os.PathLike, err: Exception) -> WeightFormatError:
+    return WeightFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?): {err}")
+
+
+def read_config_file(path: str | os.PathLike) -> EncoderConfig:
+    """An EncoderConfig from a JSON file (the object `EncoderConfig.to_json()` writes)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise WeightFormatError(f"{path}: cannot read the config file: {err.strerror or err}") from err
+    try:
+        return EncoderConfig.from_json(text)
+    except (TypeError, ValueError) as err:
+        raise WeightFormatError(f"{path}: not a valid rosetta config: {err}") from err
 
 
 def save_canonical(
@@ -73,7 +138,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="numpy") as handle:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
-        raise WeightFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?): {err}") from err
+        raise _unreadable(path, err) from err
 
 
 def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
@@ -97,9 +162,6 @@ def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np
         config = EncoderConfig.from_json(metadata[CONFIG_KEY])
     except (TypeError, ValueError) as err:
         raise WeightFormatError(f"{path}: the stored config is invalid: {err}") from err
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise WeightFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?): {err}") from err
+    tensors = read_safetensors(path)
     check_tensors(config, tensors, source=str(path))
     return config, tensors

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
 from rosetta_common.canonical import WeightFormatError, check_tensors, expected_shapes
 from rosetta_common.config import EncoderConfig
-from rosetta_common.io import CONFIG_KEY, read_metadata, write_atomically
+from rosetta_common.io import CONFIG_KEY, read_metadata, read_safetensors, write_atomically
 
 ADAMW_KEY = "rosetta.adamw"
 STEP_KEY = "rosetta.step"
@@ -163,10 +162,7 @@ def load_optimizer_state(path: str | os.PathLike) -> OptimizerState:
         step = int(metadata[STEP_KEY])
     except (KeyError, TypeError, ValueError) as err:
         raise WeightFormatError(f"{path}: the stored optimizer metadata is invalid: {err}") from err
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise WeightFormatError(f"{path}: not a readable safetensors file (truncated or corrupted?): {err}") from err
+    tensors = read_safetensors(path)
     groups = {
         group: {name[len(group) + 1 :]: value for name, value in tensors.items() if name.startswith(f"{group}.")}
         for group in ("mu", "nu")

@@ -6,6 +6,8 @@ from rosetta_flax.embedding import PositionalEncoding, TokenEmbedding
 from rosetta_flax.encoder import Encoder
 from rosetta_flax.feedforward import FeedForward
 from rosetta_flax.layer import EncoderLayer
+from rosetta_flax.orbax import load_checkpoint, save_checkpoint
+from rosetta_flax.runner import Runner
 
 __all__ = [
     "Encoder",
@@ -13,10 +15,13 @@ __all__ = [
     "FeedForward",
     "MultiHeadSelfAttention",
     "PositionalEncoding",
+    "Runner",
     "TokenEmbedding",
     "attention_bias",
     "from_canonical",
     "load",
+    "load_checkpoint",
     "save",
+    "save_checkpoint",
     "to_canonical",
 ]

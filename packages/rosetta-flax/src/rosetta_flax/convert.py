@@ -1,4 +1,4 @@
-"""rosetta_flax <-> canonical weights: a name-mapping table plus per-key transforms, and safetensors I/O."""
+"""rosetta_flax <-> canonical weights through the `FLAX_ENCODER` name table, and safetensors I/O."""
 
 from __future__ import annotations
 
@@ -12,22 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
+from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
+from rosetta_common.name_tables import FLAX_ENCODER
 from rosetta_flax.encoder import Encoder
-
-# Canonical name piece -> rosetta_flax name piece. Flax kernels are already [in, out] and LayerNorm params are
-# already scale / bias, so every per-key transform is the identity.
-NAME_TABLE: tuple[tuple[str, str], ...] = (
-    ("ffn.in.", "ffn.up."),
-    ("ffn.out.", "ffn.down."),
-)
-
-
-def flax_name(canonical_name: str) -> str:
-    name = canonical_name
-    for canonical_piece, flax_piece in NAME_TABLE:
-        name = name.replace(canonical_piece, flax_piece)
-    return name
 
 
 def _params_by_name(model: Encoder) -> dict[str, nnx.Variable]:
@@ -43,8 +30,8 @@ def _jitted_constructor(config: EncoderConfig, dtype: str) -> Callable[[nnx.Rngs
 
 def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
     """The model's parameters as canonical NumPy arrays (in the model's dtype)."""
-    params = _params_by_name(model)
-    return {name: np.asarray(jax.device_get(params[flax_name(name)][...])) for name in expected_shapes(model.config)}
+    native = {name: jax.device_get(variable[...]) for name, variable in _params_by_name(model).items()}
+    return FLAX_ENCODER.to_canonical(model.config, native, source="the model's parameters")
 
 
 def from_canonical(
@@ -57,8 +44,8 @@ def from_canonical(
     dtype = check_tensors(config, tensors)
     model = _jitted_constructor(config, np.dtype(dtype).name)(rngs or nnx.Rngs(0))
     params = _params_by_name(model)
-    for name, value in tensors.items():
-        params[flax_name(name)].set_value(jnp.asarray(value, dtype=dtype))
+    for name, value in FLAX_ENCODER.to_native(config, tensors).items():
+        params[name].set_value(jnp.asarray(value, dtype=dtype))
     return model
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rosetta_common import EncoderConfig, expected_shapes
+from rosetta_common import EncoderConfig
+from rosetta_common.name_tables import FLAX_ENCODER
 from rosetta_common.training import AdamWConfig, OptimizerState
-from rosetta_flax.convert import flax_name
 from rosetta_flax.encoder import Encoder
 
 
@@ -69,16 +69,10 @@ def predict(model: Encoder, token_ids: jax.Array, padding_mask: jax.Array | None
     return jnp.argmax(_logits(graphdef, state, jnp.asarray(token_ids), padding_mask), axis=-1)
 
 
-def _canonical_names(config: EncoderConfig) -> dict[str, str]:
-    """rosetta_flax parameter name -> canonical name."""
-    return {flax_name(name): name for name in expected_shapes(config)}
-
-
 def params_to_canonical(config: EncoderConfig, state: nnx.State) -> dict[str, np.ndarray]:
     """A State shaped like the model's parameters (params, gradients, Adam moments) as canonical NumPy arrays."""
-    names = _canonical_names(config)
-    flat = {names[".".join(map(str, path))]: variable for path, variable in nnx.to_flat_state(state)}
-    return {name: np.asarray(jax.device_get(flat[name][...])) for name in expected_shapes(config)}
+    native = {".".join(map(str, path)): jax.device_get(variable[...]) for path, variable in nnx.to_flat_state(state)}
+    return FLAX_ENCODER.to_canonical(config, native, source="the parameter state")
 
 
 gradients_to_canonical = params_to_canonical
@@ -86,9 +80,9 @@ gradients_to_canonical = params_to_canonical
 
 def params_from_canonical(config: EncoderConfig, template: nnx.State, tensors: Mapping[str, np.ndarray]) -> nnx.State:
     """A State with `template`'s structure and variable types holding the canonical `tensors` (template dtypes)."""
-    names = _canonical_names(config)
+    native = FLAX_ENCODER.to_native(config, tensors)
     flat = [
-        (path, variable.replace(jnp.asarray(tensors[names[".".join(map(str, path))]], dtype=variable[...].dtype)))
+        (path, variable.replace(jnp.asarray(native[".".join(map(str, path))], dtype=variable[...].dtype)))
         for path, variable in nnx.to_flat_state(template)
     ]
     return nnx.from_flat_state(flat)

@@ -7,6 +7,7 @@ from rosetta_torch.encoder import Encoder
 from rosetta_torch.feedforward import FeedForward
 from rosetta_torch.interop import from_torch_modules, to_torch_modules, torch_modules_to_canonical
 from rosetta_torch.layer import EncoderLayer
+from rosetta_torch.runner import Runner
 
 __all__ = [
     "Encoder",
@@ -14,6 +15,7 @@ __all__ = [
     "FeedForward",
     "MultiHeadSelfAttention",
     "PositionalEncoding",
+    "Runner",
     "TokenEmbedding",
     "attention_bias",
     "from_canonical",

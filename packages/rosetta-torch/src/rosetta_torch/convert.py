@@ -1,4 +1,4 @@
-"""rosetta_torch <-> canonical weights: a name-mapping table plus per-key transforms, and safetensors I/O."""
+"""rosetta_torch <-> canonical weights through the `TORCH_ENCODER` name table, and safetensors I/O."""
 
 from __future__ import annotations
 
@@ -9,39 +9,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rosetta_common import EncoderConfig, check_tensors, expected_shapes, load_canonical, save_canonical
+from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
+from rosetta_common.name_tables import TORCH_ENCODER
 from rosetta_torch.encoder import Encoder
 
-Transform = Callable[[np.ndarray], np.ndarray]
 
-# Canonical name piece -> rosetta_torch name piece; applied to every canonical name in order.
-NAME_TABLE: tuple[tuple[str, str], ...] = (
-    ("ffn.in.", "ffn.up."),
-    ("ffn.out.", "ffn.down."),
-    (".kernel", ".weight"),  # nn.Linear stores weight [out, in] = kernel.T
-    (".scale", ".weight"),  # nn.LayerNorm
-)
-
-
-def torch_name(canonical_name: str) -> str:
-    name = canonical_name
-    for canonical_piece, torch_piece in NAME_TABLE:
-        name = name.replace(canonical_piece, torch_piece)
-    return name
+def parameters_to_canonical(
+    model: Encoder, read: Callable[[torch.nn.Parameter], torch.Tensor]
+) -> dict[str, np.ndarray]:
+    """`read(parameter)` for every parameter, as canonical NumPy arrays (copies, on the CPU): the weights,
+    their gradients or an optimizer's per-parameter state all cross to the canonical layout this way."""
+    native = {name: read(param).detach().cpu().numpy() for name, param in model.named_parameters()}
+    return TORCH_ENCODER.to_canonical(model.config, native, source=f"{type(model).__name__} parameters")
 
 
-def transform(canonical_name: str) -> Transform:
-    """The per-key transform between the two layouts; each is its own inverse."""
-    return np.transpose if canonical_name.endswith(".kernel") else (lambda array: array)
+def canonical_to_parameters(model: Encoder, tensors: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Canonical arrays -> new tensors (never sharing memory) keyed by the model's parameter names."""
+    native = TORCH_ENCODER.to_native(model.config, tensors)
+    return {name: torch.from_numpy(value) for name, value in native.items()}
 
 
 def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
     """The model's parameters as canonical NumPy arrays (copies, on the CPU, in the model's dtype)."""
-    state = model.state_dict()
-    return {
-        name: np.array(transform(name)(state[torch_name(name)].detach().cpu().numpy()), order="C", copy=True)
-        for name in expected_shapes(model.config)
-    }
+    return parameters_to_canonical(model, lambda param: param)
 
 
 def from_canonical(
@@ -52,11 +42,8 @@ def from_canonical(
     torch_dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
     with torch.device("meta"):
         model = Encoder(config, dtype=torch_dtype)
-    state = {  # copied: the model never aliases (and so never mutates) the caller's arrays
-        torch_name(name): torch.from_numpy(np.array(transform(name)(np.asarray(value)), order="C", copy=True))
-        for name, value in tensors.items()
-    }
-    model.load_state_dict(state, strict=True, assign=True)
+    # copied: the model never aliases (and so never mutates) the caller's arrays
+    model.load_state_dict(canonical_to_parameters(model, tensors), strict=True, assign=True)
     model.positional.table = model.positional._table(torch_dtype, None)
     return model.to(device) if device is not None else model
 

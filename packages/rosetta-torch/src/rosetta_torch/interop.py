@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosetta_common import EncoderConfig
+from rosetta_common.name_tables import TORCH_NN
 from rosetta_torch.convert import from_canonical, to_canonical
 from rosetta_torch.encoder import Encoder
 
@@ -89,32 +90,9 @@ def torch_modules_to_canonical(
 ) -> dict[str, np.ndarray]:
     """Canonical tensors from an Embedding + TransformerEncoder (checked against `config` first)."""
     _check_modules(config, embedding, encoder)
-
-    def array(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().cpu().numpy()
-
-    tensors = {"embedding.weight": array(embedding.weight)}
-    for i, layer in enumerate(encoder.layers):
-        prefix = f"layers.{i}."
-        q, k, v = layer.self_attn.in_proj_weight.chunk(3)  # fused [3d, d], each [out, in]
-        q_bias, k_bias, v_bias = layer.self_attn.in_proj_bias.chunk(3)
-        linears = {
-            "attn.q": (q, q_bias),
-            "attn.k": (k, k_bias),
-            "attn.v": (v, v_bias),
-            "attn.out": (layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
-            "ffn.in": (layer.linear1.weight, layer.linear1.bias),
-            "ffn.out": (layer.linear2.weight, layer.linear2.bias),
-        }
-        for name, (weight, bias) in linears.items():
-            tensors[f"{prefix}{name}.kernel"] = np.ascontiguousarray(array(weight).T)
-            tensors[f"{prefix}{name}.bias"] = array(bias)
-        for name in ("norm1", "norm2"):
-            norm = getattr(layer, name)
-            tensors[f"{prefix}{name}.scale"], tensors[f"{prefix}{name}.bias"] = array(norm.weight), array(norm.bias)
-    if encoder.norm is not None:
-        tensors["final_norm.scale"], tensors["final_norm.bias"] = array(encoder.norm.weight), array(encoder.norm.bias)
-    return tensors
+    pair = nn.ModuleDict({"embedding": embedding, "encoder": encoder})
+    state = {name: value.detach().cpu().numpy() for name, value in pair.state_dict().items()}
+    return TORCH_NN.to_canonical(config, state, source="the torch modules")
 
 
 def from_torch_modules(config: EncoderConfig, embedding: nn.Embedding, encoder: nn.TransformerEncoder) -> Encoder:
@@ -153,25 +131,7 @@ def to_torch_modules(
     )
     embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.padding_idx, dtype=dtype)
 
-    def tensor(name: str, transpose: bool = False) -> torch.Tensor:
-        value = tensors[name].T if transpose else tensors[name]
-        return torch.from_numpy(np.ascontiguousarray(value))
-
-    state = {"embedding.weight": tensor("embedding.weight")}
-    for i in range(config.n_layers):
-        canonical, torch_prefix = f"layers.{i}.", f"encoder.layers.{i}."
-        state[f"{torch_prefix}self_attn.in_proj_weight"] = torch.cat(
-            [tensor(f"{canonical}attn.{p}.kernel", transpose=True) for p in "qkv"]
-        )
-        state[f"{torch_prefix}self_attn.in_proj_bias"] = torch.cat([tensor(f"{canonical}attn.{p}.bias") for p in "qkv"])
-        for torch_name, name in (("self_attn.out_proj", "attn.out"), ("linear1", "ffn.in"), ("linear2", "ffn.out")):
-            state[f"{torch_prefix}{torch_name}.weight"] = tensor(f"{canonical}{name}.kernel", transpose=True)
-            state[f"{torch_prefix}{torch_name}.bias"] = tensor(f"{canonical}{name}.bias")
-        for norm in ("norm1", "norm2"):
-            state[f"{torch_prefix}{norm}.weight"] = tensor(f"{canonical}{norm}.scale")
-            state[f"{torch_prefix}{norm}.bias"] = tensor(f"{canonical}{norm}.bias")
-    if final_norm is not None:
-        state["encoder.norm.weight"], state["encoder.norm.bias"] = tensor("final_norm.scale"), tensor("final_norm.bias")
+    state = {name: torch.from_numpy(value) for name, value in TORCH_NN.to_native(config, tensors).items()}
     pair = nn.ModuleDict({"embedding": embedding, "encoder": encoder})
     pair.load_state_dict(state, strict=True)
     return embedding, encoder

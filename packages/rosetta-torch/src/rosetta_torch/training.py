@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.optim import lr_scheduler
 
-from rosetta_common import EncoderConfig, expected_shapes
+from rosetta_common import EncoderConfig
 from rosetta_common.training import AdamWConfig, OptimizerState
-from rosetta_torch.convert import torch_name, transform
+from rosetta_torch.convert import canonical_to_parameters, parameters_to_canonical
 from rosetta_torch.encoder import Encoder
 
 
@@ -60,12 +60,7 @@ def predict(model: Encoder, token_ids: torch.Tensor, padding_mask: torch.Tensor 
 
 def gradients_to_canonical(model: Encoder) -> dict[str, np.ndarray]:
     """The `.grad` of every parameter in canonical names and layout (zeros where there is none)."""
-    grads = {}
-    for name in expected_shapes(model.config):
-        param = model.get_parameter(torch_name(name))
-        grad = torch.zeros_like(param) if param.grad is None else param.grad
-        grads[name] = np.array(transform(name)(grad.detach().cpu().numpy()), order="C")  # a copy, never a view
-    return grads
+    return parameters_to_canonical(model, lambda param: torch.zeros_like(param) if param.grad is None else param.grad)
 
 
 def evaluate_loss(
@@ -173,25 +168,25 @@ class Trainer:
 
     def optimizer_state(self) -> OptimizerState:
         """AdamW's moments in canonical names and layout (zeros before the first step) and the step count."""
-        mu, nu = {}, {}
-        for name in expected_shapes(self.config):
-            param = self.model.get_parameter(torch_name(name))
-            state = self.optimizer.state.get(param, {})
-            for group, key in ((mu, "exp_avg"), (nu, "exp_avg_sq")):
-                value = state.get(key, torch.zeros_like(param))
-                group[name] = np.array(transform(name)(value.detach().cpu().numpy()), order="C")  # a copy
+
+        def moment(key: str) -> dict[str, np.ndarray]:
+            return parameters_to_canonical(
+                self.model, lambda param: self.optimizer.state.get(param, {}).get(key, torch.zeros_like(param))
+            )
+
+        mu, nu = moment("exp_avg"), moment("exp_avg_sq")
         return OptimizerState(self.config, self.adamw, self.steps_done, mu, nu)
 
     def load_optimizer_state(self, state: OptimizerState) -> None:
         """Continue from `state` (e.g. written by the other framework): moments, step count and schedule."""
         if state.config != self.config or state.adamw != self.adamw:
             raise ValueError("the optimizer state was written for another encoder config or AdamW config")
-        for name in expected_shapes(self.config):
-            param = self.model.get_parameter(torch_name(name))
+        mu, nu = canonical_to_parameters(self.model, state.mu), canonical_to_parameters(self.model, state.nu)
+        for name, param in self.model.named_parameters():
             self.optimizer.state[param] = {
                 "step": torch.tensor(float(state.step), dtype=_step_dtype()),
-                "exp_avg": _copy_like(param, transform(name)(state.mu[name])),
-                "exp_avg_sq": _copy_like(param, transform(name)(state.nu[name])),
+                "exp_avg": mu[name].to(dtype=param.dtype, device=param.device),
+                "exp_avg_sq": nu[name].to(dtype=param.dtype, device=param.device),
             }
         for group in self.optimizer.param_groups:  # a fresh schedule, advanced to the state's step
             group["lr"] = group.pop("initial_lr", group["lr"])
@@ -202,11 +197,6 @@ class Trainer:
                 for _ in range(state.step):
                     self.scheduler.step()
         self.steps_done = state.step
-
-
-def _copy_like(param: torch.Tensor, value: np.ndarray) -> torch.Tensor:
-    """A new tensor (never sharing `value`'s memory) with `param`'s dtype and device."""
-    return torch.tensor(np.ascontiguousarray(value), dtype=param.dtype, device=param.device)
 
 
 def _step_dtype() -> torch.dtype:

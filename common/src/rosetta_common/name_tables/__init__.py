@@ -1,0 +1,27 @@
+"""Name tables: each layout's tensor names as rules over the canonical names (NumPy only).
+
+    torch_encoder  TORCH_ENCODER  rosetta_torch.Encoder state_dict
+    torch_nn       TORCH_NN       nn.Embedding + nn.TransformerEncoder state_dict (fused in_proj)
+    flax_encoder   FLAX_ENCODER   rosetta_flax.Encoder NNX state
+
+They live here, not in the framework packages, because converting a safetensors file between layouts is NumPy
+work that `rosetta convert` does without torch or JAX installed; each framework package applies its own table.
+"""
+
+from rosetta_common.name_tables.flax_encoder import FLAX_ENCODER
+from rosetta_common.name_tables.table import TRANSPOSE, Concatenate, Identity, NameTable, Rule, Transpose, rule
+from rosetta_common.name_tables.torch_encoder import TORCH_ENCODER
+from rosetta_common.name_tables.torch_nn import TORCH_NN
+
+__all__ = [
+    "FLAX_ENCODER",
+    "TORCH_ENCODER",
+    "TORCH_NN",
+    "TRANSPOSE",
+    "Concatenate",
+    "Identity",
+    "NameTable",
+    "Rule",
+    "Transpose",
+    "rule",
+]

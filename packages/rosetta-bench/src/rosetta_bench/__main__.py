@@ -1,5 +1,0 @@
-import sys
-
-from rosetta_bench.cli import main
-
-sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from rosetta_tools.cli import main
+
+sys.exit(main())

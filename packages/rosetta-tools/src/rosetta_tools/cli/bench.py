@@ -1,0 +1,142 @@
+"""`rosetta bench`: throughput of rosetta_torch, rosetta_flax and torch's own encoder, against the matmul ceiling."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, CommandError
+from rosetta_tools.cli.terminal import wide_console
+from rosetta_tools.throughput.impls import IMPLS
+from rosetta_tools.throughput.presets import PRESETS
+from rosetta_tools.throughput.settings import DEVICES, DTYPES, TORCH_COMPILE, BenchConfig
+
+HELP = "throughput comparison of the encoders and their peers"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="paper-base", help="model size (default %(default)s)"
+    )
+    parser.add_argument("--batch", type=int, help="batch size (default: the preset's)")
+    parser.add_argument("--seq", type=int, help="sequence length (default: the preset's)")
+    parser.add_argument("--sweep-seq", type=int, nargs="+", metavar="S", help="sequence lengths to sweep at --batch")
+    parser.add_argument("--sweep-batch", type=int, nargs="+", metavar="B", help="batch sizes to sweep at --seq")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="float32, or bfloat16 compute (torch autocast; JAX casts the parameters in the step)",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--tf32", choices=("on", "off"), default="off", help="TF32 matmuls for float32 on a GPU")
+    parser.add_argument(
+        "--torch-compile",
+        choices=TORCH_COMPILE,
+        default="auto",
+        help="how both compiled torch rows are compiled: auto = freezing + dynamic batch for a CPU forward "
+        "(oneDNN GEMMs), plain torch.compile otherwise; aot-eager = no inductor kernels (smoke tests, not speed)",
+    )
+    parser.add_argument(
+        "--impl",
+        nargs="+",
+        choices=sorted(IMPLS),
+        metavar="IMPL",
+        help=f"implementations to time (default: all that apply): {', '.join(IMPLS)}",
+    )
+    parser.add_argument("--mode", choices=("forward", "train", "both"), default="both")
+    parser.add_argument(
+        "--padding",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="FRACTION",
+        help="fractions of padded positions, each run as its own case (e.g. 0 0.25)",
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per implementation and case")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the repeats are split into")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (compiling) one")
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of the training step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="output folder (default results/bench-<timestamp>/)")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    preset = PRESETS[args.preset]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return BenchConfig(
+        preset=args.preset,
+        model=preset.config,
+        impls=tuple(args.impl or IMPLS),
+        batch=args.batch or preset.batch,
+        seq=args.seq or preset.seq,
+        sweep_batch=tuple(args.sweep_batch or ()),
+        sweep_seq=tuple(args.sweep_seq or ()),
+        paddings=tuple(args.padding),
+        modes=("forward", "train") if args.mode == "both" else (args.mode,),
+        dtype=args.dtype,
+        device=args.device,
+        tf32=args.tf32 == "on",
+        torch_compile=args.torch_compile,
+        repeats=args.repeats,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        lr=args.lr,
+        seed=args.seed,
+        out_dir=args.out or Path("results") / f"bench-{stamp}",
+    )
+
+
+class RichReporter:
+    """The runner's progress: a rich progress bar on a terminal, one line per step in a log."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting workers", total=None)
+        self.log = not progress.console.is_terminal
+
+    def start(self, total: int) -> None:
+        self.progress.update(self.task, total=total, completed=0)
+
+    def step(self, description: str, advance: int = 1) -> None:
+        self.progress.update(self.task, description=description, advance=advance)
+        if self.log:
+            task = self.progress.tasks[0]
+            self.progress.console.print(f"[{task.completed:.0f}/{task.total or '?'}] {description}", highlight=False)
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rosetta_tools.throughput import plots, report, runner
+    from rosetta_tools.throughput.processes import BenchError
+
+    console = wide_console(160)
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        raise CommandError(f"bench: {err}") from err
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            results = runner.run(config, RichReporter(progress))
+    except BenchError as err:
+        raise CommandError(f"bench: {err}") from err
+    json_path = report.write_json(results, config.out_dir / "results.json")
+    plot_paths = plots.make_plots(results, config.out_dir)
+    report.print_report(results, console)
+    console.print(f"results: {json_path}; plots: {', '.join(str(p) for p in plot_paths)}")
+    failed = [
+        f"{e['impl']} {e['mode']} ({case['label']}): {e['status']}"
+        for case in results["cases"]
+        for e in case["results"]
+        if e["status"] in ("wrong", "error")
+    ]
+    if failed:
+        console.print("[red]not timed (wrong answer or error):[/red] " + "; ".join(failed))
+        return EXIT_CHECK_FAILED
+    return EXIT_OK

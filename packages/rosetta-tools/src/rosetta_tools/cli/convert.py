@@ -1,0 +1,51 @@
+"""`rosetta convert SRC DST --to LAYOUT`: weights between rosetta, torch state_dict and Flax NNX / Orbax layouts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from rosetta_common import read_config_file
+from rosetta_common.io import PICKLE_SUFFIXES
+from rosetta_tools import layouts
+from rosetta_tools.cli.errors import EXIT_OK, CommandError
+
+HELP = "convert weights between rosetta, torch state_dict and Flax/Orbax formats"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="weight file or Orbax directory to read (its layout is detected)")
+    parser.add_argument("destination", type=Path, help="file (safetensors layouts) or directory (orbax) to write")
+    parser.add_argument(
+        "--to",
+        required=True,
+        choices=tuple(layouts.LAYOUTS),
+        help="layout to write: "
+        + "; ".join(f"{name}: {layout.description}" for name, layout in layouts.LAYOUTS.items()),
+    )
+    parser.add_argument("--config", type=Path, help="config JSON, for a source that does not store its config")
+    parser.add_argument("--dtype", choices=["float16", "float32", "float64"], help="cast the weights (default: keep)")
+    parser.add_argument("--force", action="store_true", help="replace an existing destination")
+
+
+def run(args: argparse.Namespace) -> int:
+    destination: Path = args.destination
+    if destination.suffix.lower() in PICKLE_SUFFIXES:
+        raise CommandError(f"{destination}: rosetta never writes pickles; name the output *.safetensors")
+    if destination.exists() and not args.force:
+        raise CommandError(f"{destination} exists (pass --force to replace it)")
+    given = read_config_file(args.config) if args.config else None
+    config, tensors, layout = layouts.load(args.source, given)
+    if args.dtype:
+        tensors = {name: value.astype(args.dtype) for name, value in tensors.items()}
+    written = layouts.save(destination, args.to, config, tensors, force=args.force)
+    parameters = sum(int(np.prod(value.shape)) for value in tensors.values())
+    dtype = next(iter(tensors.values())).dtype
+    print(
+        f"{args.source} ({layouts.LAYOUTS[layout].description}) -> {written} "
+        f"({layouts.LAYOUTS[args.to].description}): "
+        f"{len(tensors)} tensors, {parameters:,} parameters, {dtype}"
+    )
+    return EXIT_OK

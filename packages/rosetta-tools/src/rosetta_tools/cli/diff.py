@@ -1,0 +1,146 @@
+"""`rosetta diff A [B]`: run the installed frameworks and the float64 oracle on one input; max difference per
+component.
+
+With one file, torch and flax both run A. With two, torch runs A, flax runs B and the oracle runs A, so a
+difference introduced by a conversion shows at the first component it reaches. With one framework installed it
+runs B (or A) against the oracle running A, and the output names the package that would add the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from rosetta_common import EncoderConfig, encoder_forward, read_config_file, tolerances
+from rosetta_common.vectors import random_inputs
+from rosetta_tools import frameworks, layouts
+from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+HELP = "run both frameworks on the same weights and print the max difference per component"
+Activations = dict[str, np.ndarray]
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", type=Path, help="weight file or Orbax directory (any layout)")
+    parser.add_argument("b", metavar="B", type=Path, nargs="?", help="second weights, run by flax (default: A)")
+    parser.add_argument("--config", type=Path, help="config JSON, for weights that do not store their config")
+    parser.add_argument("--batch", type=positive_int, default=2, help="sequences in the random input (default 2)")
+    parser.add_argument("--seq", type=positive_int, help="sequence length (default: 16, or max_len if smaller)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids and padding")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="precision of both runs")
+
+
+def make_inputs(config: EncoderConfig, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random token ids int64 `[batch, seq]` and padding mask: the first row full, the others random padding."""
+    rng = np.random.default_rng(seed)
+    pads = tuple(0 if row == 0 else int(rng.integers(0, seq + 1)) for row in range(batch))
+    return random_inputs(config, seq, pads, seed)
+
+
+def framework_activations(
+    framework: str, config: EncoderConfig, tensors: Mapping[str, np.ndarray], ids: np.ndarray, mask: np.ndarray
+) -> Activations:
+    """One framework's activations through its NumPy runner (Flax compiled, inputs checked before)."""
+    if framework == "flax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        from rosetta_flax import Runner
+
+        return Runner(config, tensors, jit=True).activations(ids, mask)
+    from rosetta_torch import Runner
+
+    return Runner(config, tensors).activations(ids, mask)
+
+
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+def weight_changes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Max |a - b| of each canonical tensor that differs between two weight sets."""
+    changes = {name: max_abs(a[name], b[name]) for name in a}
+    return {name: value for name, value in changes.items() if value > 0}
+
+
+def run(args: argparse.Namespace) -> int:
+    present = frameworks.available()
+    if not present:
+        raise frameworks.FrameworkMissing(
+            "rosetta diff runs rosetta-torch and/or rosetta-flax and neither is installed "
+            f"({frameworks.INSTALL['torch']}; {frameworks.INSTALL['flax']})"
+        )
+    console = Console(highlight=False, soft_wrap=True)
+    given = read_config_file(args.config) if args.config else None
+    config, tensors_a, _ = layouts.load(args.a, given)
+    tensors_b = tensors_a
+    if args.b is not None:
+        config_b, tensors_b, _ = layouts.load(args.b, given)
+        if config_b != config:
+            fields = [name for name, value in config.to_dict().items() if config_b.to_dict()[name] != value]
+            console.print(f"A and B have different configs: they differ on {fields}")
+            return EXIT_CHECK_FAILED
+        changes = weight_changes(tensors_a, tensors_b)
+        if changes:
+            worst = max(changes, key=changes.get)
+            console.print(
+                f"weights: {len(changes)} of {len(tensors_a)} tensors differ between A and B "
+                f"(largest |difference| {changes[worst]:.1e}, in {worst})"
+            )
+        else:
+            console.print(f"weights: A and B hold the same {len(tensors_a)} tensors")
+
+    seq = args.seq or min(16, config.max_len)
+    ids, mask = make_inputs(config, args.batch, seq, args.seed)
+    dtype = np.dtype(args.dtype)
+    cast_a = {name: value.astype(dtype) for name, value in tensors_a.items()}
+    cast_b = {name: value.astype(dtype) for name, value in tensors_b.items()}
+    # torch runs A, flax runs B; a framework alone runs B, so that a conversion's difference meets the oracle
+    runs = {"torch": cast_a if len(present) == 2 else cast_b, "flax": cast_b}
+    acts = {framework: framework_activations(framework, config, runs[framework], ids, mask) for framework in present}
+    acts["oracle"] = encoder_forward(config, cast_a, ids, mask)  # float64, from the same (cast) weights
+    pairs = [(x, y) for x, y in (("torch", "flax"), ("torch", "oracle"), ("flax", "oracle")) if x in acts and y in acts]
+    columns = [f"{x} vs {y}" for x, y in pairs]
+
+    bounds = [tolerances.output_bound(args.dtype, against_oracle=y == "oracle") for _, y in pairs]
+    if len(present) == 2:
+        who = "torch and flax run A" if args.b is None else "torch runs A, flax runs B, the oracle runs A"
+    else:
+        who = f"{present[0]} runs {'A' if args.b is None else 'B'}, the oracle runs A"
+    console.print(
+        f"{args.dtype}, {who}; input batch {args.batch} x seq {seq} (seed {args.seed}), "
+        f"{int(mask.sum())} of {mask.size} positions are padding"
+    )
+    for framework in set(frameworks.PACKAGES) - set(present):
+        console.print(f"{framework}: not run ({frameworks.missing_message(framework, 'its column')})")
+    bound_text = ", ".join(f"{column} {bound:.0e}" for column, bound in zip(columns, bounds, strict=True))
+    console.print(f"max |difference| per component; bounds: {bound_text}")
+    table = Table("component", *columns, show_edge=False)
+    first_over = None
+    for name in acts["oracle"]:
+        row = [max_abs(acts[x][name], acts[y][name]) for x, y in pairs]
+        over = [value > bound or not np.isfinite(value) for value, bound in zip(row, bounds, strict=True)]
+        if any(over) and first_over is None:
+            first_over = (name, [column for column, is_over in zip(columns, over, strict=True) if is_over])
+        table.add_row(
+            name, *(f"{value:.1e}" + (" !" if is_over else "") for value, is_over in zip(row, over, strict=True))
+        )
+    console.print(table)
+    if first_over is None:
+        console.print("every component within its bound")
+        return EXIT_OK
+    name, failing = first_over
+    console.print(f"DIFFERENCE OVER BOUND, first at {name} ({', '.join(failing)})")
+    return EXIT_CHECK_FAILED

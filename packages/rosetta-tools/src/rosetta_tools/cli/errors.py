@@ -1,0 +1,32 @@
+"""How `rosetta` commands report bad input: one `rosetta: error: ...` line on stderr, exit code 2, no traceback.
+
+Exit codes: 0 success, 1 a check that failed (e.g. a difference over its bound), 2 usage or bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from rosetta_common import InputError, WeightFormatError
+from rosetta_tools.frameworks import FrameworkMissing
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class CommandError(Exception):
+    """Bad input to a command that is neither a weight-format nor an encoder-input problem (e.g. an existing output)."""
+
+
+def report(message: str) -> int:
+    """Print `rosetta: error: message` on stderr and return the bad-input exit code."""
+    print(f"rosetta: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """Run a command body, turning the errors a user can cause into `report(...)` instead of a traceback."""
+    try:
+        return body()
+    except (CommandError, WeightFormatError, InputError, FrameworkMissing, OSError) as err:
+        return report(str(err))

@@ -1,0 +1,39 @@
+"""The `rosetta` command line: a thin dispatcher over one module per subcommand in this folder.
+
+Each command module defines `HELP` (one line, the only copy), `add_arguments(parser)` and `run(args) -> int`
+(an exit code from `rosetta_tools.cli.errors`). Command modules import the frameworks only inside `run`, so
+`rosetta inspect` does not pay for importing JAX or torch (nor needs them). Errors a user can cause (bad files,
+bad inputs, a framework that is not installed) print one `rosetta: error: ...` line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from rosetta_tools.cli.errors import guarded
+
+COMMANDS = ("demo", "bench", "train", "convert", "inspect", "diff")
+
+
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"rosetta_tools.cli.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rosetta", description="One Transformer encoder in PyTorch and JAX/Flax.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = command_module(name)
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return guarded(lambda: args.run(args))  # a user's mistake: one `rosetta: error:` line, exit code 2

@@ -1,0 +1,215 @@
+"""`rosetta train`: the same encoder trained side by side in PyTorch and JAX/Flax on a sequence-reversal task.
+
+Both start from the same weights (torch's initialisation, converted through the canonical format) and see the
+same batches; the per-step losses, their difference and the accuracy go to `log.jsonl`, the two loss curves
+to `loss_curves.png`, the totals to `summary.json`. `--switch-at N` hands each run over to the other framework
+after N steps (weights and Adam state through canonical safetensors files). Exit code 1 if the losses of the
+first steps (or across the switch) differ by more than the dtype's bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, CommandError
+from rosetta_tools.cli.terminal import wide_console
+from rosetta_tools.frameworks import require
+
+HELP = "side-by-side training run in both frameworks"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("model")
+    model.add_argument("--d-model", type=int, default=64, help="default %(default)s")
+    model.add_argument("--n-heads", type=int, default=4, help="default %(default)s")
+    model.add_argument("--n-layers", type=int, default=2, help="default %(default)s")
+    model.add_argument("--d-ff", type=int, default=128, help="default %(default)s")
+    model.add_argument("--pre-norm", action="store_true", help="norm_first=True (default: post-norm)")
+    task = parser.add_argument_group("task (reverse sequences of random tokens)")
+    task.add_argument("--vocab-size", type=int, default=16, help="including the padding token 0 (default %(default)s)")
+    task.add_argument("--min-len", type=int, default=4, help="default %(default)s")
+    task.add_argument("--max-len", type=int, default=12, help="also the padded sequence length (default %(default)s)")
+    task.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
+    optim = parser.add_argument_group("optimizer (AdamW, linear warm-up, cosine decay, clipping)")
+    optim.add_argument("--steps", type=int, default=1200, help="default %(default)s")
+    optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)s)")
+    optim.add_argument("--warmup", type=int, default=100, help="warm-up steps (default %(default)s)")
+    optim.add_argument("--weight-decay", type=float, default=0.01, help="default %(default)s")
+    optim.add_argument(
+        "--clip-norm", type=float, default=1.0, help="global gradient norm (0: no clipping) (default %(default)s)"
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    run.add_argument(
+        "--seed", type=int, default=0, help="seeds the initial weights and the batches (default %(default)s)"
+    )
+    run.add_argument(
+        "--eval-every", type=int, default=100, help="accuracy on a held-out batch every N steps (default %(default)s)"
+    )
+    run.add_argument(
+        "--switch-at", type=int, metavar="N", help="after N steps continue each run in the other framework"
+    )
+    run.add_argument(
+        "--check-steps", type=int, default=20, help="steps over which the losses must agree (default %(default)s)"
+    )
+    run.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: tiny ops)")
+    run.add_argument("--out", type=Path, help="output folder (default results/train-<timestamp>/)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """The RunConfig the arguments describe; ValueError names a bad value."""
+    from rosetta_common import EncoderConfig
+    from rosetta_common.training import AdamWConfig
+    from rosetta_tools.sidebyside.loop import RunConfig
+    from rosetta_tools.sidebyside.task import ReversalTask
+
+    task = ReversalTask(args.vocab_size, args.min_len, args.max_len, args.batch_size, args.seed)
+    encoder = EncoderConfig(
+        vocab_size=args.vocab_size,
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        n_layers=args.n_layers,
+        d_ff=args.d_ff,
+        max_len=args.max_len,
+        padding_idx=task.pad,
+        dropout=0.0,
+        norm_first=args.pre_norm,
+    )
+    adamw = AdamWConfig(
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        total_steps=args.steps if args.steps > args.warmup else None,
+        end_factor=0.0,
+        clip_norm=args.clip_norm or None,
+    )
+    return RunConfig(
+        encoder=encoder,
+        adamw=adamw,
+        task=task,
+        steps=args.steps,
+        dtype=args.dtype,
+        init_seed=args.seed,
+        eval_every=args.eval_every,
+        switch_at=args.switch_at,
+        check_steps=args.check_steps,
+    )
+
+
+def status_line(record: dict[str, Any]) -> str:
+    loss = record["loss"]
+    text = f"loss {record['framework']['a']} {loss['a']:.4f}  {record['framework']['b']} {loss['b']:.4f}"
+    return text + f"  |diff| {record['abs_diff']:.1e}"
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="rosetta train: torch and flax side by side", show_header=False)
+    config = summary["config"]
+    table.add_row("steps, dtype", f"{config['steps']}, {config['dtype']}")
+    table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
+    for framework, ms in summary["train_step_ms_median"].items():
+        first = summary["first_step_ms"].get(framework, 0.0)
+        table.add_row(f"{framework} step", f"{ms:.2f} ms median (first step {first:.0f} ms)")
+    table.add_row("final loss", ", ".join(f"{lane}: {value:.5f}" for lane, value in summary["final_loss"].items()))
+    if summary["final_accuracy"]:
+        table.add_row(
+            "final accuracy",
+            ", ".join(
+                f"{lane}: {acc['token']:.1%} tokens, {acc['sequence']:.1%} sequences"
+                for lane, acc in summary["final_accuracy"].items()
+            ),
+        )
+    table.add_row(
+        f"max rel. loss diff, first {config['check_steps']} steps",
+        f"{summary['max_rel_diff_first_steps']:.2e} (bound {summary['loss_bound']:.0e})",
+    )
+    table.add_row("max rel. loss diff, whole run", f"{summary['max_rel_diff']:.2e}")
+    if summary["switch"]:
+        table.add_row(
+            f"switch at step {summary['switch']['step']}",
+            f"loss before/after in the other framework: max rel. diff {summary['switch']['max_rel_diff']:.2e}",
+        )
+    for check, passed in summary["checks"].items():
+        table.add_row(check, "[green]yes[/green]" if passed else "[red]NO[/red]")
+    return table
+
+
+def train_with_progress(config, args: argparse.Namespace, console: Console):
+    """Run the training loop behind a rich progress bar; returns (RunResult, output folder)."""
+    from rosetta_tools.sidebyside.loop import run as run_training
+
+    out_dir = args.out or Path("results") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console, disable=args.no_progress) as progress:
+        bar = progress.add_task("training", total=config.steps, status="compiling")
+
+        def on_step(record: dict[str, Any]) -> None:
+            progress.update(bar, advance=1, status=status_line(record))
+            if "accuracy" in record:
+                accuracy = ", ".join(
+                    f"{record['framework'][k]} {v['sequence']:.0%}" for k, v in record["accuracy"].items()
+                )
+                progress.console.print(
+                    f"step {record['step'] + 1}: {status_line(record)}; sequences reversed: {accuracy}"
+                )
+
+        result = run_training(config, out_dir, on_step)
+    return result, out_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    for framework in ("torch", "flax"):
+        require(framework, "rosetta train (torch and flax side by side)")
+    import torch
+
+    from rosetta_tools.sidebyside.plot import plot_losses
+
+    console = wide_console(120)
+    try:
+        config = run_config_from_args(args)
+    except ValueError as err:
+        raise CommandError(f"train: {err}") from err
+    if args.threads < 1:
+        raise CommandError("train: --threads must be >= 1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        result, out_dir = train_with_progress(config, args, console)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as found (the command also runs inside tests)
+    summary = result.summary()
+    shape = config.encoder
+    title = (
+        f"reversal, d_model={shape.d_model} layers={shape.n_layers} heads={shape.n_heads}, "
+        f"{config.dtype}, batch {config.task.batch_size}"
+    )
+    summary["plot"] = str(plot_losses(result.records, out_dir / "loss_curves.png", title, config.switch_at))
+    summary["log"] = str(out_dir / "log.jsonl")
+    summary["torch_threads"] = args.threads
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(summary_table(summary))
+    console.print(f"log: {summary['log']}; plot: {summary['plot']}; summary: {out_dir / 'summary.json'}")
+    return EXIT_OK if all(summary["checks"].values()) else EXIT_CHECK_FAILED

@@ -1,0 +1,132 @@
+"""The weight layouts `rosetta inspect / convert / diff` read and write: name -> detect, read, write, description.
+
+    rosetta        canonical safetensors file: canonical names, config + format version in the metadata
+    torch          safetensors of `rosetta_torch.Encoder(...).state_dict()`
+    torch-modules  safetensors of the state_dict of `{"embedding": nn.Embedding, "encoder": nn.TransformerEncoder}`
+    orbax          a directory: `state/`, an Orbax checkpoint of `nnx.state(rosetta_flax.Encoder)`, and `config.json`
+                   (a bare Orbax checkpoint directory is read too, with `--config`)
+
+Every layout goes through the canonical tensors, by its name table (`rosetta_common.name_tables`). The
+safetensors layouts need NumPy only; orbax needs rosetta-flax. The torch layouts carry their config in the
+metadata when rosetta wrote them; otherwise it comes from `--config`. Pickled files are refused, never loaded.
+Every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rosetta_common import EncoderConfig, WeightFormatError, check_tensors, load_canonical
+from rosetta_common.io import CONFIG_KEY
+from rosetta_common.name_tables import NameTable
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass
+class WeightFile:
+    """A weight file as stored: its layout, tensors under their own names, metadata and config (when known)."""
+
+    path: Path
+    layout: Layout
+    tensors: Tensors
+    config: EncoderConfig | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        return self.layout.description
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One layout. `detect(path, metadata, names)` says whether a stored file is in it (metadata and names are
+    empty for a directory); `read(path, config)` reads it as stored; `write(path, config, canonical)` writes it
+    atomically; `table` maps its names to the canonical ones (None: they are the canonical ones)."""
+
+    name: str
+    description: str
+    detect: Callable[[Path, Mapping[str, str], frozenset[str]], bool]
+    read: Callable[[Path, EncoderConfig | None], WeightFile]
+    write: Callable[[Path, EncoderConfig, Mapping[str, np.ndarray]], Path]
+    table: NameTable | None
+
+    def to_canonical(self, weights: WeightFile) -> Tensors:
+        """The file's tensors under canonical names; one WeightFormatError lists every problem in its own names."""
+        assert weights.config is not None
+        source = f"{weights.path} ({self.description})"
+        if self.table is None:
+            check_tensors(weights.config, weights.tensors, source=source)
+            return dict(weights.tensors)
+        tensors = self.table.to_canonical(weights.config, weights.tensors, source=source)
+        check_tensors(weights.config, tensors, source=source)
+        return tensors
+
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register(layout: Layout) -> Layout:
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+def detect(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> Layout:
+    """The layout of a stored file; WeightFormatError naming what was found and what is read."""
+    for layout in LAYOUTS.values():
+        if layout.detect(path, metadata, names):
+            return layout
+    shown = ", ".join(sorted(names)[:3]) or "none"
+    raise WeightFormatError(
+        f"{path}: not a weight file rosetta reads: its tensors ({shown}, ...) are not those of a rosetta, "
+        "rosetta_torch or torch.nn.TransformerEncoder model"
+    )
+
+
+def read(path: str | os.PathLike, config: EncoderConfig | None = None) -> WeightFile:
+    """Read any layout as stored (no name mapping); `config` (from `--config`) must agree with a stored one."""
+    from rosetta_tools.layouts.safetensors_files import read_any
+
+    path = Path(path)
+    if path.is_dir():
+        return LAYOUTS["orbax"].read(path, config)
+    return read_any(path, config)
+
+
+def load(path: str | os.PathLike, config: EncoderConfig | None = None) -> tuple[EncoderConfig, Tensors, str]:
+    """Any layout -> (config, canonical tensors, layout name), every name, shape, dtype and value checked."""
+    weights = read(path, config)
+    if weights.config is None:
+        raise WeightFormatError(f"{weights.path} ({weights.description}) stores no config: pass --config config.json")
+    if weights.layout.name == "rosetta" and CONFIG_KEY in weights.metadata:
+        _, tensors = load_canonical(weights.path)  # the format version and every tensor checked
+        return weights.config, tensors, "rosetta"
+    return weights.config, weights.layout.to_canonical(weights), weights.layout.name
+
+
+def save(
+    path: str | os.PathLike, layout: str, config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, force: bool
+) -> Path:
+    """Write canonical `tensors` in `layout`, atomically; an existing `path` is replaced only when `force`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}, expected one of {tuple(LAYOUTS)}")
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (pass --force to replace it)")
+    if path.is_dir() and layout != "orbax":
+        raise IsADirectoryError(f"{path} is a directory")
+    check_tensors(config, tensors)
+    return LAYOUTS[layout].write(path, config, tensors)
+
+
+def agreeing_config(path: Path, stored: EncoderConfig | None, given: EncoderConfig | None) -> EncoderConfig | None:
+    """The stored config or the given one; when both exist they must be equal."""
+    if stored is not None and given is not None and stored != given:
+        fields = [name for name, value in stored.to_dict().items() if given.to_dict()[name] != value]
+        raise WeightFormatError(f"{path}: --config disagrees with the config stored with the weights on {fields}")
+    return stored if stored is not None else given

@@ -1,0 +1,98 @@
+"""The safetensors layouts: rosetta (canonical), torch (rosetta_torch state_dict), torch-modules
+(nn.Embedding + nn.TransformerEncoder state_dict). NumPy only: each converts through its name table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save as serialize
+
+from rosetta_common import EncoderConfig, WeightFormatError, read_metadata, read_safetensors, save_canonical
+from rosetta_common.io import CONFIG_KEY, LAYOUT_KEY, VERSION_KEY, write_atomically
+from rosetta_common.name_tables import TORCH_ENCODER, TORCH_NN, NameTable
+from rosetta_tools.layouts.registry import LAYOUTS, Layout, WeightFile, agreeing_config, detect, register
+
+
+def read_any(path: Path, config: EncoderConfig | None) -> WeightFile:
+    """A safetensors file in whichever layout it is (refusing pickles, missing and unreadable files)."""
+    metadata = read_metadata(path)
+    tensors = read_safetensors(path)
+    layout = detect(path, metadata, frozenset(tensors))
+    return WeightFile(path, layout, tensors, agreeing_config(path, _stored_config(path, metadata), config), metadata)
+
+
+def _stored_config(path: Path, metadata: Mapping[str, str]) -> EncoderConfig | None:
+    if CONFIG_KEY not in metadata:
+        return None
+    try:
+        return EncoderConfig.from_json(metadata[CONFIG_KEY])
+    except (TypeError, ValueError) as err:
+        raise WeightFormatError(f"{path}: the stored config is invalid: {err}") from err
+
+
+def _declared(metadata: Mapping[str, str], name: str) -> bool | None:
+    """True / False when the metadata names a layout (rosetta writes it), None when it names none."""
+    declared = metadata.get(LAYOUT_KEY)
+    return None if declared not in LAYOUTS or declared == "orbax" else declared == name
+
+
+def _native_writer(name: str, table: NameTable):
+    def write(path: Path, config: EncoderConfig, tensors: Mapping[str, np.ndarray]) -> Path:
+        payload = serialize(table.to_native(config, tensors), metadata={CONFIG_KEY: config.to_json(), LAYOUT_KEY: name})
+        return write_atomically(path, lambda tmp: tmp.write_bytes(payload))
+
+    return write
+
+
+def _is_canonical(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> bool:
+    declared = _declared(metadata, "rosetta")
+    if declared is not None:
+        return declared
+    return VERSION_KEY in metadata or any(name.endswith((".kernel", ".scale")) for name in names)
+
+
+def _is_torch_modules(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> bool:
+    declared = _declared(metadata, "torch-modules")
+    return declared if declared is not None else any(name.startswith("encoder.layers.") for name in names)
+
+
+def _is_torch(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> bool:
+    declared = _declared(metadata, "torch")
+    if declared is not None:
+        return declared
+    return any(re.match(r"layers\.\d+\.(attn|ffn|norm1|norm2)\.", name) for name in names)
+
+
+register(
+    Layout(
+        "rosetta",
+        "rosetta canonical safetensors",
+        detect=_is_canonical,
+        read=read_any,
+        write=save_canonical,
+        table=None,
+    )
+)
+register(
+    Layout(
+        "torch",
+        "rosetta_torch.Encoder state_dict, safetensors",
+        detect=_is_torch,
+        read=read_any,
+        write=_native_writer("torch", TORCH_ENCODER),
+        table=TORCH_ENCODER,
+    )
+)
+register(
+    Layout(
+        "torch-modules",
+        "nn.Embedding + nn.TransformerEncoder state_dict, safetensors",
+        detect=_is_torch_modules,
+        read=read_any,
+        write=_native_writer("torch-modules", TORCH_NN),
+        table=TORCH_NN,
+    )
+)

@@ -1,0 +1,107 @@
+"""BenchConfig: everything one `rosetta bench` run measures, frozen, and the cases it expands to."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rosetta_common import EncoderConfig
+from rosetta_tools.throughput.impls import IMPLS
+
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("cpu", "cuda")
+MODES = ("forward", "train")
+TORCH_COMPILE = (
+    "auto",
+    "default",
+    "freeze",
+    "freeze-dynamic",
+    "max-autotune",
+    "aot-eager",
+)  # see workers_torch.compile_settings
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input shape: batch x seq with a fraction of padded positions."""
+
+    batch: int
+    seq: int
+    padding: float
+
+    @property
+    def label(self) -> str:
+        return f"B{self.batch}-S{self.seq}-pad{self.padding:g}"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One run: a model, the cases, the implementations and how to time them."""
+
+    preset: str
+    model: EncoderConfig
+    impls: tuple[str, ...]
+    batch: int
+    seq: int
+    sweep_batch: tuple[int, ...] = ()
+    sweep_seq: tuple[int, ...] = ()
+    paddings: tuple[float, ...] = (0.0,)
+    modes: tuple[str, ...] = MODES
+    dtype: str = "float32"
+    device: str = "cpu"
+    tf32: bool = False
+    torch_compile: str = "auto"
+    repeats: int = 20
+    rounds: int = 4
+    warmup: int = 2
+    lr: float = 1e-4
+    seed: int = 0
+    out_dir: Path = Path("results")
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"BenchConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"BenchConfig.device must be one of {DEVICES}, got {self.device!r}")
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise ValueError(f"BenchConfig.modes must be a non-empty subset of {MODES}, got {self.modes!r}")
+        unknown = [name for name in self.impls if name not in IMPLS]
+        if unknown or not self.impls:
+            raise ValueError(f"BenchConfig.impls: unknown {unknown}; choose from {sorted(IMPLS)}")
+        if self.torch_compile not in TORCH_COMPILE:
+            raise ValueError(f"BenchConfig.torch_compile must be one of {TORCH_COMPILE}, got {self.torch_compile!r}")
+        if self.repeats < 1 or self.rounds < 1 or self.warmup < 0:
+            raise ValueError("BenchConfig.repeats and rounds must be >= 1, warmup >= 0")
+        for case in self.cases:
+            if not (case.batch >= 1 and 1 <= case.seq <= self.model.max_len and 0 <= case.padding < 1):
+                raise ValueError(f"BenchConfig case {case}: need batch >= 1, 1 <= seq <= max_len, 0 <= padding < 1")
+
+    @property
+    def cases(self) -> tuple[Case, ...]:
+        """(batch, seq), or the sweeps through it (seq swept at `batch`, batch swept at `seq`), per padding."""
+        shapes = {(self.batch, s) for s in self.sweep_seq} | {(b, self.seq) for b in self.sweep_batch}
+        return tuple(Case(b, s, p) for p in self.paddings for b, s in sorted(shapes or {(self.batch, self.seq)}))
+
+    def skip_reason(self, impl: str, mode: str) -> str | None:
+        """Why implementation `impl` does not run in `mode` in this run (device, dtype, model), or None."""
+        return IMPLS[impl].skip_reason(mode, self.device, self.dtype, self.model)
+
+    @property
+    def reps_per_round(self) -> int:
+        return max(1, -(-self.repeats // self.rounds))
+
+    @property
+    def precision(self) -> str:
+        """What the matmuls run in: 'bfloat16', 'tf32' or 'float32'."""
+        if self.dtype == "bfloat16":
+            return "bfloat16"
+        return "tf32" if self.device == "cuda" and self.tf32 else "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model"] = self.model.to_dict()
+        data["out_dir"] = str(self.out_dir)
+        return data
