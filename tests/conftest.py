@@ -1,6 +1,6 @@
 """Shared fixtures: the device under test (`--device=cpu|cuda`), the stored vectors, x64 JAX.
 
-On CUDA, parity runs with TF32 off in both frameworks (DESIGN.md).
+On CUDA, parity runs with TF32 off in both frameworks (common/DESIGN.md).
 """
 
 from __future__ import annotations

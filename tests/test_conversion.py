@@ -72,7 +72,7 @@ def test_model_takes_the_dtype_of_its_arrays(dtype):
 
 
 def test_canonical_names_and_layouts():
-    """Kernels are [in, out]; torch's Linear weight is the transpose; names follow DESIGN.md exactly."""
+    """Kernels are [in, out]; torch's Linear weight is the transpose; names follow common/DESIGN.md exactly."""
     torch_model = rosetta_torch.Encoder(CONFIG, dtype=torch.float64)
     canonical = rosetta_torch.to_canonical(torch_model)
     assert {name: value.shape for name, value in canonical.items()} == expected_shapes(CONFIG)

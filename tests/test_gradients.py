@@ -2,7 +2,7 @@
 parameter (compared in canonical names), and both agree with finite differences of the float64 oracle.
 
 Relative difference per parameter = max|g_torch - g_flax| / max|g_torch|.
-Bounds: float64 1e-10 (DESIGN.md; measured <= 4e-15); float32 1e-5 (measured <= 2.6e-6 over the stored
+Bounds: float64 1e-10 (common/DESIGN.md; measured <= 4e-15); float32 1e-5 (measured <= 2.6e-6 over the stored
 vectors x 6 random weight draws; the float32 unit roundoff is 6e-8, so this is ~40 roundoffs of headroom
 over the worst seen and still 5 orders of magnitude below a real bug).
 

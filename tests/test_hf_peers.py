@@ -1,5 +1,5 @@
 """The HF transformers BERT peers of `rosetta bench` compute rosetta's encoder: the float64 oracle, every post-norm
-stored vector, padded positions included (bound: DESIGN.md's float64 1e-10), and they skip with a reason where
+stored vector, padded positions included (bound: common/DESIGN.md's float64 1e-10), and they skip with a reason where
 they cannot run."""
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from rosetta_common import EncoderConfig, save_canonical
 from rosetta_common.vectors import random_tensors
 from rosetta_torch import from_canonical, from_torch_modules, to_canonical, to_torch_modules, torch_modules_to_canonical
 
-F64_BOUND = 1e-10  # DESIGN.md: float64 torch vs flax vs oracle
-F32_BOUND = 1e-5  # DESIGN.md: float32 torch vs flax
+F64_BOUND = 1e-10  # common/DESIGN.md: float64 torch vs flax vs oracle
+F32_BOUND = 1e-5  # common/DESIGN.md: float32 torch vs flax
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*nested tensors.*", "ignore:enable_nested_tensor is True")
 

@@ -1,5 +1,5 @@
 """Both frameworks against the stored float64 oracle and against each other, every component boundary,
-padded positions included, in float64 and float32 (bounds: DESIGN.md via rosetta_common.tolerances)."""
+padded positions included, in float64 and float32 (bounds: common/DESIGN.md via rosetta_common.tolerances)."""
 
 from __future__ import annotations
 

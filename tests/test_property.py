@@ -1,7 +1,7 @@
 """Property-based parity: random configs, weights and padded inputs; torch == flax == oracle at every component.
 
 Every position is compared, padded ones included (rosetta defines them: a padded query attends to the valid
-keys; an all-padding row attends uniformly). Bounds (DESIGN.md): float64 1e-10 everywhere; float32, torch vs flax
+keys; an all-padding row attends uniformly). Bounds (common/DESIGN.md): float64 1e-10 everywhere; float32, torch vs flax
 and either vs the float64 oracle, 1e-5 and 1e-4 or 8x the oracle's float32 rounding estimate for that input and
 component where that is larger (`tolerances.float32_bound`, see `check_float32_parity`).
 
@@ -180,7 +180,7 @@ def check_float32_parity(case: Case) -> None:
     No fixed number bounds float32 for every input: the error is the input's sensitivity to rounding times
     2**-24, and LayerNorm divides its input's absolute error by the input's std, which a residual sum can make
     small while its terms stay large (`cancelling_residual_d5`: std 0.08 from terms ~2, 4.5e-6 torch vs flax
-    where an ordinary draw gives ~3e-7; 1.12e-5 on another CPU). So each component's bound is DESIGN.md's fixed
+    where an ordinary draw gives ~3e-7; 1.12e-5 on another CPU). So each component's bound is common/DESIGN.md's fixed
     one (1e-5 across, 1e-4 to the oracle) or 8x the estimate of how far float32-sized random roundings move the
     float64 oracle on this very input (`rosetta_common.rounding_error`), whichever is larger
     (`tolerances.float32_bound`, where the factor 8 is measured). rosetta_flax runs each sub-layer compiled on

@@ -12,7 +12,7 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Hyper-parameters of the Transformer encoder (see DESIGN.md).
+    """Hyper-parameters of the Transformer encoder (see common/DESIGN.md).
 
     `final_norm=None` follows `norm_first`: pre-norm stacks end with a LayerNorm, post-norm stacks do not.
     """

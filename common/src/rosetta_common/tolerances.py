@@ -1,4 +1,4 @@
-"""The bounds rosetta proves (DESIGN.md, "Tolerances"): max absolute difference on outputs of order 1."""
+"""The bounds rosetta proves (common/DESIGN.md, "Tolerances"): max absolute difference on outputs of order 1."""
 
 FLOAT64 = 1e-10
 """float64 torch vs float64 flax vs the float64 NumPy oracle (measured: ~1e-15)."""
@@ -14,7 +14,7 @@ GRADIENT_FLOAT64_RELATIVE = 1e-10
 
 
 def output_bound(dtype_name: str, against_oracle: bool) -> float:
-    """The DESIGN.md bound for comparing outputs computed in `dtype_name` ('float64' or 'float32')."""
+    """The common/DESIGN.md bound for comparing outputs computed in `dtype_name` ('float64' or 'float32')."""
     if dtype_name == "float64":
         return FLOAT64
     if dtype_name == "float32":

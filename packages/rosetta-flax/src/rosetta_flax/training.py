@@ -2,7 +2,7 @@
 
 Mirrors `rosetta_torch.training`. Everything leaving this module is canonical (names, `[in, out]` kernels,
 NumPy arrays), so gradients and optimizer state compare and cross frameworks like the weights do.
-The train step is `jax.jit` over the `nnx.split` state (DESIGN.md: `nnx.jit` walks the graph on every call).
+The train step is `jax.jit` over the `nnx.split` state (common/DESIGN.md: `nnx.jit` walks the graph on every call).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rosetta_flax.encoder import Encoder
 def token_logits(model: Encoder, hidden: jax.Array) -> jax.Array:
     """The head tied to the token embedding: hidden `[B, S, D]` -> logits `[B, S, V]` = hidden @ embedding.T.
 
-    The padding row is held out of the head's gradient, so it stays zero (its logit is 0) as DESIGN.md asks.
+    The padding row is held out of the head's gradient, so it stays zero (its logit is 0) as common/DESIGN.md asks.
     """
     weight = model.embedding.weight[...]
     padding_idx = model.config.padding_idx

@@ -22,7 +22,7 @@ from rosetta_torch.encoder import Encoder
 def token_logits(model: Encoder, hidden: torch.Tensor) -> torch.Tensor:
     """The head tied to the token embedding: hidden `[B, S, D]` -> logits `[B, S, V]` = hidden @ embedding.T.
 
-    The padding row is held out of the head's gradient, so it stays zero (its logit is 0) as DESIGN.md asks.
+    The padding row is held out of the head's gradient, so it stays zero (its logit is 0) as common/DESIGN.md asks.
     """
     weight = model.embedding.weight
     padding_idx = model.config.padding_idx

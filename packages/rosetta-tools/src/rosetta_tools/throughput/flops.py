@@ -1,4 +1,4 @@
-"""FLOP conventions (DESIGN.md, "Measuring speed"): matmul FLOPs only, one multiply-add = 2 FLOPs."""
+"""FLOP conventions (common/DESIGN.md, "Measuring speed"): matmul FLOPs only, one multiply-add = 2 FLOPs."""
 
 from __future__ import annotations
 
