@@ -13,9 +13,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax
 import pytest
 import torch
-from runners import VECTORS_DIR
 
-from rosetta_common.vectors import CASES, Vector, load_vector
+from rosetta_common.vectors import CASES, Vector, stored_vector
 
 jax.config.update("jax_enable_x64", True)
 
@@ -83,4 +82,4 @@ def device(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session", params=[case.name for case in CASES])
 def vector(request: pytest.FixtureRequest) -> Vector:
     """Each stored common test vector in turn."""
-    return load_vector(VECTORS_DIR / f"{request.param}.safetensors")
+    return stored_vector(request.param)

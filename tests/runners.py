@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 import rosetta_flax
 import rosetta_torch
 from rosetta_common import EncoderConfig
 
-VECTORS_DIR = Path(__file__).resolve().parents[1] / "common" / "vectors"
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 

@@ -176,11 +176,10 @@ def oracle_loss(
 @pytest.mark.parametrize("case", ["post_norm_relu", "pre_norm_gelu", "gelu_tanh_eps"])
 def test_gradients_match_oracle_finite_differences(case: str, device: str) -> None:
     """Directional derivatives of the float64 oracle loss (central differences) equal <grad, direction>."""
-    from runners import VECTORS_DIR
 
-    from rosetta_common.vectors import load_vector
+    from rosetta_common.vectors import stored_vector
 
-    vector = load_vector(VECTORS_DIR / f"{case}.safetensors")
+    vector = stored_vector(case)
     config, weights = vector.config, vector.weights
     targets = targets_for(config, vector.token_ids)
     (_, torch_grads), (_, flax_grads) = both_gradients(

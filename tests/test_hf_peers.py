@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from runners import VECTORS_DIR, cast, max_abs_diff
+from runners import cast, max_abs_diff
 
 import rosetta_torch
 from rosetta_common import EncoderConfig, tolerances
-from rosetta_common.vectors import CASES, Vector, load_vector
+from rosetta_common.vectors import CASES, Vector, stored_vector
 from rosetta_tools.throughput import hf_bert
 from rosetta_tools.throughput.workers_jax import hf_flax_bert_peer
 from rosetta_tools.throughput.workers_torch import hf_bert_peer
@@ -26,7 +26,7 @@ POST_NORM = [case.name for case in CASES if not case.config.norm_first and not c
 @pytest.fixture(scope="module", params=POST_NORM)
 def post_norm_vector(request: pytest.FixtureRequest) -> Vector:
     """Each stored vector whose config BERT can express (post-norm, no final norm)."""
-    return load_vector(VECTORS_DIR / f"{request.param}.safetensors")
+    return stored_vector(request.param)
 
 
 def test_there_are_post_norm_vectors_with_padding() -> None:

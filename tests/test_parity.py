@@ -71,11 +71,10 @@ def test_all_padding_sequence_is_finite(device):
 @pytest.mark.parametrize("case", ["varied_padding", "odd_sizes", "all_padding_row"])
 def test_padding_never_attended_as_key(case, device):
     """Changing the tokens at padded positions leaves the output of every real token unchanged."""
-    from runners import VECTORS_DIR
 
-    from rosetta_common.vectors import load_vector
+    from rosetta_common.vectors import stored_vector
 
-    vector = load_vector(VECTORS_DIR / f"{case}.safetensors")
+    vector = stored_vector(case)
     mask = vector.padding_mask
     rng = np.random.default_rng(0)
     changed = np.where(mask, rng.integers(0, vector.config.vocab_size, mask.shape), vector.token_ids)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from safetensors.numpy import load_file
 
 from rosetta_common import read_metadata
-from rosetta_common.vectors import CASES, build_case, load_vector
-
-VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
+from rosetta_common.vectors import CASES, STORED_DIR, build_case, stored_vector
 
 
 def test_every_case_is_stored_and_nothing_else():
-    assert sorted(p.name for p in VECTORS_DIR.glob("*.safetensors")) == sorted(f"{c.name}.safetensors" for c in CASES)
+    assert sorted(p.name for p in STORED_DIR.glob("*.safetensors")) == sorted(f"{c.name}.safetensors" for c in CASES)
 
 
 # Oracle outputs, regenerated on another CPU: at most this many float64 epsilons of the array's largest magnitude.
@@ -30,7 +26,7 @@ def test_regenerating_reproduces_the_stored_files():
     its own ulp (8192 ulp seen with 5e-16 relative to the array)."""
     for case in CASES:
         tensors, metadata = build_case(case)
-        path = VECTORS_DIR / f"{case.name}.safetensors"
+        path = STORED_DIR / f"{case.name}.safetensors"
         stored = load_file(str(path))
         assert read_metadata(path) == metadata
         assert sorted(stored) == sorted(tensors)
@@ -44,7 +40,7 @@ def test_regenerating_reproduces_the_stored_files():
 
 
 def test_cases_cover_what_the_design_asks_for():
-    vectors = [load_vector(VECTORS_DIR / f"{case.name}.safetensors") for case in CASES]
+    vectors = [stored_vector(case.name) for case in CASES]
     configs = [v.config for v in vectors]
     smallest = next(v for v in vectors if v.name == "seed_smallest")
     assert smallest.token_ids.shape == (1, 1) and smallest.config.d_model == 6

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import rosetta_torch
 from rosetta_common import InputError, tolerances
-from rosetta_common.vectors import CASES, load_vector
-
-VECTORS_DIR = Path(__file__).resolve().parents[3] / "common" / "vectors"
+from rosetta_common.vectors import CASES, stored_vector
 
 
 @pytest.fixture(params=[case.name for case in CASES])
 def vector(request):
-    return load_vector(VECTORS_DIR / f"{request.param}.safetensors")
+    return stored_vector(request.param)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

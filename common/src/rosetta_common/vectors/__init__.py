@@ -1,6 +1,7 @@
 """Common test vectors: deterministic cases (config, canonical weights, inputs, oracle activations).
 
-`python -m rosetta_common.vectors [DIR]` (run from the repo root) regenerates `common/vectors/`.
+The files ship with the package, in `stored/` beside this module (`STORED_DIR`); `python -m rosetta_common.vectors
+[DIR]` regenerates them there (from a source checkout: `PYTHONPATH=common/src`, or an editable install).
 Each case is one safetensors file: `weights.<canonical name>`, `inputs.token_ids` int64 `[B, S]`,
 `inputs.padding_mask` bool `[B, S]`, `oracle.<boundary>` float64 (see `rosetta_common.oracle`),
 the config in the metadata.
@@ -9,7 +10,6 @@ the config in the metadata.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from rosetta_common.config import EncoderConfig
 from rosetta_common.io import CONFIG_KEY, read_metadata, write_atomically
 from rosetta_common.oracle import default_padding_mask, encoder_forward
 
-DEFAULT_DIR = Path("common") / "vectors"  # relative to the repo root; the files are repo data, not package data
+STORED_DIR = Path(__file__).parent / "stored"
 
 
 @dataclass(frozen=True)
@@ -184,10 +184,6 @@ def load_vector(path: str | Path) -> Vector:
     )
 
 
-def stored_vectors(directory: Path) -> list[Vector]:
-    return [load_vector(directory / f"{case.name}.safetensors") for case in CASES]
-
-
-if __name__ == "__main__":
-    for path in write_all(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR):
-        print(path)
+def stored_vector(name: str) -> Vector:
+    """The stored case `name` (one of `CASES`)."""
+    return load_vector(STORED_DIR / f"{name}.safetensors")
