@@ -39,15 +39,19 @@ def provisioned(session: nox.Session) -> bool:
 
 
 def install(session: nox.Session, *names: str, extras: tuple[str, ...] = ()) -> None:
-    """Install rosetta packages (and extra requirements) from the repo, or point PYTHONPATH at them.
+    """Install rosetta packages (by key of PACKAGES, with `[extra]` allowed, e.g. "tools[hf]") and extra
+    requirements from the repo, or point PYTHONPATH at their sources under `--no-venv`.
 
-    rosetta-tools comes with its `hf` extra (transformers < 5: the HF BERT peers, PyTorch and Flax).
+    rosetta-tools' `hf` extra is transformers < 5: the HF BERT peers of `rosetta bench`, PyTorch and Flax.
     """
     if provisioned(session):
         inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
         session.env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_DIRS), *inherited])
         return
-    packages = [f"{PACKAGES[n]}[hf]" if n == "tools" else str(PACKAGES[n]) for n in ("common", *names)]
+    packages = []
+    for name in ("common", *names):
+        key, bracket, extra = name.partition("[")
+        packages.append(f"{PACKAGES[key]}{bracket}{extra}")
     session.install("-c", str(LOCK), "--build-constraint", str(LOCK), *packages, *extras)
 
 
@@ -68,7 +72,8 @@ def assert_not_installed(session: nox.Session, own: str, others: tuple[str, ...]
 @nox.parametrize("suite", SUITES)
 def tests(session: nox.Session, suite: str) -> None:
     """Cross-framework tests with both frameworks; each package's own tests in a venv without what it does not need
-    (rosetta-torch without JAX, rosetta-flax without torch, rosetta-common with neither).
+    (rosetta-torch without JAX, rosetta-flax without torch, rosetta-common with neither), each time with the
+    `rosetta` command line (rosetta-tools) beside it and its tests, which check what that installation can do.
 
     `nox -s tests -- --device=cuda` runs the same tests on a CUDA GPU (TF32 off), skipping where none exists.
     """
@@ -77,15 +82,16 @@ def tests(session: nox.Session, suite: str) -> None:
         session.skip("the single-framework suites run on the CPU; the GPU variant runs the cross-framework suite")
     if wants_gpu and shutil.which("nvidia-smi") is None:
         session.skip("--device=cuda asked for, but this machine has no CUDA GPU (no nvidia-smi on PATH)")
+    tools_tests = str(PACKAGES["tools"] / "tests")
     if suite == "cross":
-        install(session, "torch", "flax", "tools", extras=tuple(TEST_TOOLS))
-        session.run("pytest", *cpu_count_args(), "tests", *session.posargs)
+        install(session, "torch", "flax", "tools[hf]", extras=tuple(TEST_TOOLS))
+        session.run("pytest", *cpu_count_args(), "tests", tools_tests, *session.posargs)
         return
     own = suite.removesuffix("-only")
-    install(session, *([own] if own != "common" else []), extras=tuple(TEST_TOOLS))
+    install(session, *([own] if own != "common" else []), "tools", extras=tuple(TEST_TOOLS))
     if not provisioned(session):
         assert_not_installed(session, own, {"torch": ("jax",), "flax": ("torch",), "common": ("torch", "jax")}[own])
-    session.run("pytest", str(PACKAGES[own] / "tests"), *session.posargs)
+    session.run("pytest", str(PACKAGES[own] / "tests"), tools_tests, *session.posargs)
 
 
 @nox.session
@@ -115,7 +121,7 @@ def lock(session: nox.Session) -> None:
     if provisioned(session):
         session.error("nox -s lock resolves in a fresh virtualenv; run it without --no-venv")
     session.install("--upgrade", "pip", "setuptools")
-    packages = [f"{path}[hf]" if name == "tools" else str(path) for name, path in PACKAGES.items()]
+    packages = [f"{path}[hf]" if name == "tools" else str(path) for name, path in PACKAGES.items()]  # everything
     session.install(TORCH, *packages, *TEST_TOOLS, *DEV_TOOLS)
     frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
     pins = sorted(
@@ -148,12 +154,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Throughput comparison; arguments after `--` go to `rosetta bench` (e.g. `-- --preset paper-base`)."""
-    install(session, "torch", "flax", "tools")
+    install(session, "torch", "flax", "tools[hf]")
     session.run("python", "-m", "rosetta_tools", "bench", *session.posargs)
 
 
 @nox.session
 def train(session: nox.Session) -> None:
     """The side-by-side training run; arguments after `--` go to `rosetta train`."""
-    install(session, "torch", "flax", "tools")
+    install(session, "torch", "flax", "tools[hf]")
     session.run("python", "-m", "rosetta_tools", "train", *session.posargs)

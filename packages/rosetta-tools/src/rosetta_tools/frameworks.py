@@ -28,8 +28,11 @@ def available() -> tuple[str, ...]:
 
 
 def missing_message(framework: str, needed_for: str) -> str:
-    package = PACKAGES[framework].replace("_", "-")
-    return f"{needed_for} needs {package}, which is not installed ({INSTALL[framework]})"
+    return f"{needed_for} needs {_package(framework)}, which is not installed ({INSTALL[framework]})"
+
+
+def _package(framework: str) -> str:
+    return PACKAGES[framework].replace("_", "-")
 
 
 def require(framework: str, needed_for: str, module: str = "") -> ModuleType:
@@ -37,3 +40,15 @@ def require(framework: str, needed_for: str, module: str = "") -> ModuleType:
     if not installed(framework):
         raise FrameworkMissing(missing_message(framework, needed_for))
     return importlib.import_module(PACKAGES[framework] + (f".{module}" if module else ""))
+
+
+def require_all(needed: tuple[str, ...], needed_for: str) -> tuple[ModuleType, ...]:
+    """`require` for several frameworks; one FrameworkMissing names every package that is missing."""
+    missing = [framework for framework in needed if not installed(framework)]
+    if len(missing) == 1:
+        raise FrameworkMissing(missing_message(missing[0], needed_for))
+    if missing:
+        packages = " and ".join(_package(framework) for framework in missing)
+        commands = "; ".join(INSTALL[framework] for framework in missing)
+        raise FrameworkMissing(f"{needed_for} needs {packages}, which are not installed ({commands})")
+    return tuple(require(framework, needed_for) for framework in needed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK
-from rosetta_tools.frameworks import require
+from rosetta_tools.frameworks import require_all
 
 HELP = "build an encoder in PyTorch, convert it, run it in Flax, print the max difference"
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rosetta_torch, rosetta_flax = require("torch", "rosetta demo"), require("flax", "rosetta demo")
+    rosetta_torch, rosetta_flax = require_all(("torch", "flax"), "rosetta demo")
     import jax
 
     jax.config.update("jax_enable_x64", True)

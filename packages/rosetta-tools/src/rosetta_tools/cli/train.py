@@ -13,7 +13,7 @@ import argparse
 import datetime
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -28,7 +28,10 @@ from rich.table import Table
 
 from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, CommandError
 from rosetta_tools.cli.terminal import wide_console
-from rosetta_tools.frameworks import require
+from rosetta_tools.frameworks import require_all
+
+if TYPE_CHECKING:
+    from rosetta_tools.sidebyside.loop import RunConfig, RunResult
 
 HELP = "side-by-side training run in both frameworks"
 
@@ -72,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
 
 
-def run_config_from_args(args: argparse.Namespace):
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the arguments describe; ValueError names a bad value."""
     from rosetta_common import EncoderConfig
     from rosetta_common.training import AdamWConfig
@@ -150,7 +153,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def train_with_progress(config, args: argparse.Namespace, console: Console):
+def train_with_progress(config: RunConfig, args: argparse.Namespace, console: Console) -> tuple[RunResult, Path]:
     """Run the training loop behind a rich progress bar; returns (RunResult, output folder)."""
     from rosetta_tools.sidebyside.loop import run as run_training
 
@@ -181,8 +184,7 @@ def train_with_progress(config, args: argparse.Namespace, console: Console):
 
 
 def run(args: argparse.Namespace) -> int:
-    for framework in ("torch", "flax"):
-        require(framework, "rosetta train (torch and flax side by side)")
+    require_all(("torch", "flax"), "rosetta train (torch and flax side by side)")
     import torch
 
     from rosetta_tools.sidebyside.plot import plot_losses
