@@ -39,3 +39,36 @@ def test_bad_token_id_is_a_clear_error(vector):
     ids[0, 0] = vector.config.vocab_size
     with pytest.raises(InputError, match="out of range"):
         model(jnp.asarray(ids))
+
+
+def test_orbax_checkpoint_round_trip_without_torch(tmp_path, vector):
+    """`save_checkpoint` / `load_checkpoint`: the orbax layout of `rosetta convert`, bit-exact, no torch needed."""
+    model = rosetta_flax.from_canonical(vector.config, vector.weights)
+    directory = rosetta_flax.save_checkpoint(model, tmp_path / "ckpt")
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "state"]
+    loaded = rosetta_flax.load_checkpoint(directory)
+    assert loaded.config == vector.config
+    for name, value in rosetta_flax.to_canonical(loaded).items():
+        assert value.dtype == vector.weights[name].dtype and np.array_equal(value, vector.weights[name]), name
+
+
+def test_bare_orbax_checkpoint_needs_its_config(tmp_path):
+    """A plain `StandardCheckpointer().save(dir, nnx.state(model))` stores no config: it must be given."""
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from rosetta_common import WeightFormatError
+
+    vector = stored_vector(CASES[0].name)
+    model = rosetta_flax.from_canonical(vector.config, vector.weights)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save((tmp_path / "bare").absolute(), nnx.state(model))
+    with pytest.raises(WeightFormatError, match="stores no config"):
+        rosetta_flax.load_checkpoint(tmp_path / "bare")
+    loaded = rosetta_flax.load_checkpoint(tmp_path / "bare", vector.config)
+    for name, value in rosetta_flax.to_canonical(loaded).items():
+        assert np.array_equal(value, vector.weights[name]), name
+    other = vector.config.replace(layer_norm_eps=vector.config.layer_norm_eps * 2)
+    rosetta_flax.save_checkpoint(model, tmp_path / "full")
+    with pytest.raises(WeightFormatError, match="differs from the one stored"):
+        rosetta_flax.load_checkpoint(tmp_path / "full", other)
