@@ -79,8 +79,8 @@ def test_schedules_follow_the_reference(adamw: AdamWConfig) -> None:
     `AdamWConfig.learning_rate(t)`, also past `total_steps` (both hold the end rate)."""
     holder = torch.nn.Module()
     holder.weight = param = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    optimizer = torch_training.build_optimizer(holder, adamw)
-    scheduler = torch_training.build_schedule(optimizer, adamw)
+    optimizer = torch_training.build_optimizer(adamw, holder)
+    scheduler = torch_training.build_schedule(adamw, optimizer)
     optax_schedule = flax_training.build_schedule(adamw, jnp.float64)
     reference = [adamw.learning_rate(step) for step in range(25)]
     for step, expected in enumerate(reference):
@@ -213,10 +213,10 @@ def test_clipped_steps_agree(device: str) -> None:
     adamw = CLIPPED
     torch_trainer, flax_trainer = trainers(adamw, device)
     start = canonical_copy(torch_trainer.model)
-    like_torch = optax.chain(
-        clip_like_torch(adamw.clip_norm), flax_training.build_optimizer(adamw.replace(clip_norm=None), jnp.float64)
-    )
     flax_model = rosetta_flax.from_canonical(CONFIG, start)
+    like_torch = optax.chain(
+        clip_like_torch(adamw.clip_norm), flax_training.build_optimizer(adamw.replace(clip_norm=None), flax_model)
+    )
     graphdef, params, rest = nnx.split(flax_model, nnx.Param, ...)
     step_fn, opt_state = flax_training.make_train_step(graphdef, like_torch), like_torch.init(params)
     for step, batch in enumerate(batches(), start=1):

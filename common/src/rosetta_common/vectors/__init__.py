@@ -10,6 +10,7 @@ the config in the metadata.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class VectorCase:
     seed: int
 
 
-def _config(**fields) -> EncoderConfig:
+def _config(**fields: object) -> EncoderConfig:
     return EncoderConfig(**{"vocab_size": 37, "dropout": 0.0, **fields})
 
 
@@ -150,7 +151,7 @@ def write_all(directory: Path) -> list[Path]:
     return [write_atomically(directory / f"{case.name}.safetensors", _writer(case)) for case in CASES]
 
 
-def _writer(case: VectorCase):
+def _writer(case: VectorCase) -> Callable[[Path], int]:
     payload = case_bytes(case)
     return lambda tmp: tmp.write_bytes(payload)
 

@@ -15,7 +15,7 @@ from rosetta_flax.layer import EncoderLayer, layer_norm
 ARRAY_TYPES = (jax.Array, np.ndarray)
 
 
-def _is_traced(array) -> bool:
+def _is_traced(array: object) -> bool:
     return isinstance(array, jax.core.Tracer)
 
 
@@ -36,7 +36,9 @@ class Encoder(nnx.Module):
         self.layers = nnx.List([EncoderLayer(config, dtype=dtype, rngs=rngs) for _ in range(config.n_layers)])
         self.final_norm = layer_norm(config, dtype, rngs) if config.has_final_norm else None
 
-    def check_inputs(self, token_ids, padding_mask=None) -> None:
+    def check_inputs(
+        self, token_ids: jax.Array | np.ndarray, padding_mask: jax.Array | np.ndarray | None = None
+    ) -> None:
         """Raise a clear InputError for bad token ids or a bad padding mask (concrete arrays only)."""
         check_array_type("token_ids", token_ids, ARRAY_TYPES, "a JAX or NumPy array")
         if padding_mask is not None:

@@ -26,6 +26,7 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """The projections see the tokens as one `[B*S, D]` matrix. Same maths; under `jax.grad` on XLA's CPU
-        backend a 3-D input's weight gradient took a transposed copy and a slower GEMM (training step ~8% slower)."""
+        backend a 3-D input's weight gradient took a transposed copy and a slower GEMM, slowing the training step
+        (the README's performance section has the numbers)."""
         tokens = x.reshape(-1, x.shape[-1])
         return self.down(self.dropout(self.activation(self.up(tokens)))).reshape(x.shape)

@@ -3,6 +3,32 @@
 Mirrors `rosetta_torch.training`. Everything leaving this module is canonical (names, `[in, out]` kernels,
 NumPy arrays), so gradients and optimizer state compare and cross frameworks like the weights do.
 The train step is `jax.jit` over the `nnx.split` state (common/DESIGN.md: `nnx.jit` walks the graph on every call).
+
+The public functions have the same names, parameters and order in both modules:
+
+    token_logits(model, hidden)
+    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None)
+    predict(model, token_ids, padding_mask=None)
+    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None) -> float
+    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None) -> (float, canonical grads)
+    gradients_to_canonical(model, grads) -> canonical grads
+    build_optimizer(adamw, model)
+    build_schedule(adamw, <the framework's second argument>)
+    Trainer(model, adamw): step(token_ids, targets, loss_mask), learning_rate(), optimizer_state(),
+                           load_optimizer_state(state)
+
+Where the frameworks differ, by necessity:
+- `gradients_to_canonical(model, grads)`: `grads` is a State shaped like the model's parameters (what
+  `jax.grad` over the `nnx.split` params returns) and is required: NNX parameters hold no gradient.
+  (rosetta_torch's `grads` may be None, meaning each parameter's `.grad`.)
+- `build_optimizer(adamw, model)` reads the parameters' dtype from `model` (the schedule is computed in it).
+- `build_schedule(adamw, dtype)`: an optax schedule is a function of the update count, which optax keeps as
+  int32; the second argument is the dtype to compute it in (the parameters'). (rosetta_torch's is the optimizer
+  its LR schedulers drive.)
+- The objects returned are optax's and JAX's own: `optax.GradientTransformation`, an `optax.Schedule` (or a
+  constant), arrays.
+Only here: `params_to_canonical` / `params_from_canonical` (a parameter-shaped State <-> canonical arrays) and
+`make_train_step` (the jitted step over split state), which torch's eager, stateful objects do not need.
 """
 
 from __future__ import annotations
@@ -20,6 +46,8 @@ from rosetta_common import EncoderConfig
 from rosetta_common.name_tables import FLAX_ENCODER
 from rosetta_common.training import AdamWConfig, OptimizerState
 from rosetta_flax.encoder import Encoder
+
+ArrayLike = np.ndarray | jax.Array  # a batch: NumPy or JAX
 
 
 def token_logits(model: Encoder, hidden: jax.Array) -> jax.Array:
@@ -56,7 +84,9 @@ def sequence_loss(
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _logits(graphdef: nnx.GraphDef, state: nnx.State, token_ids: jax.Array, padding_mask: jax.Array | None):
+def _logits(
+    graphdef: nnx.GraphDef, state: nnx.State, token_ids: jax.Array, padding_mask: jax.Array | None
+) -> jax.Array:
     model = nnx.merge(graphdef, state, copy=True)
     return token_logits(model, model(token_ids, padding_mask))
 
@@ -75,7 +105,10 @@ def params_to_canonical(config: EncoderConfig, state: nnx.State) -> dict[str, np
     return FLAX_ENCODER.to_canonical(config, native, source="the parameter state")
 
 
-gradients_to_canonical = params_to_canonical
+def gradients_to_canonical(model: Encoder, grads: nnx.State) -> dict[str, np.ndarray]:
+    """Gradients in canonical names and layout: `grads` is a State shaped like `model`'s parameters (what
+    `jax.grad` over the `nnx.split` params returns)."""
+    return params_to_canonical(model.config, grads)
 
 
 def params_from_canonical(config: EncoderConfig, template: nnx.State, tensors: Mapping[str, np.ndarray]) -> nnx.State:
@@ -89,7 +122,15 @@ def params_from_canonical(config: EncoderConfig, template: nnx.State, tensors: M
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask):
+def _loss_and_grads(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    rest: nnx.State,
+    token_ids: jax.Array,
+    targets: jax.Array,
+    padding_mask: jax.Array | None,
+    loss_mask: jax.Array | None,
+) -> tuple[jax.Array, nnx.State]:
     def loss_fn(params: nnx.State) -> jax.Array:
         model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
         return sequence_loss(model, token_ids, targets, padding_mask, loss_mask)
@@ -98,7 +139,14 @@ def _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, lo
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _loss(graphdef, state, token_ids, targets, padding_mask, loss_mask):
+def _loss(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    token_ids: jax.Array,
+    targets: jax.Array,
+    padding_mask: jax.Array | None,
+    loss_mask: jax.Array | None,
+) -> jax.Array:
     return sequence_loss(nnx.merge(graphdef, state, copy=True), token_ids, targets, padding_mask, loss_mask)
 
 
@@ -129,10 +177,10 @@ def loss_and_gradients(
     model.check_inputs(token_ids, padding_mask)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     loss, grads = _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask)
-    return float(loss), gradients_to_canonical(model.config, grads)
+    return float(loss), gradients_to_canonical(model, grads)
 
 
-def build_schedule(adamw: AdamWConfig, dtype: jnp.dtype = jnp.float32) -> optax.Schedule | float:
+def build_schedule(adamw: AdamWConfig, dtype: jnp.dtype) -> optax.Schedule | float:
     """Linear warm-up then cosine decay to `end_factor * lr` (held after `total_steps`), from optax's schedules.
 
     optax evaluates the schedule at the count of updates already done: update t uses `adamw.learning_rate(t)`.
@@ -158,13 +206,23 @@ def build_schedule(adamw: AdamWConfig, dtype: jnp.dtype = jnp.float32) -> optax.
     return lambda count: schedule(jnp.asarray(count, dtype=dtype))
 
 
-def build_optimizer(adamw: AdamWConfig, dtype: jnp.dtype = jnp.float32) -> optax.GradientTransformation:
+def build_optimizer(adamw: AdamWConfig, model: Encoder) -> optax.GradientTransformation:
     """`optax.adamw` with the config's maths, after `optax.clip_by_global_norm` when `clip_norm` is set.
 
     optax.adamw scales the decayed weights by the learning rate too (p <- p - lr (update + wd p)), as torch's
     AdamW does (p <- p (1 - lr wd)); `eps` is added outside the square root as in torch (`eps_root=0`).
-    `dtype` is the parameters' dtype, the one the schedule is computed in.
+    The schedule is computed in `model`'s parameter dtype. Initialise it on the `nnx.split` params
+    (`optimizer.init(params)`).
     """
+    return _build_optimizer(adamw, _parameter_dtype(model))
+
+
+def _parameter_dtype(model: Encoder) -> jnp.dtype:
+    return jnp.dtype(model.embedding.weight[...].dtype)
+
+
+def _build_optimizer(adamw: AdamWConfig, dtype: jnp.dtype) -> optax.GradientTransformation:
+    """`build_optimizer` for parameters of `dtype` (the Trainer's compiled-step cache is keyed by dtype)."""
     optimizer = optax.adamw(
         build_schedule(adamw, dtype),
         b1=adamw.b1,
@@ -187,7 +245,14 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     `rest` (dropout RNG counters) is threaded through, so dropout draws new masks at every step.
     """
 
-    def step(params, rest, opt_state, token_ids, targets, loss_mask):
+    def step(
+        params: nnx.State,
+        rest: nnx.State,
+        opt_state: optax.OptState,
+        token_ids: jax.Array,
+        targets: jax.Array,
+        loss_mask: jax.Array,
+    ) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
             loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask)
@@ -206,7 +271,7 @@ def _optimizer_and_step(
 ) -> tuple[optax.GradientTransformation, TrainStep]:
     """One optimizer and jitted step per (model structure, AdamW config, dtype): a Trainer built again (e.g. when
     a run switches framework and back) reuses the compiled step instead of compiling it again."""
-    optimizer = build_optimizer(adamw, jnp.dtype(dtype_name))
+    optimizer = _build_optimizer(adamw, jnp.dtype(dtype_name))
     return optimizer, make_train_step(graphdef, optimizer)
 
 
@@ -223,8 +288,8 @@ class Trainer:
         model.train()
         self._checker = model
         self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
-        dtype = model.embedding.weight[...].dtype
-        self.optimizer, self._step = _optimizer_and_step(self.graphdef, adamw, jnp.dtype(dtype).name)
+        dtype = _parameter_dtype(model)
+        self.optimizer, self._step = _optimizer_and_step(self.graphdef, adamw, dtype.name)
         self.opt_state = self.optimizer.init(self.params)
         self._schedule = build_schedule(adamw, dtype)
         self.steps_done = 0
@@ -234,7 +299,7 @@ class Trainer:
         """The current model (a merged copy, in train mode)."""
         return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
 
-    def step(self, token_ids, targets, loss_mask) -> jax.Array:
+    def step(self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike) -> jax.Array:
         """One update on one batch; returns the loss at the parameters before it (a scalar array)."""
         self._checker.check_inputs(np.asarray(token_ids))
         self.params, self.rest, self.opt_state, loss = self._step(

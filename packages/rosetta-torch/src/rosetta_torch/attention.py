@@ -22,7 +22,9 @@ def attention_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 class MultiHeadSelfAttention(nn.Module):
     """x `[B, S, D]`, bias `[B, 1, 1, S]` -> `[B, S, D]`; heads are contiguous column blocks of d_head."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device=None) -> None:
+    def __init__(
+        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         d = config.d_model
         self.n_heads, self.dropout = config.n_heads, config.dropout

@@ -12,9 +12,14 @@ from rosetta_torch.layer import EncoderLayer
 
 
 class Encoder(nn.Module):
-    """`model(token_ids [B, S], padding_mask [B, S] bool, True = padding) -> [B, S, D]`."""
+    """`model(token_ids [B, S], padding_mask [B, S] bool, True = padding) -> [B, S, D]`.
 
-    def __init__(self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device=None) -> None:
+    Every call checks its inputs first (`check_inputs`, also callable on its own, as in rosetta_flax).
+    """
+
+    def __init__(
+        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.embedding = TokenEmbedding(config, dtype=dtype, device=device)
@@ -30,8 +35,8 @@ class Encoder(nn.Module):
     # The checks read token ids back to the host (int(min), int(max)): under torch.compile they run eagerly
     # before the compiled graph instead of breaking it in two (rosetta_flax checks outside jax.jit likewise).
     @torch.compiler.disable
-    def padding_mask_for(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """Check the inputs (clear errors, never a silent clamp) and return the bool padding mask `[B, S]`."""
+    def check_inputs(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> None:
+        """Raise a clear InputError for bad token ids or a bad padding mask (never a silent clamp)."""
         check_array_type("token_ids", token_ids, (torch.Tensor,), "a torch.Tensor")
         if padding_mask is not None:
             check_array_type("padding_mask", padding_mask, (torch.Tensor,), "a torch.Tensor")
@@ -50,6 +55,12 @@ class Encoder(nn.Module):
             check_padding_mask(
                 token_ids.shape, padding_mask.shape, str(padding_mask.dtype), padding_mask.dtype == torch.bool
             )
+
+    @torch.compiler.disable
+    def padding_mask_for(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """Check the inputs (`check_inputs`) and return the bool padding mask `[B, S]`."""
+        self.check_inputs(token_ids, padding_mask)
+        if padding_mask is not None:
             return padding_mask
         if self.config.padding_idx is None:
             return torch.zeros(token_ids.shape, dtype=torch.bool, device=token_ids.device)

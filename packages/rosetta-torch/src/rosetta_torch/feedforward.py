@@ -18,7 +18,9 @@ ACTIVATIONS = {
 class FeedForward(nn.Module):
     """x `[B, S, D]` -> `[B, S, D]`: up-projection, activation, dropout, down-projection."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device=None) -> None:
+    def __init__(
+        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         self.up = nn.Linear(config.d_model, config.d_ff, dtype=dtype, device=device)
         self.down = nn.Linear(config.d_ff, config.d_model, dtype=dtype, device=device)

@@ -45,7 +45,7 @@ def _check_modules(config: EncoderConfig, embedding: nn.Embedding, encoder: nn.T
     """Raise one ValueError listing every way the modules differ from `config` or from what rosetta supports."""
     problems: list[str] = []
 
-    def expect(what: str, found, wanted) -> None:
+    def expect(what: str, found: object, wanted: object) -> None:
         if found != wanted:
             problems.append(f"{what} is {found!r}, config says {wanted!r}")
 

@@ -13,7 +13,9 @@ from rosetta_torch.feedforward import FeedForward
 class EncoderLayer(nn.Module):
     """x `[B, S, D]`, attention bias `[B, 1, 1, S]` -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device=None) -> None:
+    def __init__(
+        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         self.norm_first = config.norm_first
         self.attn = MultiHeadSelfAttention(config, dtype=dtype, device=device)

@@ -2,11 +2,34 @@
 
 Mirrors `rosetta_flax.training`. Everything leaving this module is canonical (names, `[in, out]` kernels,
 NumPy arrays), so gradients and optimizer state compare and cross frameworks like the weights do.
+
+The public functions have the same names, parameters and order in both modules:
+
+    token_logits(model, hidden)
+    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None)
+    predict(model, token_ids, padding_mask=None)
+    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None) -> float
+    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None) -> (float, canonical grads)
+    gradients_to_canonical(model, grads) -> canonical grads
+    build_optimizer(adamw, model)
+    build_schedule(adamw, <the framework's second argument>)
+    Trainer(model, adamw): step(token_ids, targets, loss_mask), learning_rate(), optimizer_state(),
+                           load_optimizer_state(state)
+
+Where the frameworks differ, by necessity:
+- `gradients_to_canonical(model, grads=None)`: `grads` maps parameter names (`model.named_parameters()`) to
+  tensors, e.g. from `torch.autograd.grad`; None (the default) reads each parameter's `.grad`. (rosetta_flax's
+  `grads` is the State `jax.grad` returned, and required: NNX parameters hold no gradient.)
+- `build_schedule(adamw, optimizer)`: torch's LR schedulers drive an optimizer, so the second argument is the
+  optimizer `build_optimizer` returned; the scheduler is stepped after each update. (rosetta_flax's is the
+  dtype the optax schedule computes in, as its schedule lives inside the optimizer.)
+- The objects returned are torch's own: `torch.optim.AdamW`, an `LRScheduler` (or None), tensors.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -17,6 +40,8 @@ from rosetta_common import EncoderConfig
 from rosetta_common.training import AdamWConfig, OptimizerState
 from rosetta_torch.convert import canonical_to_parameters, parameters_to_canonical
 from rosetta_torch.encoder import Encoder
+
+ArrayLike = np.ndarray | torch.Tensor  # a batch: NumPy or torch
 
 
 def token_logits(model: Encoder, hidden: torch.Tensor) -> torch.Tensor:
@@ -58,9 +83,24 @@ def predict(model: Encoder, token_ids: torch.Tensor, padding_mask: torch.Tensor 
         return token_logits(model, model(token_ids, padding_mask)).argmax(dim=-1)
 
 
-def gradients_to_canonical(model: Encoder) -> dict[str, np.ndarray]:
-    """The `.grad` of every parameter in canonical names and layout (zeros where there is none)."""
-    return parameters_to_canonical(model, lambda param: torch.zeros_like(param) if param.grad is None else param.grad)
+def gradients_to_canonical(
+    model: Encoder, grads: Mapping[str, torch.Tensor | None] | None = None
+) -> dict[str, np.ndarray]:
+    """The gradient of every parameter in canonical names and layout (zeros where there is none).
+
+    `grads` maps the model's parameter names to gradients (e.g. `torch.autograd.grad` zipped with
+    `model.named_parameters()`); None reads each parameter's `.grad`.
+    """
+    if grads is None:
+        by_parameter = {param: param.grad for param in model.parameters()}
+    else:
+        by_parameter = {param: grads.get(name) for name, param in model.named_parameters()}
+
+    def read(param: torch.nn.Parameter) -> torch.Tensor:
+        grad = by_parameter[param]
+        return torch.zeros_like(param) if grad is None else grad
+
+    return parameters_to_canonical(model, read)
 
 
 def evaluate_loss(
@@ -91,15 +131,17 @@ def loss_and_gradients(
     return float(loss.detach()), grads
 
 
-def build_optimizer(model: Encoder, adamw: AdamWConfig) -> torch.optim.AdamW:
-    """`torch.optim.AdamW` with the config's maths: decay p <- p (1 - lr wd), eps outside the square root."""
+def build_optimizer(adamw: AdamWConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """`torch.optim.AdamW` over `model`'s parameters with the config's maths: decay p <- p (1 - lr wd), eps
+    outside the square root. Clipping (`clip_norm`) is not part of it: `Trainer.step` clips before the update."""
     return torch.optim.AdamW(
         model.parameters(), lr=adamw.lr, betas=(adamw.b1, adamw.b2), eps=adamw.eps, weight_decay=adamw.weight_decay
     )
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, adamw: AdamWConfig) -> lr_scheduler.LRScheduler | None:
-    """Linear warm-up (`LinearLR`), cosine decay (`CosineAnnealingLR`), then a constant tail, in `SequentialLR`.
+def build_schedule(adamw: AdamWConfig, optimizer: torch.optim.Optimizer) -> lr_scheduler.LRScheduler | None:
+    """Linear warm-up (`LinearLR`), cosine decay (`CosineAnnealingLR`), then a constant tail, in `SequentialLR`,
+    driving `optimizer` (the one `build_optimizer` returned).
 
     Call `scheduler.step()` after each `optimizer.step()`: update t then uses `adamw.learning_rate(t)`.
     None when the config has no schedule. The constant tail keeps the rate at `end_factor * lr` after
@@ -136,18 +178,18 @@ class Trainer:
 
     def __init__(self, model: Encoder, adamw: AdamWConfig) -> None:
         self.model, self.adamw = model, adamw
-        self.optimizer = build_optimizer(model, adamw)
-        self.scheduler = build_schedule(self.optimizer, adamw)
+        self.optimizer = build_optimizer(adamw, model)
+        self.scheduler = build_schedule(adamw, self.optimizer)
         self.steps_done = 0
 
     @property
     def config(self) -> EncoderConfig:
         return self.model.config
 
-    def _tensor(self, array, dtype: torch.dtype) -> torch.Tensor:
+    def _tensor(self, array: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.model.embedding.weight.device)
 
-    def step(self, token_ids, targets, loss_mask) -> torch.Tensor:
+    def step(self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike) -> torch.Tensor:
         """One update on one batch; returns the loss at the parameters before it (a detached scalar)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -190,7 +232,7 @@ class Trainer:
             }
         for group in self.optimizer.param_groups:  # a fresh schedule, advanced to the state's step
             group["lr"] = group.pop("initial_lr", group["lr"])
-        self.scheduler = build_schedule(self.optimizer, self.adamw)
+        self.scheduler = build_schedule(self.adamw, self.optimizer)
         if self.scheduler is not None:
             with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
                 warnings.simplefilter("ignore", UserWarning)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ def _declared(metadata: Mapping[str, str], name: str) -> bool | None:
     return None if declared not in LAYOUTS or declared == "orbax" else declared == name
 
 
-def _native_writer(name: str, table: NameTable):
+def _native_writer(name: str, table: NameTable) -> Callable[[Path, EncoderConfig, Mapping[str, np.ndarray]], Path]:
     def write(path: Path, config: EncoderConfig, tensors: Mapping[str, np.ndarray]) -> Path:
         payload = serialize(table.to_native(config, tensors), metadata={CONFIG_KEY: config.to_json(), LAYOUT_KEY: name})
         return write_atomically(path, lambda tmp: tmp.write_bytes(payload))

@@ -2,19 +2,27 @@
 
 A lane holds a model and its AdamW trainer. `save(dir)` writes the canonical weights and the canonical
 optimizer state (moments, step count); `load_lane(framework, dir)` continues from such a folder in either
-framework: this is how a run switches framework mid-way.
+framework: this is how a run switches framework mid-way. Each lane is a thin face over its framework
+package's public training API (`rosetta_torch.training` / `rosetta_flax.training`, which mirror each other);
+the frameworks are imported when a lane is built, so a run needs only the one it uses.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from rosetta_common import EncoderConfig
-from rosetta_common.training import AdamWConfig, load_optimizer_state, save_optimizer_state
+from rosetta_common.training import AdamWConfig, OptimizerState, load_optimizer_state, save_optimizer_state
 from rosetta_tools.sidebyside.task import Batch
+
+if TYPE_CHECKING:
+    import rosetta_flax
+    import rosetta_flax.training
+    import rosetta_torch
+    import rosetta_torch.training
 
 FRAMEWORKS = ("torch", "flax")
 WEIGHTS_FILE, OPTIMIZER_FILE = "weights.safetensors", "optimizer.safetensors"
@@ -31,6 +39,7 @@ class Lane(Protocol):
 
     def predict(self, token_ids: np.ndarray) -> np.ndarray: ...
     def save(self, directory: Path) -> None: ...
+    def load_optimizer_state(self, state: OptimizerState) -> None: ...
 
 
 class TorchLane:
@@ -38,10 +47,10 @@ class TorchLane:
 
     framework = "torch"
 
-    def __init__(self, model, adamw: AdamWConfig) -> None:
+    def __init__(self, model: rosetta_torch.Encoder, adamw: AdamWConfig) -> None:
         from rosetta_torch.training import Trainer
 
-        self.trainer = Trainer(model, adamw)
+        self.trainer: rosetta_torch.training.Trainer = Trainer(model, adamw)
 
     def step(self, batch: Batch) -> float:
         return float(self.trainer.step(*batch))  # float() synchronises
@@ -75,16 +84,19 @@ class TorchLane:
         rosetta_torch.save(self.trainer.model, directory / WEIGHTS_FILE)
         save_optimizer_state(directory / OPTIMIZER_FILE, self.trainer.optimizer_state())
 
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        self.trainer.load_optimizer_state(state)
+
 
 class FlaxLane:
     """rosetta_flax: jax.jit over the nnx.split state, optax.adamw, optax schedules, clip_by_global_norm."""
 
     framework = "flax"
 
-    def __init__(self, model, adamw: AdamWConfig) -> None:
+    def __init__(self, model: rosetta_flax.Encoder, adamw: AdamWConfig) -> None:
         from rosetta_flax.training import Trainer
 
-        self.trainer = Trainer(model, adamw)
+        self.trainer: rosetta_flax.training.Trainer = Trainer(model, adamw)
 
     def step(self, batch: Batch) -> float:
         return float(self.trainer.step(*batch))  # float() waits for the result
@@ -107,6 +119,9 @@ class FlaxLane:
 
         rosetta_flax.save(self.trainer.model, directory / WEIGHTS_FILE)
         save_optimizer_state(directory / OPTIMIZER_FILE, self.trainer.optimizer_state())
+
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        self.trainer.load_optimizer_state(state)
 
 
 def new_lane(framework: str, config: EncoderConfig, weights: dict[str, np.ndarray], adamw: AdamWConfig) -> Lane:
@@ -131,5 +146,5 @@ def load_lane(framework: str, directory: Path) -> Lane:
         import rosetta_flax
 
         lane = FlaxLane(rosetta_flax.load(directory / WEIGHTS_FILE), state.adamw)
-    lane.trainer.load_optimizer_state(state)
+    lane.load_optimizer_state(state)
     return lane
