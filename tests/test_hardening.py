@@ -30,28 +30,20 @@ TENSORS = random_tensors(CONFIG, seed=31)
 
 @dataclass(frozen=True)
 class Framework:
-    """One framework behind a common face: build / load a model, call it on NumPy inputs."""
+    """One framework: its package, whose NumPy `Runner` builds and calls the model, and its array type."""
 
     name: str
     module: Any
 
-    def build(self, tensors=TENSORS, config: EncoderConfig = CONFIG):
-        model = self.module.from_canonical(config, tensors)
-        model.eval()
-        return model
+    def build(self, tensors: dict[str, np.ndarray] = TENSORS, config: EncoderConfig = CONFIG) -> Any:
+        """`rosetta_{name}.Runner`: an eval-mode model (`.model`) with `.output(ids, mask)` on NumPy inputs."""
+        return self.module.Runner(config, tensors)
 
-    def load(self, path: Path):
+    def load(self, path: Path) -> Any:
         return self.module.load(path)
 
-    def array(self, value: np.ndarray):
+    def array(self, value: np.ndarray) -> Any:
         return torch.from_numpy(value) if self.name == "torch" else jnp.asarray(value)
-
-    def call(self, model, ids: np.ndarray, mask: np.ndarray | None = None):
-        mask = None if mask is None else self.array(mask)
-        if self.name == "torch":
-            with torch.no_grad():
-                return model(self.array(ids), mask)
-        return model(self.array(ids), mask)
 
 
 FRAMEWORKS = [Framework("torch", rosetta_torch), Framework("flax", rosetta_flax)]
@@ -100,15 +92,15 @@ def _with(ids: np.ndarray, where: tuple[int, int], value: int) -> np.ndarray:
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
 def test_bad_inputs_raise_a_clear_input_error(framework: Framework, case: str) -> None:
     make_ids, make_mask, message = BAD_INPUTS[case]
-    model = framework.build()
+    runner = framework.build()
     with pytest.raises(InputError, match=message):
-        framework.call(model, make_ids(), None if make_mask is None else make_mask())
+        runner.output(make_ids(), None if make_mask is None else make_mask())
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
 def test_bad_inputs_raise_in_activations_too(framework: Framework, case: str) -> None:
     make_ids, make_mask, message = BAD_INPUTS[case]
-    model = framework.build()
+    model = framework.build().model
     mask = None if make_mask is None else framework.array(make_mask())
     with pytest.raises(InputError, match=message):
         model.activations(framework.array(make_ids()), mask)
@@ -119,7 +111,7 @@ def test_check_inputs_is_the_check_to_run_before_jit(framework: Framework, case:
     """Under jit the inputs are tracers: `check_inputs` on the concrete arrays is the guard, with the same words.
     Both Encoders expose it (torch's forward calls it too); flax's takes NumPy arrays, torch's tensors."""
     make_ids, make_mask, message = BAD_INPUTS[case]
-    model = framework.build()
+    model = framework.build().model
     ids, mask = make_ids(), None if make_mask is None else make_mask()
     if framework.name == "torch":
         ids, mask = framework.array(ids), None if mask is None else framework.array(mask)
@@ -129,8 +121,8 @@ def test_check_inputs_is_the_check_to_run_before_jit(framework: Framework, case:
 
 def test_the_input_check_runs_before_any_computation(framework: Framework, monkeypatch) -> None:
     """The error comes from the check, not from a gather that failed (torch) or clamped silently (JAX)."""
-    model = framework.build()
-    embedding = type(model.embedding)
+    runner = framework.build()
+    embedding = type(runner.model.embedding)
     looked_up = []
     original = embedding.forward if framework.name == "torch" else embedding.__call__
 
@@ -140,17 +132,17 @@ def test_the_input_check_runs_before_any_computation(framework: Framework, monke
 
     monkeypatch.setattr(embedding, "forward" if framework.name == "torch" else "__call__", recording)
     good = ids_of((2, 5))
-    framework.call(model, good)
+    runner.output(good)
     assert looked_up == [good.shape]  # the spy sees real lookups
     with pytest.raises(InputError, match="out of range"):
-        framework.call(model, _with(good, (0, 1), CONFIG.vocab_size))
+        runner.output(_with(good, (0, 1), CONFIG.vocab_size))
     assert looked_up == [good.shape]
 
 
 def test_jax_would_not_raise_for_a_bad_id_under_jit() -> None:
     """Why the check exists: under jit (tracers, nothing to check) JAX's gather fills a bad id's row with NaN
     and returns without an error; `check_inputs` on the concrete ids names the problem instead."""
-    model = FRAMEWORKS[1].build()
+    model = FRAMEWORKS[1].build().model
     bad = _with(ids_of((1, 5)), (0, 2), CONFIG.vocab_size + 7)
     silently = nnx.jit(lambda model, ids: model(ids))(model, jnp.asarray(bad))
     assert silently.shape == (1, 5, CONFIG.d_model)
@@ -165,7 +157,7 @@ def test_good_inputs_still_pass(framework: Framework) -> None:
     ids[0, 0], ids[0, 1] = 0, CONFIG.vocab_size - 1
     ids[2, :] = CONFIG.padding_idx
     mask = ids == CONFIG.padding_idx
-    output = np.asarray(framework.call(framework.build(), ids, mask))
+    output = framework.build().output(ids, mask)
     assert output.shape == (3, CONFIG.max_len, CONFIG.d_model)
     assert np.isfinite(output).all()
 
@@ -339,7 +331,7 @@ def test_an_interrupted_save_leaves_the_destination_untouched(
     if existing:
         save_canonical(destination, CONFIG, random_tensors(CONFIG, seed=1))
     before = destination.read_bytes() if existing else None
-    model = framework.build()
+    model = framework.build().model
     written = []
 
     def write_half_then_stop(self: Path, data: bytes) -> int:
@@ -365,7 +357,7 @@ def test_an_interrupted_save_leaves_the_destination_untouched(
 @pytest.mark.parametrize("argument", ["token_ids", "padding_mask"])
 def test_a_python_list_is_refused_by_name(framework: Framework, argument: str) -> None:
     """Lists (or another framework's tensors) are refused before any attribute of them is read."""
-    model = framework.build()
+    model = framework.build().model
     ids, mask = ids_of((2, 5)), np.zeros((2, 5), bool)
     args = (ids.tolist(), None) if argument == "token_ids" else (framework.array(ids), mask.tolist())
     with pytest.raises(InputError, match=rf"{argument} must be a .*, got list"):
