@@ -520,10 +520,58 @@ def test_python_dash_m_exit_codes_and_stderr(model_file, tmp_path) -> None:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--threads", "0"], "rosetta: error: train: --threads must be >= 1"),
-        (["train", "--steps", "0"], "rosetta: error: train: RunConfig.steps must be >= 1"),
+        (["train", "--threads", "0"], "rosetta: error: train: argument --threads: must be at least 1, got 0"),
+        (["train", "--steps", "0"], "rosetta: error: train: argument --steps: must be at least 1, got 0"),
+        (["bench", "--preset", "nope"], "rosetta: error: bench: argument --preset: invalid choice: 'nope'"),
+        (["convert", "a", "b", "--to", "pytorch"], "rosetta: error: convert: argument --to: invalid choice"),
+        (["nope"], "rosetta: error: argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_option(capsys, argv, message) -> None:
+    """argparse's usage errors too: one `rosetta: error:` line naming the option, then where the help is."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert "usage:" not in err and err.rstrip().endswith("--help`)")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--steps", "10", "--switch-at", "10"], "train: --switch-at (10) must be below --steps (10)"),
+        (["train", "--min-len", "5", "--max-len", "4"], "train: --min-len (5) must not exceed --max-len (4)"),
+        (["train", "--d-model", "10", "--n-heads", "3"], "train: --d-model (10) must be divisible by n_heads (3)"),
     ],
 )
 def test_every_command_reports_bad_input_the_same_way(capsys, argv, message) -> None:
     assert main(argv) == 2
-    assert capsys.readouterr().err.strip().startswith(message)
+    assert_one_line_error(capsys.readouterr().err, message)
+
+
+def test_a_closed_pipe_is_not_a_failed_check(model_file) -> None:
+    """`rosetta diff ... | head -1`: the reader goes away; the command ends with its own exit code, no traceback."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = f"{sys.executable} -m rosetta_tools inspect {model_file} | head -1; echo exit=${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("rosetta canonical safetensors, format version 1") and lines[-1] == "exit=0", done
+    assert done.stderr == ""
+
+
+def test_a_file_that_is_not_safetensors_lists_what_rosetta_reads(tmp_path, capsys) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("some notes\n")
+    code, _, err = run_cli(capsys, "inspect", notes)
+    assert code == 2
+    assert_one_line_error(
+        err, "notes.txt: not a safetensors file", "rosetta reads safetensors files (layouts rosetta, torch, torch"
+    )
+    assert "truncated" not in err
+
+
+def test_a_missing_pickle_is_missing(tmp_path, capsys) -> None:
+    code, _, err = run_cli(capsys, "inspect", tmp_path / "model.pt")
+    assert code == 2
+    assert_one_line_error(err, "model.pt: no such file")

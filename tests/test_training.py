@@ -130,4 +130,4 @@ def test_train_command_end_to_end(dtype: str, tmp_path) -> None:
 def test_train_command_rejects_bad_arguments(tmp_path, capsys) -> None:
     assert main(["train", "--steps", "10", "--switch-at", "10", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rosetta: error: train:") and "switch_at" in err
+    assert err.startswith("rosetta: error: train:") and "--switch-at (10) must be below --steps (10)" in err

@@ -42,7 +42,8 @@ def check_padding_mask(ids_shape: Sequence[int], shape: Sequence[int], dtype_nam
         raise InputError(f"padding_mask must be bool (True = padding), got dtype {dtype_name}")
 
 
-def check_array_type(name: str, value: object, array_types: tuple[type, ...], kind: str) -> None:
-    """Refuse a list, a scalar or another framework's array before any attribute of it is read."""
+def check_array_type(name: str, value: object, array_types: tuple[type, ...], kind: str, convert: str) -> None:
+    """Refuse a list, a scalar or another framework's array before any attribute of it is read; the message says
+    how to convert it (`convert` names the function, e.g. "torch.as_tensor")."""
     if not isinstance(value, array_types):
-        raise InputError(f"{name} must be {kind}, got {type(value).__name__}")
+        raise InputError(f"{name} must be {kind}, got {type(value).__name__} (convert it with {convert}({name}))")

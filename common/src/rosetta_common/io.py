@@ -123,15 +123,18 @@ def save_canonical(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata of a safetensors file, raising WeightFormatError for a missing, pickled or corrupt file."""
+    """The metadata of a safetensors file, raising WeightFormatError for a missing, pickled or corrupt file, or
+    NotSafetensorsError for a file of another kind."""
     path = Path(path)
+    if not path.is_file():
+        raise WeightFormatError(f"{path}: no such file")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise WeightFormatError(
             f"{path}: refusing to unpickle a '{path.suffix}' file. Re-save it as safetensors, e.g. "
             "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`."
         )
-    if not path.is_file():
-        raise WeightFormatError(f"{path}: no such file")
+    if not _has_safetensors_header(path):
+        raise NotSafetensorsError(f"{path}: not a safetensors file (no safetensors header at its start)")
     try:
         from safetensors import safe_open
 
@@ -139,6 +142,20 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
         raise _unreadable(path, err) from err
+
+
+class NotSafetensorsError(WeightFormatError):
+    """A file that is not safetensors at all (as opposed to a damaged one)."""
+
+
+def _has_safetensors_header(path: Path) -> bool:
+    """A safetensors file starts with the header's length (8 bytes, little-endian) and then the JSON header."""
+    with open(path, "rb") as handle:
+        start = handle.read(9)
+    if len(start) < 9:
+        return False
+    header_length = int.from_bytes(start[:8], "little")
+    return 0 < header_length <= path.stat().st_size - 8 and start[8:9] == b"{"
 
 
 def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np.ndarray]]:

@@ -40,9 +40,9 @@ class Encoder(nnx.Module):
         self, token_ids: jax.Array | np.ndarray, padding_mask: jax.Array | np.ndarray | None = None
     ) -> None:
         """Raise a clear InputError for bad token ids or a bad padding mask (concrete arrays only)."""
-        check_array_type("token_ids", token_ids, ARRAY_TYPES, "a JAX or NumPy array")
+        check_array_type("token_ids", token_ids, ARRAY_TYPES, "a JAX or NumPy array", "jnp.asarray")
         if padding_mask is not None:
-            check_array_type("padding_mask", padding_mask, ARRAY_TYPES, "a JAX or NumPy array")
+            check_array_type("padding_mask", padding_mask, ARRAY_TYPES, "a JAX or NumPy array", "jnp.asarray")
         ids = np.asarray(token_ids)
         is_int = np.issubdtype(ids.dtype, np.integer)
         nonempty = is_int and ids.size > 0

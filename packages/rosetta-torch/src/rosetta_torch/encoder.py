@@ -37,9 +37,9 @@ class Encoder(nn.Module):
     @torch.compiler.disable
     def check_inputs(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> None:
         """Raise a clear InputError for bad token ids or a bad padding mask (never a silent clamp)."""
-        check_array_type("token_ids", token_ids, (torch.Tensor,), "a torch.Tensor")
+        check_array_type("token_ids", token_ids, (torch.Tensor,), "a torch.Tensor", "torch.as_tensor")
         if padding_mask is not None:
-            check_array_type("padding_mask", padding_mask, (torch.Tensor,), "a torch.Tensor")
+            check_array_type("padding_mask", padding_mask, (torch.Tensor,), "a torch.Tensor", "torch.as_tensor")
         is_int = not token_ids.dtype.is_floating_point and not token_ids.dtype.is_complex
         is_int = is_int and token_ids.dtype != torch.bool
         nonempty = is_int and token_ids.numel() > 0

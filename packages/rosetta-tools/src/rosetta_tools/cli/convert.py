@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta_common import read_config_file
 from rosetta_common.io import PICKLE_SUFFIXES
 from rosetta_tools import layouts
 from rosetta_tools.cli.errors import EXIT_OK, CommandError
+from rosetta_tools.cli.options import add_config_option, given_config
 
 HELP = "convert weights between rosetta, torch state_dict and Flax/Orbax formats"
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="layout to write: "
         + "; ".join(f"{name}: {layout.description}" for name, layout in layouts.LAYOUTS.items()),
     )
-    parser.add_argument("--config", type=Path, help="config JSON, for a source that does not store its config")
+    add_config_option(parser)
     parser.add_argument("--dtype", choices=["float16", "float32", "float64"], help="cast the weights (default: keep)")
     parser.add_argument("--force", action="store_true", help="replace an existing destination")
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{destination}: rosetta never writes pickles; name the output *.safetensors")
     if destination.exists() and not args.force:
         raise CommandError(f"{destination} exists (pass --force to replace it)")
-    given = read_config_file(args.config) if args.config else None
+    given = given_config(args)
     config, tensors, layout = layouts.load(args.source, given)
     if args.dtype:
         tensors = {name: value.astype(args.dtype) for name, value in tensors.items()}

@@ -15,8 +15,15 @@ HELP = "build an encoder in PyTorch, convert it, run it in Flax, print the max d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="precision of both models and of the comparison's bounds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds torch's initialisation and the random tokens (default %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

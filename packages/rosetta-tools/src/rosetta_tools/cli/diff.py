@@ -13,29 +13,23 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
-from rosetta_common import EncoderConfig, encoder_forward, read_config_file, tolerances
+from rosetta_common import EncoderConfig, encoder_forward, tolerances
 from rosetta_common.vectors import random_inputs
 from rosetta_tools import frameworks, layouts
+from rosetta_tools.cli import terminal
 from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK
+from rosetta_tools.cli.options import add_config_option, given_config, positive_int
 
 HELP = "run both frameworks on the same weights and print the max difference per component"
 Activations = dict[str, np.ndarray]
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", metavar="A", type=Path, help="weight file or Orbax directory (any layout)")
     parser.add_argument("b", metavar="B", type=Path, nargs="?", help="second weights, run by flax (default: A)")
-    parser.add_argument("--config", type=Path, help="config JSON, for weights that do not store their config")
+    add_config_option(parser)
     parser.add_argument("--batch", type=positive_int, default=2, help="sequences in the random input (default 2)")
     parser.add_argument("--seq", type=positive_int, help="sequence length (default: 16, or max_len if smaller)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids and padding")
@@ -82,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
             "rosetta diff runs rosetta-torch and/or rosetta-flax and neither is installed "
             f"({frameworks.INSTALL['torch']}; {frameworks.INSTALL['flax']})"
         )
-    console = Console(highlight=False, soft_wrap=True)
-    given = read_config_file(args.config) if args.config else None
+    console = terminal.console()
+    given = given_config(args)
     config, tensors_a, _ = layouts.load(args.a, given)
     tensors_b = tensors_a
     if args.b is not None:

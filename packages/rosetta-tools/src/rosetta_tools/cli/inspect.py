@@ -6,20 +6,20 @@ import argparse
 import re
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from rosetta_common import read_config_file
 from rosetta_common.io import VERSION_KEY
 from rosetta_tools import layouts
+from rosetta_tools.cli import terminal
 from rosetta_tools.cli.errors import EXIT_OK
+from rosetta_tools.cli.options import add_config_option, given_config
 
 HELP = "print a weight file's config, tensors and parameter count"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="weight file or Orbax directory (any layout `rosetta convert` reads)")
-    parser.add_argument("--config", type=Path, help="config JSON, for a file that does not store its config")
+    add_config_option(parser)
 
 
 def tensor_order(name: str) -> tuple[bool, list]:
@@ -28,11 +28,16 @@ def tensor_order(name: str) -> tuple[bool, list]:
 
 
 def run(args: argparse.Namespace) -> int:
-    given = read_config_file(args.config) if args.config else None
+    given = given_config(args)
     weights = layouts.read(args.file, given)
-    console = Console(highlight=False, soft_wrap=True)
+    console = terminal.console()
     version = weights.metadata.get(VERSION_KEY)
     console.print(f"{weights.path}: {weights.description}" + (f", format version {version}" if version else ""))
+    if weights.layout.table is not None:
+        console.print(
+            f"tensor names: the {weights.layout.name} layout's own (`rosetta convert {weights.path} OUT.safetensors "
+            "--to rosetta` gives the canonical names)"
+        )
 
     if weights.config is None:
         console.print("config: not stored in the file (pass --config config.json to check the tensors against one)")

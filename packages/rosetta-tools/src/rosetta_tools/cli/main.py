@@ -13,8 +13,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
-from rosetta_tools.cli.errors import guarded
+from rosetta_tools.cli.errors import EXIT_BAD_INPUT, EXIT_OK, guarded
+from rosetta_tools.cli.terminal import silence_stdout
 
 COMMANDS = ("demo", "bench", "train", "convert", "inspect", "diff")
 
@@ -23,8 +25,17 @@ def command_module(name: str) -> ModuleType:
     return importlib.import_module(f"rosetta_tools.cli.{name}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors as one `rosetta: error: ...` line (exit code 2) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("rosetta").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_BAD_INPUT, f"rosetta: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rosetta", description="One Transformer encoder in PyTorch and JAX/Flax.")
+    parser = OneLineParser(prog="rosetta", description="One Transformer encoder in PyTorch and JAX/Flax.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = command_module(name)
@@ -36,4 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return guarded(lambda: args.run(args))  # a user's mistake: one `rosetta: error:` line, exit code 2
+    try:
+        return guarded(lambda: args.run(args))  # a user's mistake: one `rosetta: error:` line, exit code 2
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): output cut short, nothing failed
+        silence_stdout()
+        return EXIT_OK

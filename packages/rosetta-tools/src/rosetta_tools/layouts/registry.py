@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rosetta_common import EncoderConfig, WeightFormatError, check_tensors, load_canonical
-from rosetta_common.io import CONFIG_KEY
+from rosetta_common.io import CONFIG_KEY, NotSafetensorsError
 from rosetta_common.name_tables import NameTable
 
 Tensors = dict[str, np.ndarray]
@@ -95,7 +95,16 @@ def read(path: str | os.PathLike, config: EncoderConfig | None = None) -> Weight
     path = Path(path)
     if path.is_dir():
         return LAYOUTS["orbax"].read(path, config)
-    return read_any(path, config)
+    try:
+        return read_any(path, config)
+    except NotSafetensorsError as err:
+        raise NotSafetensorsError(f"{err}; rosetta reads {accepted()}") from err
+
+
+def accepted() -> str:
+    """The layouts rosetta reads, for messages: "safetensors files (layouts rosetta, ...) and ... directories"."""
+    files = ", ".join(name for name in LAYOUTS if name != "orbax")
+    return f"safetensors files (layouts {files}) and Orbax checkpoint directories (layout orbax)"
 
 
 def load(path: str | os.PathLike, config: EncoderConfig | None = None) -> tuple[EncoderConfig, Tensors, str]:
