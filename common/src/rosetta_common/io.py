@@ -133,7 +133,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             f"{path}: refusing to unpickle a '{path.suffix}' file. Re-save it as safetensors, e.g. "
             "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')`."
         )
-    if not _has_safetensors_header(path):
+    if path.suffix.lower() != ".safetensors" and not _has_safetensors_header(path):  # else: a damaged one
         raise NotSafetensorsError(f"{path}: not a safetensors file (no safetensors header at its start)")
     try:
         from safetensors import safe_open
