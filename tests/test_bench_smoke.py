@@ -19,14 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rosetta_common import EncoderConfig
+from rosetta_common import EncoderConfig, save_canonical, tolerances
+from rosetta_common.training import AdamWConfig
 from rosetta_common.vectors import random_inputs, random_tensors
 from rosetta_flax import from_canonical
+from rosetta_tools import frameworks
 from rosetta_tools.cli import main
-from rosetta_tools.throughput import hf_bert
+from rosetta_tools.throughput import hf_bert, reference, reference_flax, reference_torch, runner
 from rosetta_tools.throughput.flops import gemm_flops, gemm_shape, gemms_per_call, step_flops
 from rosetta_tools.throughput.impls import IMPLS as IMPLS_BY_NAME
+from rosetta_tools.throughput.inputs import make_inputs
 from rosetta_tools.throughput.presets import PRESETS
+from rosetta_tools.throughput.settings import BenchConfig
 
 IMPLS = sorted(IMPLS_BY_NAME)  # every row the harness has
 HANG_GUARD_S = 1800  # a hang guard only: this run takes about 40 s on two quiet cores, 6 min with both loaded
@@ -155,3 +159,46 @@ def test_a_gemm_block_does_an_encoder_blocks_work(preset: str, mode: str) -> Non
         calls = gemms_per_call(config, batch, seq, mode)
         assert calls >= 1
         assert calls == 1 or abs(calls * gemm - step_flops(config, batch, seq, mode)) <= gemm / 2
+
+
+def test_rows_of_a_missing_framework_are_skipped_saying_what_to_install(monkeypatch) -> None:
+    """rosetta_flax reported missing: its rows and its GEMM probe are not run, and say which package to install;
+    the torch rows still run and the float64 reference runs in torch."""
+    monkeypatch.setattr(frameworks, "installed", lambda framework: framework != "flax")
+    tiny = PRESETS["tiny"]
+    config = BenchConfig(preset="tiny", model=tiny.config, impls=tuple(IMPLS), batch=tiny.batch, seq=tiny.seq)
+    missing = "needs rosetta-flax, which is not installed (pip install ./packages/rosetta-flax)"
+    for impl, mode in (("rosetta_flax.jit", "forward"), ("hf.FlaxBertEncoder", "train"), ("matmul.jax", "gemm")):
+        assert config.skip_reason(impl, mode) == f"{impl} {missing}"
+    assert config.skip_reason("rosetta_torch", "train") is None and config.skip_reason("matmul.torch", "gemm") is None
+    runnable = {impl.name for impl in runner.runnable_impls(config)}
+    assert {"rosetta_torch", "nn.TransformerEncoder.compile", "matmul.torch"} <= runnable
+    assert not runnable & {"rosetta_flax.jit", "hf.FlaxBertEncoder", "matmul.jax"}
+    assert reference.framework() == "torch"
+    monkeypatch.setattr(frameworks, "installed", lambda framework: framework == "flax")
+    assert reference.framework() == "flax"
+
+
+def test_bench_with_neither_framework_is_one_error_line(monkeypatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setattr(frameworks, "installed", lambda framework: False)
+    code = main(["bench", "--preset", "tiny", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rosetta: error: ") and err.count("\n") == 1, err
+    assert "rosetta-torch" in err and "rosetta-flax" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_flax_reference_agrees_with_the_torch_reference(tmp_path: Path, device: str) -> None:
+    """The float64 reference of an installation without torch (rosetta_flax, JAX x64): the same output and the
+    same losses before and after one AdamW step as rosetta_torch's, to common/DESIGN.md's float64 bound."""
+    config = PRESETS["tiny"].config
+    weights = save_canonical(tmp_path / "weights.safetensors", config, random_tensors(config, 0, np.float32))
+    token_ids, padding_mask = make_inputs(config, 2, 16, 0.25, 0)
+    np.savez(tmp_path / "inputs.npz", token_ids=token_ids, padding_mask=padding_mask)
+    arguments = (str(weights), str(tmp_path / "inputs.npz"), device, AdamWConfig(lr=1e-3))
+    by_torch, by_flax = reference_torch.reference(*arguments), reference_flax.reference(*arguments)
+    assert by_torch["output"].dtype == by_flax["output"].dtype == np.float64
+    assert np.abs(by_torch["output"] - by_flax["output"]).max() <= tolerances.FLOAT64
+    assert np.abs(by_torch["losses"] - by_flax["losses"]).max() <= tolerances.FLOAT64
+    assert by_torch["losses"][1] < by_torch["losses"][0]  # the step moved the weights: the losses compare a step

@@ -17,8 +17,8 @@ import rosetta_torch
 from rosetta_common import EncoderConfig, tolerances
 from rosetta_common.vectors import CASES, Vector, stored_vector
 from rosetta_tools.throughput import hf_bert
-from rosetta_tools.throughput.workers_jax import hf_flax_bert_peer
-from rosetta_tools.throughput.workers_torch import hf_bert_peer
+from rosetta_tools.throughput.hf_bert_jax import hf_flax_bert_peer
+from rosetta_tools.throughput.hf_bert_torch import hf_bert_peer
 
 POST_NORM = [case.name for case in CASES if not case.config.norm_first and not case.config.has_final_norm]
 

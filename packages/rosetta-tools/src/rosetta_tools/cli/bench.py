@@ -1,4 +1,8 @@
-"""`rosetta bench`: throughput of rosetta_torch, rosetta_flax and torch's own encoder, against the matmul ceiling."""
+"""`rosetta bench`: throughput of rosetta_torch, rosetta_flax and their peers, against the matmul ceiling.
+
+Runs the rows of whichever frameworks are installed (each missing one says what to install); with neither,
+one `rosetta: error:` line and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ HELP = "throughput comparison of the encoders and their peers"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `rosetta bench`."""
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default="paper-base", help="model size (default %(default)s)"
     )
@@ -65,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The run the options describe (ValueError for options that do not make one)."""
     preset = PRESETS[args.preset]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return BenchConfig(
@@ -99,20 +105,24 @@ class RichReporter:
         self.log = not progress.console.is_terminal
 
     def start(self, total: int) -> None:
+        """The number of steps is known: show the bar."""
         self.progress.update(self.task, total=total, completed=0)
 
     def step(self, description: str, advance: int = 1) -> None:
+        """One step done (or, with `advance` 0, begun): describe it."""
         self.progress.update(self.task, description=description, advance=advance)
         if self.log:
             task = self.progress.tasks[0]
             self.progress.console.print(f"[{task.completed:.0f}/{task.total or '?'}] {description}", highlight=False)
 
     def note(self, text: str) -> None:
+        """A line above the bar (a failed or wrong implementation)."""
         self.progress.console.print(text)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rosetta_tools.throughput import plots, report, runner
+    """Measure, write results.json and the plots, print the tables; exit code 1 when a row was wrong or failed."""
+    from rosetta_tools.throughput import plots, report, results_json, runner
     from rosetta_tools.throughput.processes import BenchError
 
     console = wide_console(160)
@@ -126,15 +136,14 @@ def run(args: argparse.Namespace) -> int:
             results = runner.run(config, RichReporter(progress))
     except BenchError as err:
         raise CommandError(f"bench: {err}") from err
-    json_path = report.write_json(results, config.out_dir / "results.json")
+    json_path = results_json.write_json(results, config.out_dir / "results.json")
     plot_paths = plots.make_plots(results, config.out_dir)
     report.print_report(results, console)
     console.print(f"results: {json_path}; plots: {', '.join(str(p) for p in plot_paths)}")
     failed = [
-        f"{e['impl']} {e['mode']} ({case['label']}): {e['status']}"
-        for case in results["cases"]
-        for e in case["results"]
-        if e["status"] in ("wrong", "error")
+        f"{row.impl.name} {row.mode} ({case.case.label}): {row.status}"
+        for case, row in results.rows()
+        if row.status in ("wrong", "error")
     ]
     if failed:
         console.print("[red]not timed (wrong answer or error):[/red] " + "; ".join(failed))

@@ -6,8 +6,8 @@ import importlib.metadata
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 PACKAGES = (
     "numpy",
@@ -21,16 +21,38 @@ PACKAGES = (
     "rosetta-common",
     "rosetta-torch",
     "rosetta-flax",
-    "rosetta-bench",
+    "rosetta-tools",
 )
 
 
-def _cpuinfo() -> dict[str, Any]:
+@dataclass(frozen=True)
+class MachineInfo:
+    """The machine a run measured: CPU, cores, memory, load at the start and the end, OS, Python, libraries."""
+
+    cpu_model: str
+    physical_cores: int | None
+    logical_cpus: int | None
+    usable_cpus: int | None
+    memory_gib: float | None
+    load_average: tuple[float, ...] | None
+    platform: str
+    python: str
+    thread_env: dict[str, str | None]
+    versions: dict[str, str | None]
+    load_average_end: tuple[float, ...] | None = None
+
+
+def load_average() -> tuple[float, ...] | None:
+    """The 1, 5 and 15 minute load averages, where the OS has them."""
+    return tuple(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _cpuinfo() -> tuple[str, int | None]:
     """CPU model and physical core count from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {"cpu_model": platform.processor() or platform.machine(), "physical_cores": None}
+        return platform.processor() or platform.machine(), None
     model, cores, physical = None, set(), None
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
@@ -40,7 +62,7 @@ def _cpuinfo() -> dict[str, Any]:
             physical = value
         elif key == "core id":
             cores.add((physical, value))
-    return {"cpu_model": model or platform.machine(), "physical_cores": len(cores) or None}
+    return model or platform.machine(), len(cores) or None
 
 
 def _version(package: str) -> str | None:
@@ -60,16 +82,18 @@ def _memory_gib() -> float | None:
     return None
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, core counts, memory, load, OS, Python and library versions."""
-    return {
-        **_cpuinfo(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": _memory_gib(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "thread_env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")},
-        "versions": {package: _version(package) for package in PACKAGES},
-    }
+def machine_info() -> MachineInfo:
+    """CPU model, core counts, memory, load, OS, Python and library versions (the end load still unset)."""
+    cpu_model, physical_cores = _cpuinfo()
+    return MachineInfo(
+        cpu_model=cpu_model,
+        physical_cores=physical_cores,
+        logical_cpus=os.cpu_count(),
+        usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        memory_gib=_memory_gib(),
+        load_average=load_average(),
+        platform=platform.platform(),
+        python=sys.version.split()[0],
+        thread_env={name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")},
+        versions={package: _version(package) for package in PACKAGES},
+    )

@@ -1,4 +1,4 @@
-"""PNG plots of a results document (matplotlib, Agg backend): one line or bar group per implementation."""
+"""PNG plots of a run's results (matplotlib, Agg backend): one line or bar group per implementation."""
 
 from __future__ import annotations
 
@@ -11,46 +11,57 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rosetta_tools.throughput.impls import BASELINE
+from rosetta_tools.throughput.impls import ALL, BASELINE, Model
+from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult
+
+Point = tuple[int, float, float, float, float]  # x, tokens/s, IQR low, IQR high, speed vs the baseline
 
 
-def _points(results: dict[str, Any], mode: str, axis: str) -> dict[str, list[tuple[int, float, float, float, float]]]:
+def _points(results: BenchResults, mode: str, axis: str) -> dict[str, list[Point]]:
     """impl -> [(x, tokens/s, low, high, vs baseline)] along `axis` ("seq" or "batch"), the other axis at the
     run's base value. Only the first padding level is drawn; vs baseline is NaN where the baseline did not run.
     """
     fixed = "batch" if axis == "seq" else "seq"
-    fixed_value, padding = results["settings"][fixed], results["settings"]["paddings"][0]
-    lines: dict[str, list[tuple[int, float, float, float, float]]] = {}
-    for case in results["cases"]:
-        if case[fixed] != fixed_value or case["padding"] != padding:
+    config = results.config
+    fixed_value, padding = getattr(config, fixed), config.paddings[0]
+    lines: dict[str, list[Point]] = {}
+    for case_result in results.cases:
+        case = case_result.case
+        if getattr(case, fixed) != fixed_value or case.padding != padding:
             continue
-        for entry in case["results"]:
-            if entry["mode"] == mode and entry["status"] == "ok" and not entry["ceiling"]:
-                low, high = entry["tokens_per_s_iqr"]
-                ratio = entry["vs_baseline"] if entry["vs_baseline"] is not None else math.nan
-                lines.setdefault(entry["impl"], []).append((case[axis], entry["tokens_per_s"], low, high, ratio))
+        for row in _timed_encoders(case_result, mode):
+            rates = row.rates
+            low, high = rates.tokens_per_s_iqr
+            ratio = rates.vs_baseline if rates.vs_baseline is not None else math.nan
+            lines.setdefault(row.impl.name, []).append((getattr(case, axis), rates.tokens_per_s, low, high, ratio))
     return {impl: sorted(points) for impl, points in lines.items() if len(points) > 1}
 
 
-def _wide_range(lines: dict[str, list[tuple[int, float, float, float]]]) -> bool:
+def _timed_encoders(case: CaseResult, mode: str) -> list[ImplResult]:
+    """The encoder rows (not the GEMM probes) of `case` timed in `mode`."""
+    return [r for r in case.results if r.mode == mode and r.status == "ok" and not r.impl.ceiling and r.rates]
+
+
+def _wide_range(lines: dict[str, list[Point]]) -> bool:
     """Whether the medians span more than 20x (then a log scale keeps every line readable)."""
     values = [point[1] for points in lines.values() for point in points]
     return bool(values) and max(values) > 20 * min(values)
 
 
 def _style(impl: str) -> dict[str, Any]:
-    if impl.startswith("rosetta"):
+    """rosetta's own rows bold with round markers, the peers dashed."""
+    if ALL[impl].model is Model.ROSETTA:
         return {"linewidth": 2.5, "marker": "o"}
     return {"linewidth": 1.5, "marker": "s", "linestyle": "--"}
 
 
-def sweep_plot(results: dict[str, Any], axis: str, path: Path) -> Path | None:
+def sweep_plot(results: BenchResults, axis: str, path: Path) -> Path | None:
     """tokens/s against `axis` ("seq" or "batch"), one column per mode; None if the run did not sweep it.
 
     The lower row is each implementation's speed relative to the baseline timed in the same rounds: on a shared
     machine the absolute rates drift with background load, the ratios do not.
     """
-    modes = results["settings"]["modes"]
+    modes = results.config.modes
     per_mode = {mode: _points(results, mode, axis) for mode in modes}
     if not any(per_mode.values()):
         return None
@@ -76,55 +87,46 @@ def sweep_plot(results: dict[str, Any], axis: str, path: Path) -> Path | None:
     return _save(figure, results, path)
 
 
-def bar_plot(results: dict[str, Any], path: Path) -> Path:
+def bar_plot(results: BenchResults, path: Path) -> Path:
     """tokens/s per implementation for the first shape, a bar per padding level, one panel per mode."""
-    modes = results["settings"]["modes"]
-    first = results["cases"][0]
-    cases = [c for c in results["cases"] if (c["batch"], c["seq"]) == (first["batch"], first["seq"])]
+    modes = results.config.modes
+    first = results.cases[0].case
+    cases = [c for c in results.cases if (c.case.batch, c.case.seq) == (first.batch, first.seq)]
     figure, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
-        impls = list(
-            dict.fromkeys(
-                e["impl"]
-                for c in cases
-                for e in c["results"]
-                if e["mode"] == mode and e["status"] == "ok" and not e["ceiling"]
-            )
-        )
+        impls = list(dict.fromkeys(row.impl.name for case in cases for row in _timed_encoders(case, mode)))
         width = 0.8 / len(cases)
         for offset, case in enumerate(cases):
-            by_impl = {e["impl"]: e for e in case["results"] if e["mode"] == mode and e["status"] == "ok"}
+            by_impl = {row.impl.name: row.rates for row in _timed_encoders(case, mode)}
             values, low, high = [], [], []
             for impl in impls:
-                entry = by_impl.get(impl)
-                value = entry["tokens_per_s"] if entry else 0.0
+                rates = by_impl.get(impl)
+                value = rates.tokens_per_s if rates else 0.0
                 values.append(value)
-                low.append(value - entry["tokens_per_s_iqr"][0] if entry else 0.0)
-                high.append(entry["tokens_per_s_iqr"][1] - value if entry else 0.0)
+                low.append(value - rates.tokens_per_s_iqr[0] if rates else 0.0)
+                high.append(rates.tokens_per_s_iqr[1] - value if rates else 0.0)
             positions = [i + offset * width for i in range(len(impls))]
-            ax.bar(
-                positions, values, width, yerr=[low, high], capsize=3, label=f"padding {case['padded_fraction']:.0%}"
-            )
+            ax.bar(positions, values, width, yerr=[low, high], capsize=3, label=f"padding {case.padded_fraction:.0%}")
         ax.set_xticks([i + width * (len(cases) - 1) / 2 for i in range(len(impls))])
         ax.set_xticklabels(impls, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("tokens/s (median, IQR bars)")
-        ax.set_title(f"{mode}, batch {first['batch']} x seq {first['seq']}")
+        ax.set_title(f"{mode}, batch {first.batch} x seq {first.seq}")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     return _save(figure, results, path)
 
 
-def _save(figure: plt.Figure, results: dict[str, Any], path: Path) -> Path:
+def _save(figure: plt.Figure, results: BenchResults, path: Path) -> Path:
     """Title the figure with the run (preset, precision, device, CPU), write it as PNG and free it."""
-    settings, machine = results["settings"], results["machine"]
-    figure.suptitle(f"{settings['preset']}, {results['precision']} on {settings['device']} ({machine['cpu_model']})")
+    config = results.config
+    figure.suptitle(f"{config.preset}, {config.precision} on {config.device} ({results.machine.cpu_model})")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
 
 
-def make_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def make_plots(results: BenchResults, out_dir: Path) -> list[Path]:
     """Every plot that applies to this run: the bar chart, and the seq / batch sweeps when swept."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [bar_plot(results, out_dir / "throughput.png")]

@@ -1,52 +1,42 @@
 """The float64 reference every implementation is checked against before it is timed.
 
-`python -m rosetta_tools.throughput.reference DEVICE WEIGHTS LR INPUTS OUT [INPUTS OUT ...]` runs rosetta_torch in
-float64 (which the test suite holds to 1e-10 of the NumPy oracle, gradients included) in its own process and
-writes, per input file: the output `[B, S, D]` and the losses before and after one AdamW step.
+`python -m rosetta_tools.throughput.reference FRAMEWORK DEVICE WEIGHTS ADAMW INPUTS OUT [INPUTS OUT ...]` runs
+rosetta_torch (FRAMEWORK "torch") or rosetta_flax under JAX x64 ("flax") in float64, in its own process, and
+writes per input file: the output `[B, S, D]` and the masked mean-square losses before and after one AdamW step
+(ADAMW: `AdamWConfig.to_json()`). The test suite holds both packages to 1e-10 of the NumPy oracle in float64,
+gradients and AdamW steps included, so either is the reference; rosetta_torch is used where it is installed.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import numpy as np
-import torch
 
-from rosetta_common import load_canonical
-from rosetta_torch import from_canonical
-
-
-def reference(weights: str, inputs: str, device: str, lr: float) -> dict[str, np.ndarray]:
-    config, tensors = load_canonical(weights)
-    model = from_canonical(config, {name: value.astype(np.float64) for name, value in tensors.items()}, device=device)
-    data = np.load(inputs)
-    token_ids = torch.from_numpy(data["token_ids"]).to(device)
-    padding_mask = torch.from_numpy(data["padding_mask"]).to(device)
-    model.train()  # dropout is 0: train and eval compute the same function
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-    output = model(token_ids, padding_mask)
-    loss = _loss(output, padding_mask)
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        loss_after = _loss(model(token_ids, padding_mask), padding_mask)
-    return {
-        "output": output.detach().cpu().numpy(),
-        "losses": np.array([loss.item(), loss_after.item()], dtype=np.float64),
-    }
+from rosetta_common.training import AdamWConfig
+from rosetta_tools import frameworks
 
 
-def _loss(output: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-    """The harness's loss, in float64."""
-    valid = (~padding_mask).to(output.dtype)[..., None]
-    return (output.square() * valid).sum() / (valid.sum() * output.shape[-1])
+def framework() -> str:
+    """The framework the reference runs in: "torch" where rosetta_torch is installed, else "flax".
+
+    Raises FrameworkMissing when neither is: `rosetta bench` has nothing to run.
+    """
+    present = frameworks.available()
+    if not present:
+        raise frameworks.FrameworkMissing(
+            "rosetta bench runs rosetta-torch and/or rosetta-flax and neither is installed "
+            f"({frameworks.INSTALL['torch']}; {frameworks.INSTALL['flax']})"
+        )
+    return present[0]
 
 
 def main(argv: list[str]) -> int:
-    device, weights, lr, *pairs = argv
-    torch.backends.cuda.matmul.allow_tf32 = False
+    name, device, weights, adamw, *pairs = argv
+    module = importlib.import_module(f"rosetta_tools.throughput.reference_{name}")
     for inputs, out in zip(pairs[::2], pairs[1::2], strict=True):
-        np.savez(out, **reference(weights, inputs, device, float(lr)))
+        np.savez(out, **module.reference(weights, inputs, device, AdamWConfig.from_json(adamw)))
     return 0
 
 

@@ -1,22 +1,14 @@
-"""The results document as a JSON file and as rich tables in the terminal."""
+"""The results as rich tables in the terminal, a table per case, then what did not run and how it was measured."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from rosetta_tools.throughput.impls import BASELINE
-
-
-def write_json(results: dict[str, Any], path: Path) -> Path:
-    """Every figure of the run, machine and library info included (NaN never appears: unknowns are null)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    return path
+from rosetta_tools.throughput.check import OutputErrors
+from rosetta_tools.throughput.impls import BASELINE, Model
+from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult
+from rosetta_tools.throughput.torch_compile import compile_settings
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -27,63 +19,73 @@ def _compact(value: float) -> str:
     return f"{value / 1e3:.1f}k" if value >= 1e3 else f"{value:.0f}"
 
 
-def _check_cell(entry: dict[str, Any]) -> str:
+def _check_cell(row: ImplResult) -> str:
     """Short form of the correctness check: the error the verdict was taken on."""
-    errors = entry.get("check")
-    if not errors:
+    if row.check is None:
         return "-"
-    if entry["mode"] == "forward":
-        return f"ok {errors['max_abs']:.0e} abs"
-    return f"ok {errors['loss']:.0e}/{errors['loss_drop']:.0e}"
+    errors = row.check.errors
+    if isinstance(errors, OutputErrors):
+        return f"ok {errors.max_abs:.0e} abs"
+    return f"ok {errors.loss:.0e}/{errors.loss_drop:.0e}"
 
 
-def _row(entry: dict[str, Any], gpu: bool) -> tuple[list[str], str | None]:
-    """The table cells of one entry and their style."""
+def _ceiling_row(row: ImplResult, gpu: bool) -> list[str]:
+    first_call_s = row.setup.first_call_s if row.setup else None
+    return [
+        row.impl.name,
+        "gemm",
+        "",
+        "",
+        "",
+        _fmt(row.gflops, ",.0f"),
+        "ceiling" if row.is_machine_ceiling else "",
+        "",
+        *([""] if gpu else []),
+        "",
+        _fmt(first_call_s, ".1f"),
+        "-" if row.status == "ok" else row.status,
+    ]
+
+
+def _row(row: ImplResult, gpu: bool) -> tuple[list[str], str | None]:
+    """The table cells of one row and their style."""
+    if row.impl.ceiling:
+        return _ceiling_row(row, gpu), "dim"
     blank = [""] * (9 if gpu else 8)
-    if entry["ceiling"]:
-        cells = [
-            "gemm",
-            "",
-            "",
-            "",
-            _fmt(entry.get("gflops"), ",.0f"),
-            "ceiling" if entry.get("is_machine_ceiling") else "",
-            "",
-            *([""] if gpu else []),
-            "",
-            _fmt(entry.get("first_call_s"), ".1f"),
-            "-" if entry["status"] == "ok" else entry["status"],
-        ]
-        return [entry["impl"], *cells], "dim"
-    if entry["status"] != "ok":
-        return [entry["impl"], entry["mode"], *blank, f"{entry['status'].upper()}: {entry['reason']}"], "red"
-    low, high = entry["tokens_per_s_iqr"]
-    fraction, mfu, ratio = entry["fraction_of_ceiling"], entry["mfu"], entry["vs_baseline"]
-    own = entry.get("fraction_of_framework_ceiling")
+    if row.status != "ok" or row.rates is None or row.setup is None:
+        return [row.impl.name, row.mode, *blank, f"{row.status.upper()}: {row.reason}"], "red"
+    rates = row.rates
+    low, high = rates.tokens_per_s_iqr
+    fraction, own, mfu, ratio = (
+        rates.fraction_of_ceiling,
+        rates.fraction_of_framework_ceiling,
+        rates.mfu,
+        rates.vs_baseline,
+    )
     cells = [
-        entry["impl"],
-        entry["mode"],
-        _fmt(entry["tokens_per_s"], ",.0f"),
+        row.impl.name,
+        row.mode,
+        _fmt(rates.tokens_per_s, ",.0f"),
         f"{_compact(low)}-{_compact(high)}",
-        _compact(entry["tokens_per_s_best"]),
-        _fmt(entry["gflops"], ",.0f"),
+        _compact(rates.tokens_per_s_best),
+        _fmt(row.gflops, ",.0f"),
         _fmt(fraction and 100 * fraction, ".0f"),
         _fmt(own and 100 * own, ".0f"),
         *([_fmt(mfu and 100 * mfu, ".1f")] if gpu else []),
         "-" if ratio is None else f"{ratio:.2f}x",
-        _fmt(entry["first_call_s"], ".1f"),
-        _check_cell(entry),
+        _fmt(row.setup.first_call_s, ".1f"),
+        _check_cell(row),
     ]
-    return cells, "bold" if entry["impl"].startswith("rosetta") else None
+    return cells, "bold" if row.impl.model is Model.ROSETTA else None
 
 
-def case_table(results: dict[str, Any], case: dict[str, Any]) -> Table:
+def case_table(results: BenchResults, case: CaseResult) -> Table:
     """One case: a row per implementation and mode (skipped ones left out), each mode's GEMM probes last."""
-    settings = results["settings"]
-    gpu = settings["device"] == "cuda"
+    config = results.config
+    gpu = config.device == "cuda"
     title = (
-        f"{settings['preset']}  batch {case['batch']} x seq {case['seq']}  padding {case['padded_fraction']:.0%}  "
-        f"{results['precision']} on {settings['device']}"
+        f"{config.preset}  batch {case.case.batch} x seq {case.case.seq}  padding {case.padded_fraction:.0%}  "
+        f"{config.precision} on {config.device}"
     )
     table = Table(title=title, title_justify="left")
     gpu_columns = ["MFU %"] if gpu else []
@@ -104,37 +106,35 @@ def case_table(results: dict[str, Any], case: dict[str, Any]) -> Table:
     for header in headers:
         justify = "left" if header in ("implementation", "mode", "check") else "right"
         table.add_column(header, justify=justify, no_wrap=True)
-    for entry in sorted(case["results"], key=lambda e: (e.get("ceiling_of", e["mode"]), e["ceiling"])):
-        if entry["status"] != "skipped":
-            cells, style = _row(entry, gpu)
+    for row in sorted(case.results, key=lambda r: (r.ceiling_of or r.mode, r.impl.ceiling)):
+        if row.status != "skipped":
+            cells, style = _row(row, gpu)
             table.add_row(*cells, style=style)
     return table
 
 
-def print_report(results: dict[str, Any], console: Console) -> None:
-    for case in results["cases"]:
+def print_report(results: BenchResults, console: Console) -> None:
+    """Every case's table, the rows that did not run and why, the compile settings, the machine and a legend."""
+    config, machine = results.config, results.machine
+    for case in results.cases:
         console.print(case_table(results, case))
-    machine = results["machine"]
-    threads = {name: info.get("num_threads", info.get("visible_cpus")) for name, info in results["workers"].items()}
+    threads = {name: info.get("num_threads", info.get("visible_cpus")) for name, info in results.workers.items()}
     load = (
-        [round(x, 1) for x in machine["load_average"] or []],
-        [round(x, 1) for x in machine["load_average_end"] or []],
+        [round(x, 1) for x in machine.load_average or []],
+        [round(x, 1) for x in machine.load_average_end or []],
     )
-    compiled = {
-        (e["mode"], e["torch_compile"]["choice"], e["torch_compile"]["freezing"], str(e["torch_compile"]["kwargs"]))
-        for case in results["cases"]
-        for e in case["results"]
-        if "torch_compile" in e
-    }
-    skipped = {
-        (e["impl"], e["reason"]) for case in results["cases"] for e in case["results"] if e["status"] == "skipped"
-    }
+    compiled = set()
+    for _, row in results.rows():
+        if row.impl.compiled and row.setup is not None:
+            settings = compile_settings(config.torch_compile, row.mode, config.device)
+            compiled.add((row.mode, settings.choice, settings.freezing, str(settings.kwargs)))
+    skipped = {(row.impl.name, row.reason) for _, row in results.rows() if row.status == "skipped"}
     for impl, reason in sorted(skipped):
         console.print(f"[dim]not run: {impl}: {reason}[/dim]")
     for mode, choice, freezing, kwargs in sorted(compiled):
         console.print(f"[dim]torch.compile rows, {mode}: {choice} (freezing={freezing}, torch.compile{kwargs})[/dim]")
     console.print(
-        f"[dim]{machine['cpu_model']}, {machine['usable_cpus']} usable CPUs; threads per worker: "
+        f"[dim]{machine.cpu_model}, {machine.usable_cpus} usable CPUs; threads per worker: "
         f"{', '.join(f'{k}={v}' for k, v in threads.items())}; load average {load[0]} -> {load[1]}.\n"
         "tokens = B*S positions per call (padding included), median over calls, IQR, best = fastest call; "
         "train = forward + backward + AdamW, FLOPs 3x forward; "

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rosetta_common import EncoderConfig
-from rosetta_tools.throughput.impls import IMPLS
+from rosetta_common.training import AdamWConfig
+from rosetta_tools.throughput.impls import ALL, IMPLS
+from rosetta_tools.throughput.torch_compile import CHOICES
 
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
 MODES = ("forward", "train")
-TORCH_COMPILE = (
-    "auto",
-    "default",
-    "freeze",
-    "freeze-dynamic",
-    "max-autotune",
-    "aot-eager",
-)  # see workers_torch.compile_settings
+TORCH_COMPILE = CHOICES  # see torch_compile.compile_settings
 
 
 @dataclass(frozen=True)
@@ -75,6 +68,10 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.torch_compile must be one of {TORCH_COMPILE}, got {self.torch_compile!r}")
         if self.repeats < 1 or self.rounds < 1 or self.warmup < 0:
             raise ValueError("BenchConfig.repeats and rounds must be >= 1, warmup >= 0")
+        try:
+            AdamWConfig(lr=self.lr)
+        except ValueError as err:
+            raise ValueError(f"BenchConfig.lr: {err}") from err
         for case in self.cases:
             if not (case.batch >= 1 and 1 <= case.seq <= self.model.max_len and 0 <= case.padding < 1):
                 raise ValueError(f"BenchConfig case {case}: need batch >= 1, 1 <= seq <= max_len, 0 <= padding < 1")
@@ -86,11 +83,17 @@ class BenchConfig:
         return tuple(Case(b, s, p) for p in self.paddings for b, s in sorted(shapes or {(self.batch, self.seq)}))
 
     def skip_reason(self, impl: str, mode: str) -> str | None:
-        """Why implementation `impl` does not run in `mode` in this run (device, dtype, model), or None."""
-        return IMPLS[impl].skip_reason(mode, self.device, self.dtype, self.model)
+        """Why implementation `impl` (a ceiling probe too) does not run in `mode` in this run, or None."""
+        return ALL[impl].skip_reason(mode, self.device, self.dtype, self.model)
+
+    @property
+    def adamw(self) -> AdamWConfig:
+        """The training step's optimizer: AdamW with rosetta's defaults at this run's learning rate."""
+        return AdamWConfig(lr=self.lr)
 
     @property
     def reps_per_round(self) -> int:
+        """Timed calls per implementation in each round."""
         return max(1, -(-self.repeats // self.rounds))
 
     @property
@@ -99,9 +102,3 @@ class BenchConfig:
         if self.dtype == "bfloat16":
             return "bfloat16"
         return "tf32" if self.device == "cuda" and self.tf32 else "float32"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["model"] = self.model.to_dict()
-        data["out_dir"] = str(self.out_dir)
-        return data

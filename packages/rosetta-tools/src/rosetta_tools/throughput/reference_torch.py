@@ -1,0 +1,34 @@
+"""The float64 reference in rosetta_torch (see `reference`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rosetta_common import load_canonical
+from rosetta_common.training import AdamWConfig
+from rosetta_tools.throughput.loss_torch import masked_mean_square
+from rosetta_torch import from_canonical
+from rosetta_torch.training import build_optimizer
+
+
+def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dict[str, np.ndarray]:
+    """`output` of the weights on the inputs, and `losses` before and after one AdamW step, in float64."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    config, tensors = load_canonical(weights)
+    model = from_canonical(config, {name: value.astype(np.float64) for name, value in tensors.items()}, device=device)
+    data = np.load(inputs)
+    token_ids = torch.from_numpy(data["token_ids"]).to(device)
+    padding_mask = torch.from_numpy(data["padding_mask"]).to(device)
+    model.train()  # dropout is 0: train and eval compute the same function
+    optimizer = build_optimizer(adamw, model)
+    output = model(token_ids, padding_mask)
+    loss = masked_mean_square(output, padding_mask, torch.float64)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        loss_after = masked_mean_square(model(token_ids, padding_mask), padding_mask, torch.float64)
+    return {
+        "output": output.detach().cpu().numpy(),
+        "losses": np.array([loss.item(), loss_after.item()], dtype=np.float64),
+    }
