@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     oracle_out = encoder_forward(config, rosetta_torch.to_canonical(torch_model), token_ids)["output"]
 
     print(f"config: {config}")
-    print(f"PyTorch -> {path.name} -> Flax NNX, {args.dtype}, input {token_ids.shape} with padding")
+    print(f"PyTorch -> canonical safetensors file -> Flax NNX, {args.dtype}, input {token_ids.shape} with padding")
     diffs = {
         "torch vs flax": float(np.abs(torch_out - flax_out).max()),
         "torch vs float64 oracle": float(np.abs(torch_out - oracle_out).max()),
