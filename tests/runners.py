@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 import rosetta_flax
@@ -15,25 +17,23 @@ def cast(weights: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return {name: value.astype(DTYPES[dtype]) for name, value in weights.items()}
 
 
-def torch_activations(
+def activations(
+    framework: str,
     config: EncoderConfig,
     weights: dict[str, np.ndarray],
     token_ids: np.ndarray,
     mask: np.ndarray | None,
     dtype: str,
-    device: str = "cpu",
+    **options: str,
 ) -> dict[str, np.ndarray]:
-    return rosetta_torch.Runner(config, cast(weights, dtype), device=device).activations(token_ids, mask)
+    """Every boundary's activations from `framework`'s NumPy runner, weights cast to `dtype` (options: torch's
+    `device`)."""
+    return RUNNERS[framework](config, cast(weights, dtype), **options).activations(token_ids, mask)
 
 
-def flax_activations(
-    config: EncoderConfig,
-    weights: dict[str, np.ndarray],
-    token_ids: np.ndarray,
-    mask: np.ndarray | None,
-    dtype: str,
-) -> dict[str, np.ndarray]:
-    return rosetta_flax.Runner(config, cast(weights, dtype)).activations(token_ids, mask)
+RUNNERS = {"torch": rosetta_torch.Runner, "flax": rosetta_flax.Runner}
+torch_activations = functools.partial(activations, "torch")  # device="cuda" as a keyword
+flax_activations = functools.partial(activations, "flax")
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,7 +14,7 @@ DTYPES = ["float64", "float32"]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_torch_matches_oracle(vector, dtype, device):
-    acts = torch_activations(vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype, device)
+    acts = torch_activations(vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype, device=device)
     bound = tolerances.output_bound(dtype, against_oracle=True)
     assert first_divergence(acts, vector.oracle, bound) is None
 
@@ -29,14 +29,14 @@ def test_flax_matches_oracle(vector, dtype, device):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_torch_matches_flax(vector, dtype, device):
     args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
-    torch_acts, flax_acts = torch_activations(*args, device), flax_activations(*args)
+    torch_acts, flax_acts = torch_activations(*args, device=device), flax_activations(*args)
     assert first_divergence(torch_acts, flax_acts, tolerances.output_bound(dtype, against_oracle=False)) is None
 
 
 def test_float64_agreement_is_near_machine_precision(vector, device):
     """The 1e-10 bound has room to spare: measured differences are ~1e-15 on outputs of order 1."""
     args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, "float64")
-    for acts in (torch_activations(*args, device), flax_activations(*args)):
+    for acts in (torch_activations(*args, device=device), flax_activations(*args)):
         assert max_abs_diff(acts["output"], vector.oracle["output"]) < 1e-13
 
 
@@ -48,7 +48,7 @@ def test_default_mask_comes_from_padding_idx(vector, device):
         else encoder_forward(vector.config, vector.weights, vector.token_ids, None)
     )
     args = (vector.config, vector.weights, vector.token_ids, None, "float64")
-    for acts in (torch_activations(*args, device), flax_activations(*args)):
+    for acts in (torch_activations(*args, device=device), flax_activations(*args)):
         assert first_divergence(acts, expected, tolerances.FLOAT64) is None
 
 
@@ -61,7 +61,7 @@ def test_all_padding_sequence_is_finite(device):
     token_ids = np.full((2, 5), config.padding_idx, dtype=np.int64)
     oracle = encoder_forward(config, weights, token_ids)
     for acts in (
-        torch_activations(config, weights, token_ids, None, "float64", device),
+        torch_activations(config, weights, token_ids, None, "float64", device=device),
         flax_activations(config, weights, token_ids, None, "float64"),
     ):
         assert np.isfinite(acts["output"]).all()
@@ -81,7 +81,7 @@ def test_padding_never_attended_as_key(case, device):
     assert (changed != vector.token_ids).any()
     real_tokens = ~mask
     for run in (
-        lambda ids: torch_activations(vector.config, vector.weights, ids, mask, "float64", device),
+        lambda ids: torch_activations(vector.config, vector.weights, ids, mask, "float64", device=device),
         lambda ids: flax_activations(vector.config, vector.weights, ids, mask, "float64"),
     ):
         before, after = run(vector.token_ids)["output"], run(changed)["output"]

@@ -9,7 +9,18 @@ work that `rosetta convert` does without torch or JAX installed; each framework 
 """
 
 from rosetta_common.name_tables.flax_encoder import FLAX_ENCODER
-from rosetta_common.name_tables.table import TRANSPOSE, Concatenate, Identity, NameTable, Rule, Transpose, rule
+from rosetta_common.name_tables.table import (
+    TRANSPOSE,
+    Concatenate,
+    Identity,
+    NameTable,
+    Rule,
+    Transpose,
+    rule,
+    same_leaves,
+    torch_layer_norm,
+    torch_linear,
+)
 from rosetta_common.name_tables.torch_encoder import TORCH_ENCODER
 from rosetta_common.name_tables.torch_nn import TORCH_NN
 
@@ -24,4 +35,7 @@ __all__ = [
     "Rule",
     "Transpose",
     "rule",
+    "same_leaves",
+    "torch_layer_norm",
+    "torch_linear",
 ]

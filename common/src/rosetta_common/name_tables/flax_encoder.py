@@ -3,26 +3,22 @@ has `scale` / `bias`, so every transform is the identity; the feed-forward is `f
 
 from __future__ import annotations
 
-from rosetta_common.name_tables.table import NameTable, rule
+from rosetta_common.name_tables.table import NameTable, rule, same_leaves
+
+LINEAR, NORM = ("kernel", "bias"), ("scale", "bias")
 
 FLAX_ENCODER = NameTable(
     "rosetta_flax.Encoder NNX state",
     (
         rule("embedding.weight", "embedding.weight"),
-        *(
-            rule(f"layers.{{}}.attn.{proj}.{leaf}", f"layers.{{}}.attn.{proj}.{leaf}")
-            for proj in ("q", "k", "v", "out")
-            for leaf in ("kernel", "bias")
-        ),
-        rule("layers.{}.norm1.scale", "layers.{}.norm1.scale"),
-        rule("layers.{}.norm1.bias", "layers.{}.norm1.bias"),
-        rule("layers.{}.ffn.in.kernel", "layers.{}.ffn.up.kernel"),
-        rule("layers.{}.ffn.in.bias", "layers.{}.ffn.up.bias"),
-        rule("layers.{}.ffn.out.kernel", "layers.{}.ffn.down.kernel"),
-        rule("layers.{}.ffn.out.bias", "layers.{}.ffn.down.bias"),
-        rule("layers.{}.norm2.scale", "layers.{}.norm2.scale"),
-        rule("layers.{}.norm2.bias", "layers.{}.norm2.bias"),
-        rule("final_norm.scale", "final_norm.scale"),
-        rule("final_norm.bias", "final_norm.bias"),
+        *same_leaves("layers.{}.attn.q", "layers.{}.attn.q", LINEAR),
+        *same_leaves("layers.{}.attn.k", "layers.{}.attn.k", LINEAR),
+        *same_leaves("layers.{}.attn.v", "layers.{}.attn.v", LINEAR),
+        *same_leaves("layers.{}.attn.out", "layers.{}.attn.out", LINEAR),
+        *same_leaves("layers.{}.norm1", "layers.{}.norm1", NORM),
+        *same_leaves("layers.{}.ffn.in", "layers.{}.ffn.up", LINEAR),
+        *same_leaves("layers.{}.ffn.out", "layers.{}.ffn.down", LINEAR),
+        *same_leaves("layers.{}.norm2", "layers.{}.norm2", NORM),
+        *same_leaves("final_norm", "final_norm", NORM),
     ),
 )

@@ -84,6 +84,21 @@ def rule(canonical: str | tuple[str, ...], native: str, transform: Transform = I
     return Rule((canonical,) if isinstance(canonical, str) else canonical, native, transform)
 
 
+def torch_linear(canonical: str, native: str) -> tuple[Rule, Rule]:
+    """A canonical `kernel [in, out]` / `bias` pair stored as an `nn.Linear`: `weight [out, in]` / `bias`."""
+    return rule(f"{canonical}.kernel", f"{native}.weight", TRANSPOSE), rule(f"{canonical}.bias", f"{native}.bias")
+
+
+def torch_layer_norm(canonical: str, native: str) -> tuple[Rule, Rule]:
+    """A canonical `scale` / `bias` pair stored as an `nn.LayerNorm`: `weight` / `bias`."""
+    return rule(f"{canonical}.scale", f"{native}.weight"), rule(f"{canonical}.bias", f"{native}.bias")
+
+
+def same_leaves(canonical: str, native: str, leaves: tuple[str, ...]) -> tuple[Rule, ...]:
+    """Leaves stored under the same names below another prefix (Flax: `kernel`, `bias`, `scale`)."""
+    return tuple(rule(f"{canonical}.{leaf}", f"{native}.{leaf}") for leaf in leaves)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One rule for one layer: concrete canonical names, the concrete native name, the transform."""

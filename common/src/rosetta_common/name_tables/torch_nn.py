@@ -3,27 +3,22 @@ and `encoder.*`; q, k and v fused into `self_attn.in_proj_weight [3d, d]` / `in_
 
 from __future__ import annotations
 
-from rosetta_common.name_tables.table import TRANSPOSE, Concatenate, NameTable, rule
+from rosetta_common.name_tables.table import Concatenate, NameTable, rule, torch_layer_norm, torch_linear
 
 QKV = ("layers.{}.attn.q", "layers.{}.attn.k", "layers.{}.attn.v")
+LAYER = "encoder.layers.{}"
 
 TORCH_NN = NameTable(
     "nn.Embedding + nn.TransformerEncoder state_dict",
     (
         rule("embedding.weight", "embedding.weight"),
-        rule(tuple(f"{p}.kernel" for p in QKV), "encoder.layers.{}.self_attn.in_proj_weight", Concatenate(True)),
-        rule(tuple(f"{p}.bias" for p in QKV), "encoder.layers.{}.self_attn.in_proj_bias", Concatenate()),
-        rule("layers.{}.attn.out.kernel", "encoder.layers.{}.self_attn.out_proj.weight", TRANSPOSE),
-        rule("layers.{}.attn.out.bias", "encoder.layers.{}.self_attn.out_proj.bias"),
-        rule("layers.{}.ffn.in.kernel", "encoder.layers.{}.linear1.weight", TRANSPOSE),
-        rule("layers.{}.ffn.in.bias", "encoder.layers.{}.linear1.bias"),
-        rule("layers.{}.ffn.out.kernel", "encoder.layers.{}.linear2.weight", TRANSPOSE),
-        rule("layers.{}.ffn.out.bias", "encoder.layers.{}.linear2.bias"),
-        rule("layers.{}.norm1.scale", "encoder.layers.{}.norm1.weight"),
-        rule("layers.{}.norm1.bias", "encoder.layers.{}.norm1.bias"),
-        rule("layers.{}.norm2.scale", "encoder.layers.{}.norm2.weight"),
-        rule("layers.{}.norm2.bias", "encoder.layers.{}.norm2.bias"),
-        rule("final_norm.scale", "encoder.norm.weight"),
-        rule("final_norm.bias", "encoder.norm.bias"),
+        rule(tuple(f"{p}.kernel" for p in QKV), f"{LAYER}.self_attn.in_proj_weight", Concatenate(transpose=True)),
+        rule(tuple(f"{p}.bias" for p in QKV), f"{LAYER}.self_attn.in_proj_bias", Concatenate()),
+        *torch_linear("layers.{}.attn.out", f"{LAYER}.self_attn.out_proj"),
+        *torch_linear("layers.{}.ffn.in", f"{LAYER}.linear1"),
+        *torch_linear("layers.{}.ffn.out", f"{LAYER}.linear2"),
+        *torch_layer_norm("layers.{}.norm1", f"{LAYER}.norm1"),
+        *torch_layer_norm("layers.{}.norm2", f"{LAYER}.norm2"),
+        *torch_layer_norm("final_norm", "encoder.norm"),
     ),
 )

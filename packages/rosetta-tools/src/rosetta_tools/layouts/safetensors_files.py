@@ -66,33 +66,11 @@ def _is_torch(path: Path, metadata: Mapping[str, str], names: frozenset[str]) ->
     return any(re.match(r"layers\.\d+\.(attn|ffn|norm1|norm2)\.", name) for name in names)
 
 
-register(
-    Layout(
-        "rosetta",
-        "rosetta canonical safetensors",
-        detect=_is_canonical,
-        read=read_any,
-        write=save_canonical,
-        table=None,
-    )
+NATIVE_LAYOUTS = (  # name, description, how a stored file is recognised, its name table
+    ("torch", "rosetta_torch.Encoder state_dict, safetensors", _is_torch, TORCH_ENCODER),
+    ("torch-modules", "nn.Embedding + nn.TransformerEncoder state_dict, safetensors", _is_torch_modules, TORCH_NN),
 )
-register(
-    Layout(
-        "torch",
-        "rosetta_torch.Encoder state_dict, safetensors",
-        detect=_is_torch,
-        read=read_any,
-        write=_native_writer("torch", TORCH_ENCODER),
-        table=TORCH_ENCODER,
-    )
-)
-register(
-    Layout(
-        "torch-modules",
-        "nn.Embedding + nn.TransformerEncoder state_dict, safetensors",
-        detect=_is_torch_modules,
-        read=read_any,
-        write=_native_writer("torch-modules", TORCH_NN),
-        table=TORCH_NN,
-    )
-)
+
+register(Layout("rosetta", "rosetta canonical safetensors", _is_canonical, read_any, save_canonical, table=None))
+for _name, _description, _is_it, _table in NATIVE_LAYOUTS:
+    register(Layout(_name, _description, _is_it, read_any, _native_writer(_name, _table), _table))
