@@ -123,7 +123,9 @@ def test_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> N
         (["--padding", "1.5"], "padding"),
         (["--seq", "100000"], "seq"),
         (["--sweep-batch", "0"], "batch"),
-        (["--repeats", "0"], "repeats"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+        (["--lr", "0"], "--lr must be > 0, got 0.0"),
     ],
 )
 def test_bad_arguments_are_reported_before_any_work(arguments, named, tmp_path: Path, capsys) -> None:

@@ -523,6 +523,7 @@ def test_python_dash_m_exit_codes_and_stderr(model_file, tmp_path) -> None:
         (["train", "--threads", "0"], "rosetta: error: train: argument --threads: must be at least 1, got 0"),
         (["train", "--steps", "0"], "rosetta: error: train: argument --steps: must be at least 1, got 0"),
         (["bench", "--preset", "nope"], "rosetta: error: bench: argument --preset: invalid choice: 'nope'"),
+        (["bench", "--batch", "0"], "rosetta: error: bench: argument --batch: must be at least 1, got 0"),
         (["convert", "a", "b", "--to", "pytorch"], "rosetta: error: convert: argument --to: invalid choice"),
         (["nope"], "rosetta: error: argument COMMAND: invalid choice: 'nope'"),
     ],

@@ -10,10 +10,12 @@ import argparse
 import datetime
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, CommandError
+from rosetta_tools.cli.options import in_option_names, positive_int
 from rosetta_tools.cli.terminal import wide_console
+from rosetta_tools.throughput.estimate import describe, estimate_seconds
 from rosetta_tools.throughput.impls import IMPLS
 from rosetta_tools.throughput.presets import PRESETS
 from rosetta_tools.throughput.settings import DEVICES, DTYPES, TORCH_COMPILE, BenchConfig
@@ -24,10 +26,14 @@ HELP = "throughput comparison of the encoders and their peers"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `rosetta bench`."""
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="paper-base", help="model size (default %(default)s)"
+        "--preset",
+        choices=sorted(PRESETS),
+        default="paper-base",
+        help="model size: tiny (a quick look), paper-base (512/8/6/2048, the README's tables), bert-base "
+        "(768/12/12/3072) (default %(default)s); the run prints its estimated duration before it starts",
     )
-    parser.add_argument("--batch", type=int, help="batch size (default: the preset's)")
-    parser.add_argument("--seq", type=int, help="sequence length (default: the preset's)")
+    parser.add_argument("--batch", type=positive_int, help="batch size (default: the preset's)")
+    parser.add_argument("--seq", type=positive_int, help="sequence length (default: the preset's)")
     parser.add_argument("--sweep-seq", type=int, nargs="+", metavar="S", help="sequence lengths to sweep at --batch")
     parser.add_argument("--sweep-batch", type=int, nargs="+", metavar="B", help="batch sizes to sweep at --seq")
     parser.add_argument(
@@ -36,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="float32, or bfloat16 compute (torch autocast; JAX casts the parameters in the step)",
     )
-    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="where every row runs: cpu, or cuda (a GPU) (default cpu)"
+    )
     parser.add_argument("--tf32", choices=("on", "off"), default="off", help="TF32 matmuls for float32 on a GPU")
     parser.add_argument(
         "--torch-compile",
@@ -52,20 +60,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IMPL",
         help=f"implementations to time (default: all that apply): {', '.join(IMPLS)}",
     )
-    parser.add_argument("--mode", choices=("forward", "train", "both"), default="both")
+    parser.add_argument(
+        "--mode",
+        choices=("forward", "train", "both"),
+        default="both",
+        help="time the forward pass, the training step (forward + backward + AdamW), or both (default both)",
+    )
     parser.add_argument(
         "--padding",
         type=float,
         nargs="+",
         default=[0.0],
         metavar="FRACTION",
-        help="fractions of padded positions, each run as its own case (e.g. 0 0.25)",
+        help="fractions of padded positions, each run as its own case, e.g. 0 0.25 (default 0)",
     )
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per implementation and case")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the repeats are split into")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (compiling) one")
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of the training step")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per implementation and case (default 20)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds the repeats are split into (default 4)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed calls after the first, compiling one (default 2)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=1e-4, help="AdamW learning rate of the training step (default 1e-4)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the inputs (default 0)")
     parser.add_argument("--out", type=Path, help="output folder (default results/bench-<timestamp>/)")
 
 
@@ -96,6 +115,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     )
 
 
+def _minutes(seconds: float | None) -> str:
+    seconds = int(seconds or 0)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 class RichReporter:
     """The runner's progress: a rich progress bar on a terminal, one line per step in a log."""
 
@@ -113,7 +137,11 @@ class RichReporter:
         self.progress.update(self.task, description=description, advance=advance)
         if self.log:
             task = self.progress.tasks[0]
-            self.progress.console.print(f"[{task.completed:.0f}/{task.total or '?'}] {description}", highlight=False)
+            progress = f"{task.completed:.0f}/{task.total or '?'}, {_minutes(task.elapsed)}"
+            if task.completed and task.total:
+                left = task.elapsed / task.completed * (task.total - task.completed)
+                progress += f", ~{_minutes(left)} left"
+            self.progress.console.print(f"[{progress}] {description}", highlight=False)
 
     def note(self, text: str) -> None:
         """A line above the bar (a failed or wrong implementation)."""
@@ -129,8 +157,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as err:
-        raise CommandError(f"bench: {err}") from err
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        message = in_option_names(str(err), "BenchConfig").replace("BenchConfig case", "case")
+        raise CommandError(f"bench: {message}") from err
+    console.print(
+        f"rosetta bench: {config.preset}, {len(config.cases)} case(s), {' and '.join(config.modes)}, "
+        f"{len(config.impls)} implementations: {describe(estimate_seconds(config))} on this machine "
+        "(a rough estimate; `--preset tiny` is the quick look)",
+        highlight=False,
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             results = runner.run(config, RichReporter(progress))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,3 +42,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 positive_int = int_at_least(1)
+
+
+def in_option_names(message: str, owner: str) -> str:
+    """A library's ValueError in the command line's words: `EncoderConfig.d_model` -> `--d-model`."""
+    return re.sub(rf"{owner}\.(\w+)", lambda field: "--" + field[1].replace("_", "-"), message)

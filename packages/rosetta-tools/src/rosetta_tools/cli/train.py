@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, CommandError
-from rosetta_tools.cli.options import int_at_least, positive_int
+from rosetta_tools.cli.options import in_option_names, int_at_least, positive_int
 from rosetta_tools.cli.terminal import wide_console
 from rosetta_tools.frameworks import require_all
 
@@ -233,8 +232,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = run_config_from_args(args)
     except ValueError as err:  # what is left: the model's own constraints, e.g. d_model divisible by n_heads
-        as_option = re.sub(r"EncoderConfig\.(\w+)", lambda field: "--" + field[1].replace("_", "-"), str(err))
-        raise CommandError(f"train: {as_option}") from err
+        raise CommandError(f"train: {in_option_names(str(err), 'EncoderConfig')}") from err
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

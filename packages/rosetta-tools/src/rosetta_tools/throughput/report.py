@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rosetta_tools.throughput.check import OutputErrors
 from rosetta_tools.throughput.impls import BASELINE, Model
-from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult
+from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult, Rates
 from rosetta_tools.throughput.torch_compile import compile_settings
+
+# A row whose interquartile range is wider than this fraction of its median was timed on a machine whose speed
+# changed under it (other jobs, a throttled host): its ratios are shown with "?" and the report says so.
+UNSTABLE_SPREAD = 0.5
+
+
+def spread(rates: Rates) -> float:
+    """Width of the tokens/s IQR relative to the median."""
+    low, high = rates.tokens_per_s_iqr
+    return abs(high - low) / rates.tokens_per_s
+
+
+def unstable_rows(case: CaseResult) -> list[ImplResult]:
+    """The timed encoder rows of a case whose spread exceeds UNSTABLE_SPREAD."""
+    return [
+        row
+        for row in case.results
+        if row.rates is not None and not row.impl.ceiling and spread(row.rates) > UNSTABLE_SPREAD
+    ]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -47,8 +67,8 @@ def _ceiling_row(row: ImplResult, gpu: bool) -> list[str]:
     ]
 
 
-def _row(row: ImplResult, gpu: bool) -> tuple[list[str], str | None]:
-    """The table cells of one row and their style."""
+def _row(row: ImplResult, gpu: bool, unsure: bool) -> tuple[list[str], str | None]:
+    """The table cells of one row and their style; `unsure`: its ratio rests on an unstable timing."""
     if row.impl.ceiling:
         return _ceiling_row(row, gpu), "dim"
     blank = [""] * (9 if gpu else 8)
@@ -72,7 +92,7 @@ def _row(row: ImplResult, gpu: bool) -> tuple[list[str], str | None]:
         _fmt(fraction and 100 * fraction, ".0f"),
         _fmt(own and 100 * own, ".0f"),
         *([_fmt(mfu and 100 * mfu, ".1f")] if gpu else []),
-        "-" if ratio is None else f"{ratio:.2f}x",
+        "-" if ratio is None else f"{ratio:.2f}x" + ("?" if unsure else ""),
         _fmt(row.setup.first_call_s, ".1f"),
         _check_cell(row),
     ]
@@ -106,11 +126,28 @@ def case_table(results: BenchResults, case: CaseResult) -> Table:
     for header in headers:
         justify = "left" if header in ("implementation", "mode", "check") else "right"
         table.add_column(header, justify=justify, no_wrap=True)
+    unstable = unstable_rows(case)
+    unstable_modes = {row.mode for row in unstable if row.impl.baseline}
     for row in sorted(case.results, key=lambda r: (r.ceiling_of or r.mode, r.impl.ceiling)):
         if row.status != "skipped":
-            cells, style = _row(row, gpu)
+            cells, style = _row(row, gpu, unsure=row in unstable or row.mode in unstable_modes)
             table.add_row(*cells, style=style)
     return table
+
+
+def instability_note(case: CaseResult) -> str | None:
+    """What to say when a case's timings spread too wide for its ratios to be facts."""
+    unstable = unstable_rows(case)
+    if not unstable:
+        return None
+    worst = max(unstable, key=lambda row: spread(row.rates))
+    low, high = worst.rates.tokens_per_s_iqr
+    return (
+        f"[yellow]UNSTABLE timings in batch {case.case.batch} x seq {case.case.seq}: {len(unstable)} row(s) have an "
+        f"IQR wider than {UNSTABLE_SPREAD:.0%} of their median (worst: {worst.impl.name} {worst.mode}, "
+        f"{_compact(low)}-{_compact(high)} around {_compact(worst.rates.tokens_per_s)} tokens/s); ratios marked ? "
+        "are not reliable. Rerun on a quiet machine (nothing else running) with more --repeats and --rounds.[/yellow]"
+    )
 
 
 def print_report(results: BenchResults, console: Console) -> None:
@@ -118,6 +155,9 @@ def print_report(results: BenchResults, console: Console) -> None:
     config, machine = results.config, results.machine
     for case in results.cases:
         console.print(case_table(results, case))
+        note = instability_note(case)
+        if note is not None:
+            console.print(note)
     threads = {name: info.get("num_threads", info.get("visible_cpus")) for name, info in results.workers.items()}
     load = (
         [round(x, 1) for x in machine.load_average or []],
@@ -130,7 +170,7 @@ def print_report(results: BenchResults, console: Console) -> None:
             compiled.add((row.mode, settings.choice, settings.freezing, str(settings.kwargs)))
     skipped = {(row.impl.name, row.reason) for _, row in results.rows() if row.status == "skipped"}
     for impl, reason in sorted(skipped):
-        console.print(f"[dim]not run: {impl}: {reason}[/dim]")
+        console.print(f"[dim]not run: {impl}: {escape(reason)}[/dim]")  # escaped: "[hf]" is no markup
     for mode, choice, freezing, kwargs in sorted(compiled):
         console.print(f"[dim]torch.compile rows, {mode}: {choice} (freezing={freezing}, torch.compile{kwargs})[/dim]")
     console.print(

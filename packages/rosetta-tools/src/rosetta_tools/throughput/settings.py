@@ -66,15 +66,19 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.impls: unknown {unknown}; choose from {sorted(IMPLS)}")
         if self.torch_compile not in TORCH_COMPILE:
             raise ValueError(f"BenchConfig.torch_compile must be one of {TORCH_COMPILE}, got {self.torch_compile!r}")
-        if self.repeats < 1 or self.rounds < 1 or self.warmup < 0:
-            raise ValueError("BenchConfig.repeats and rounds must be >= 1, warmup >= 0")
+        for name, minimum in (("repeats", 1), ("rounds", 1), ("warmup", 0)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"BenchConfig.{name} must be >= {minimum}, got {getattr(self, name)}")
         try:
             AdamWConfig(lr=self.lr)
-        except ValueError as err:
-            raise ValueError(f"BenchConfig.lr: {err}") from err
+        except ValueError as err:  # AdamWConfig names its own field
+            raise ValueError(str(err).replace("AdamWConfig.lr", "BenchConfig.lr")) from err
         for case in self.cases:
             if not (case.batch >= 1 and 1 <= case.seq <= self.model.max_len and 0 <= case.padding < 1):
-                raise ValueError(f"BenchConfig case {case}: need batch >= 1, 1 <= seq <= max_len, 0 <= padding < 1")
+                raise ValueError(
+                    f"BenchConfig case batch {case.batch} x seq {case.seq}, padding {case.padding}: need batch >= 1, "
+                    f"1 <= seq <= max_len ({self.model.max_len}), 0 <= padding < 1"
+                )
 
     @property
     def cases(self) -> tuple[Case, ...]:
