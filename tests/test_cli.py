@@ -551,14 +551,25 @@ def test_every_command_reports_bad_input_the_same_way(capsys, argv, message) -> 
     assert_one_line_error(capsys.readouterr().err, message)
 
 
-def test_a_closed_pipe_is_not_a_failed_check(model_file) -> None:
+@pytest.mark.parametrize(
+    ("command", "first_line"),
+    [
+        ("diff {model} --batch 1 --seq 3", "float64, torch and flax run A; input batch 1 x seq 3"),
+        ("inspect {model}", "rosetta canonical safetensors, format version 1"),
+        ("convert {model} {tmp}/out.safetensors --to torch", None),  # its one line goes to a reader that left
+    ],
+)
+def test_a_closed_pipe_is_not_a_failed_check(model_file, tmp_path, command, first_line) -> None:
     """`rosetta diff ... | head -1`: the reader goes away; the command ends with its own exit code, no traceback."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    command = f"{sys.executable} -m rosetta_tools inspect {model_file} | head -1; echo exit=${{PIPESTATUS[0]}}"
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
+    rosetta = f"{sys.executable} -m rosetta_tools {command.format(model=model_file, tmp=tmp_path)}"
+    reader = "head -1" if first_line else "head -0"
+    script = f"{rosetta} | {reader}; echo exit=${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     lines = done.stdout.splitlines()
-    assert lines[0].endswith("rosetta canonical safetensors, format version 1") and lines[-1] == "exit=0", done
-    assert done.stderr == ""
+    assert lines[-1] == "exit=0" and done.stderr == "", done
+    if first_line:
+        assert first_line in lines[0], done
 
 
 def test_a_file_that_is_not_safetensors_lists_what_rosetta_reads(tmp_path, capsys) -> None:

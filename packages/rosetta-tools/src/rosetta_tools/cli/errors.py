@@ -28,5 +28,7 @@ def guarded(body: Callable[[], int]) -> int:
     """Run a command body, turning the errors a user can cause into `report(...)` instead of a traceback."""
     try:
         return body()
+    except BrokenPipeError:  # an OSError, but the reader went away (`| head`): not the user's mistake
+        raise
     except (CommandError, WeightFormatError, InputError, FrameworkMissing, OSError) as err:
         return report(str(err))
