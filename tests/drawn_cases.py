@@ -96,7 +96,8 @@ BOOLS = (False, True)
 
 
 def draw_case(draws: Draws) -> Case:
-    """Small configs with every option, random weights (by seed), padding of any pattern, all-padding rows."""
+    """Small configs with every option (the embedding front's too), random weights (by seed), padding of any
+    pattern, all-padding rows."""
     n_heads, d_head = draws.integer(1, 3), draws.integer(1, 5)
     vocab_size = draws.choice((2, 5, 11))
     batch, seq = draws.integer(1, 3), draws.integer(1, 6)
@@ -120,7 +121,20 @@ def draw_case(draws: Draws) -> Case:
     if all_padding_row is not None:
         mask[all_padding_row] = [True] * seq
     derive_mask = config.padding_idx is not None and draws.choice(BOOLS)
-    return Case(config, draws.integer(0, 2**16), tuple(map(tuple, mask)), derive_mask)
+    seed = draws.integer(0, 2**16)
+    # The embedding front (BERT, RoBERTa), drawn last: every other field keeps the value it was drawn with before
+    # these options existed (same seeded cases, now with a front). Token types stay the default (all 0).
+    positions = draws.choice(("sinusoidal", "learned"))
+    after_padding = positions == "learned" and config.padding_idx is not None and draws.choice(BOOLS)
+    config = config.replace(
+        positions=positions,
+        position_ids="after_padding" if after_padding else "sequential",
+        type_vocab_size=draws.integer(0, 2),
+        embedding_norm=draws.choice(BOOLS),
+        embedding_norm_eps=draws.choice((None, 1e-12)),
+        pooler=draws.choice(BOOLS),
+    )
+    return Case(config, seed, tuple(map(tuple, mask)), derive_mask)
 
 
 @st.composite

@@ -24,11 +24,15 @@ def activations(
     token_ids: np.ndarray,
     mask: np.ndarray | None,
     dtype: str,
+    *,
+    token_type_ids: np.ndarray | None = None,
+    attention_mask: np.ndarray | None = None,
     **options: str,
 ) -> dict[str, np.ndarray]:
     """Every boundary's activations from `framework`'s NumPy runner, weights cast to `dtype` (options: torch's
-    `device`)."""
-    return RUNNERS[framework](config, cast(weights, dtype), **options).activations(token_ids, mask)
+    `device`); `token_type_ids` and `attention_mask` go to the call (a stored vector's `token_type_ids`)."""
+    runner = RUNNERS[framework](config, cast(weights, dtype), **options)
+    return runner.activations(token_ids, mask, token_type_ids=token_type_ids, attention_mask=attention_mask)
 
 
 RUNNERS = {"torch": rosetta_torch.Runner, "flax": rosetta_flax.Runner}

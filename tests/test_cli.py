@@ -43,7 +43,7 @@ CONFIG = EncoderConfig(
     final_norm=True,
     layer_norm_eps=1e-6,
 )
-LAYOUTS = layouts.LAYOUTS
+LAYOUTS = [name for name in layouts.LAYOUTS if not name.startswith("hf-")]  # hold any encoder; HF: test_hf_checkpoints
 SUFFIX = {"rosetta": ".safetensors", "torch": ".safetensors", "torch-modules": ".safetensors", "orbax": ""}
 
 

@@ -1,5 +1,6 @@
 """Each component on its own, both frameworks against the oracle's functions (float64, 1e-10):
-token embedding, positional encoding, layer norm, attention (with padding), feed-forward, one layer."""
+token embedding, positional encoding, layer norm, attention (with padding), feed-forward, one layer; BERT's and
+RoBERTa's embedding front (learned positions, token types, embedding LayerNorm) and the pooler."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from runners import max_abs_diff
 
 import rosetta_flax
 import rosetta_torch
-from rosetta_common import EncoderConfig, oracle, sinusoidal_table
+from rosetta_common import EncoderConfig, oracle, positional, sinusoidal_table
 from rosetta_common.tolerances import FLOAT64
 from rosetta_common.vectors import random_tensors
 
@@ -157,3 +158,132 @@ def test_activations_are_the_named_functions(name):
     if name != "relu":
         other = oracle.activation("gelu_tanh" if name == "gelu" else "gelu", x)
         assert max_abs_diff(other, expected) > 1e-4  # the two gelus really differ: mixing them is caught
+
+
+# --- the embedding front of BERT and RoBERTa: learned positions, token types, embedding LayerNorm, pooler ------
+
+FRONT_CONFIG = EncoderConfig(
+    vocab_size=29,
+    d_model=8,
+    n_heads=2,
+    n_layers=1,
+    d_ff=12,
+    max_len=9,
+    padding_idx=2,
+    dropout=0.0,
+    scale_embedding=False,
+    positions="learned",
+    type_vocab_size=3,
+    embedding_norm=True,
+    embedding_norm_eps=1e-12,
+    pooler=True,
+)
+
+
+@pytest.fixture(params=["sequential", "after_padding"])
+def front(request, device):
+    """(config, weights, torch model, flax model, ids [B, S] with padding tokens anywhere, token types [B, S])."""
+    config = FRONT_CONFIG.replace(position_ids=request.param)
+    weights = random_tensors(config, seed=5)
+    torch_model = rosetta_torch.from_canonical(config, weights, device=device).eval()
+    flax_model = rosetta_flax.from_canonical(config, weights)
+    flax_model.eval()
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, config.vocab_size, (3, 7))
+    ids[0, 2], ids[1, 5:], ids[2, :] = config.padding_idx, config.padding_idx, config.padding_idx
+    types = rng.integers(0, config.type_vocab_size, ids.shape)
+    return config, weights, torch_model, flax_model, ids, types
+
+
+def test_learned_positions(front, device):
+    """x + table[position_ids(token_ids)], the ids as rosetta_common.positional computes them (RoBERTa's too)."""
+    config, weights, torch_model, flax_model, ids, _ = front
+    x = np.random.default_rng(7).normal(size=(*ids.shape, config.d_model))
+    rows = positional.position_ids(config, ids)
+    expected = x + weights["position_embedding.weight"][rows]
+    assert max_abs_diff(torch_np(torch_model.positional, x, ids, device=device), expected) <= FLOAT64
+    assert max_abs_diff(flax_model.positional(jnp.asarray(x), jnp.asarray(ids)), expected) <= FLOAT64
+    torch_rows = torch_np(torch_model.positional.position_ids, ids, device=device)
+    assert np.array_equal(torch_rows, rows)
+    assert np.array_equal(np.asarray(flax_model.positional.position_ids(jnp.asarray(ids))), rows)
+    assert rows.max() < config.position_table_size
+
+
+def test_token_types(front, device):
+    _, weights, torch_model, flax_model, _, types = front
+    expected = weights["token_type_embedding.weight"][types]
+    assert max_abs_diff(torch_np(torch_model.token_type, types, device=device), expected) <= FLOAT64
+    assert max_abs_diff(flax_model.token_type(jnp.asarray(types)), expected) <= FLOAT64
+
+
+def test_embedding_norm(front, device):
+    """The embedding LayerNorm has its own epsilon (BERT's 1e-12) and torch's two-pass variance."""
+    config, weights, torch_model, flax_model, ids, _ = front
+    x = np.random.default_rng(8).normal(size=(*ids.shape, config.d_model))
+    scale, bias = weights["embedding_norm.scale"], weights["embedding_norm.bias"]
+    expected = oracle.layer_norm(x, scale, bias, config.embedding_norm_epsilon)
+    assert max_abs_diff(torch_np(torch_model.embedding_norm, x, device=device), expected) <= FLOAT64
+    assert max_abs_diff(flax_model.embedding_norm(jnp.asarray(x)), expected) <= FLOAT64
+    assert torch_model.embedding_norm.eps == flax_model.embedding_norm.epsilon == 1e-12
+    assert flax_model.embedding_norm.use_fast_variance is False
+
+
+def test_embedding_front(front, device):
+    """Token embedding + positions + token types, then the LayerNorm: the oracle's `embedding_front`, by name."""
+    config, weights, torch_model, flax_model, ids, types = front
+    expected = oracle.embedding_front(config, weights, ids, types)
+    assert list(expected) == ["embedding", "positional", "embedding_norm"]
+    with torch.no_grad():
+        got_torch = torch_model.embedding_front(torch.from_numpy(ids).to(device), torch.from_numpy(types).to(device))
+    got_flax = flax_model.embedding_front(jnp.asarray(ids), jnp.asarray(types))
+    assert list(got_torch) == list(got_flax) == list(expected)
+    for name, value in expected.items():
+        assert max_abs_diff(got_torch[name].cpu().numpy(), value) <= FLOAT64, name
+        assert max_abs_diff(got_flax[name], value) <= FLOAT64, name
+
+
+def test_pooler(front, device):
+    """tanh(hidden[:, 0] @ kernel + bias): the module and the Encoder's `pooled`."""
+    config, weights, torch_model, flax_model, ids, _ = front
+    hidden = np.random.default_rng(9).normal(size=(*ids.shape, config.d_model))
+    expected = np.tanh(hidden[:, 0] @ weights["pooler.kernel"] + weights["pooler.bias"])
+    assert expected.shape == (ids.shape[0], config.d_model)
+    for got in (
+        torch_np(torch_model.pooler, hidden, device=device),
+        torch_np(torch_model.pooled, hidden, device=device),
+        flax_model.pooler(jnp.asarray(hidden)),
+        flax_model.pooled(jnp.asarray(hidden)),
+    ):
+        assert max_abs_diff(got, expected) <= FLOAT64
+
+
+def test_pooled_without_a_pooler_is_a_clear_error(setup):
+    _, _, torch_model, flax_model, x, _ = setup
+    with pytest.raises(ValueError, match=r"this encoder has no pooler \(EncoderConfig\.pooler=False\)"):
+        torch_model.pooled(torch.from_numpy(x))
+    with pytest.raises(ValueError, match=r"this encoder has no pooler \(EncoderConfig\.pooler=False\)"):
+        flax_model.pooled(jnp.asarray(x))
+
+
+@pytest.mark.parametrize("framework", ["torch", "flax"])
+@pytest.mark.parametrize("position_ids", ["sequential", "after_padding"])
+def test_learned_tables_init_as_bert(framework, position_ids):
+    """Position and token-type tables start N(0, 0.02) (BERT); RoBERTa's padding row of positions starts at 0."""
+    config = FRONT_CONFIG.replace(max_len=1000, d_model=16, type_vocab_size=1000, position_ids=position_ids)
+    if framework == "torch":
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = rosetta_torch.Encoder(config)
+        positions, types = (m.weight.detach().numpy() for m in (model.positional, model.token_type))
+    else:
+        model = rosetta_flax.Encoder(config, rngs=nnx.Rngs(0))
+        positions, types = (np.asarray(m.weight[...]) for m in (model.positional, model.token_type))
+    assert positions.shape == (config.position_table_size, config.d_model)
+    assert types.shape == (config.type_vocab_size, config.d_model)
+    frozen = config.padding_idx if position_ids == "after_padding" else None
+    if frozen is not None:
+        assert np.all(positions[frozen] == 0.0)
+        positions = np.delete(positions, frozen, axis=0)
+    for table in (positions, types):  # 16,000 draws: the sample std is within 3% of 0.02 (5 sigma)
+        assert abs(table.mean()) < 0.002 and 0.0194 < table.std() < 0.0206
+        assert np.abs(table).min(axis=1).max() > 0

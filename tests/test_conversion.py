@@ -125,3 +125,34 @@ def test_to_canonical_returns_copies_not_live_views():
         for param in model.parameters():
             param.add_(1.0)
     assert all(np.array_equal(snapshot[name], before[name]) for name in snapshot)
+
+
+@pytest.mark.parametrize("case", ["bert_front", "roberta_front"])
+def test_embedding_front_models_hold_exactly_the_canonical_tensors(case, tmp_path):
+    """Learned positions, token types, the embedding LayerNorm and the pooler: every canonical tensor, no other
+    (native names from the name tables), bit-exact through both frameworks and their files; torch's model built
+    on the meta device keeps nothing there (the sinusoidal buffer is the one rebuilt, and these configs have none).
+    """
+    from rosetta_common.name_tables import FLAX_ENCODER, TORCH_ENCODER
+    from rosetta_common.vectors import stored_vector
+
+    vector = stored_vector(case)
+    config = vector.config
+    weights = {name: vector.weights[name] for name in expected_shapes(config)}  # file order (the file sorts them)
+    assert {"position_embedding.weight", "token_type_embedding.weight", "pooler.kernel"} <= set(weights)
+    torch_model = rosetta_torch.from_canonical(config, weights)
+    assert not any(t.is_meta for t in (*torch_model.parameters(), *torch_model.buffers()))
+    assert list(torch_model.state_dict()) == list(TORCH_ENCODER.native_names(config).values())
+    flax_model = rosetta_flax.from_canonical(config, weights)
+    flax_names = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(flax_model, nnx.Param))}
+    assert flax_names == set(FLAX_ENCODER.native_names(config).values())
+    assert_same_tensors(rosetta_torch.to_canonical(torch_model), weights)
+    assert_same_tensors(rosetta_flax.to_canonical(flax_model), weights)
+    torch_file = rosetta_torch.save(torch_model, tmp_path / "torch.safetensors")
+    flax_file = rosetta_flax.save(rosetta_flax.load(torch_file), tmp_path / "flax.safetensors")
+    assert_same_tensors(rosetta_torch.to_canonical(rosetta_torch.load(flax_file)), weights)
+    # A fresh model of the config (random init) has the same names and shapes.
+    fresh = rosetta_torch.Encoder(config, dtype=torch.float64)
+    assert {n: v.shape for n, v in rosetta_torch.to_canonical(fresh).items()} == expected_shapes(config)
+    fresh_flax = rosetta_flax.Encoder(config, dtype=jnp.float64, rngs=nnx.Rngs(0))
+    assert {n: v.shape for n, v in rosetta_flax.to_canonical(fresh_flax).items()} == expected_shapes(config)

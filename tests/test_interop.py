@@ -433,3 +433,28 @@ def test_unsupported_final_norm_is_refused(norm: nn.Module, message: str) -> Non
     encoder.norm = norm
     with pytest.raises(ValueError, match=message):
         from_torch_modules(config, embedding, encoder)
+
+
+FRONT_OPTIONS = {
+    "learned_positions": ({"positions": "learned"}, r"config\.positions is 'learned'"),
+    "after_padding": (
+        {"positions": "learned", "position_ids": "after_padding"},
+        r"config\.positions is 'learned'.*\n.*config\.position_ids is 'after_padding'",
+    ),
+    "token_types": ({"type_vocab_size": 2}, r"config\.type_vocab_size is 2: nn\.Embedding \+ nn\.TransformerEncoder"),
+    "embedding_norm": ({"embedding_norm": True}, r"config\.embedding_norm is True"),
+    "pooler": ({"pooler": True}, r"config\.pooler is True: .* only has pooler=False"),
+}
+
+
+@pytest.mark.parametrize("options", FRONT_OPTIONS, ids=list(FRONT_OPTIONS))
+def test_embedding_front_options_are_refused_both_ways(options: str) -> None:
+    """nn.Embedding + nn.TransformerEncoder has no learned positions, token types, embedding norm or pooler: a
+    ValueError naming the option, in export and in import, never a model without those parts."""
+    changes, message = FRONT_OPTIONS[options]
+    config = CONFIG.replace(**changes)
+    model = from_canonical(config, random_tensors(config, seed=1))
+    with pytest.raises(ValueError, match=r"cannot export this encoder to torch modules:\n  - " + message):
+        to_torch_modules(model)
+    with pytest.raises(ValueError, match=r"cannot import these torch modules into rosetta:\n  - " + message):
+        from_torch_modules(config, *plain_modules(CONFIG))

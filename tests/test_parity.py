@@ -14,14 +14,16 @@ DTYPES = ["float64", "float32"]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_torch_matches_oracle(vector, dtype, device):
-    acts = torch_activations(vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype, device=device)
+    args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
+    acts = torch_activations(*args, token_type_ids=vector.token_type_ids, device=device)
     bound = tolerances.output_bound(dtype, against_oracle=True)
     assert first_divergence(acts, vector.oracle, bound) is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_flax_matches_oracle(vector, dtype, device):
-    acts = flax_activations(vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
+    args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
+    acts = flax_activations(*args, token_type_ids=vector.token_type_ids)
     bound = tolerances.output_bound(dtype, against_oracle=True)
     assert first_divergence(acts, vector.oracle, bound) is None
 
@@ -29,15 +31,22 @@ def test_flax_matches_oracle(vector, dtype, device):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_torch_matches_flax(vector, dtype, device):
     args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, dtype)
-    torch_acts, flax_acts = torch_activations(*args, device=device), flax_activations(*args)
+    types = vector.token_type_ids
+    torch_acts = torch_activations(*args, token_type_ids=types, device=device)
+    flax_acts = flax_activations(*args, token_type_ids=types)
     assert first_divergence(torch_acts, flax_acts, tolerances.output_bound(dtype, against_oracle=False)) is None
 
 
 def test_float64_agreement_is_near_machine_precision(vector, device):
     """The 1e-10 bound has room to spare: measured differences are ~1e-15 on outputs of order 1."""
     args = (vector.config, vector.weights, vector.token_ids, vector.padding_mask, "float64")
-    for acts in (torch_activations(*args, device=device), flax_activations(*args)):
-        assert max_abs_diff(acts["output"], vector.oracle["output"]) < 1e-13
+    types = vector.token_type_ids
+    for acts in (
+        torch_activations(*args, token_type_ids=types, device=device),
+        flax_activations(*args, token_type_ids=types),
+    ):
+        for name in ("output", "pooler") if vector.config.pooler else ("output",):
+            assert max_abs_diff(acts[name], vector.oracle[name]) < 1e-13, name
 
 
 def test_default_mask_comes_from_padding_idx(vector, device):
@@ -45,10 +54,14 @@ def test_default_mask_comes_from_padding_idx(vector, device):
     expected = (
         vector.oracle
         if vector.config.padding_idx is not None
-        else encoder_forward(vector.config, vector.weights, vector.token_ids, None)
+        else encoder_forward(vector.config, vector.weights, vector.token_ids, token_type_ids=vector.token_type_ids)
     )
     args = (vector.config, vector.weights, vector.token_ids, None, "float64")
-    for acts in (torch_activations(*args, device=device), flax_activations(*args)):
+    types = vector.token_type_ids
+    for acts in (
+        torch_activations(*args, token_type_ids=types, device=device),
+        flax_activations(*args, token_type_ids=types),
+    ):
         assert first_divergence(acts, expected, tolerances.FLOAT64) is None
 
 
@@ -68,9 +81,10 @@ def test_all_padding_sequence_is_finite(device):
         assert first_divergence(acts, oracle, tolerances.FLOAT64) is None
 
 
-@pytest.mark.parametrize("case", ["varied_padding", "odd_sizes", "all_padding_row"])
+@pytest.mark.parametrize("case", ["varied_padding", "odd_sizes", "all_padding_row", "bert_front", "roberta_front"])
 def test_padding_never_attended_as_key(case, device):
-    """Changing the tokens at padded positions leaves the output of every real token unchanged."""
+    """Changing the tokens at padded positions leaves the output of every real token unchanged (RoBERTa's
+    position ids too: the padding is trailing, so no real token's position changes)."""
 
     from rosetta_common.vectors import stored_vector
 
@@ -80,9 +94,12 @@ def test_padding_never_attended_as_key(case, device):
     changed = np.where(mask, rng.integers(0, vector.config.vocab_size, mask.shape), vector.token_ids)
     assert (changed != vector.token_ids).any()
     real_tokens = ~mask
+    types = vector.token_type_ids
     for run in (
-        lambda ids: torch_activations(vector.config, vector.weights, ids, mask, "float64", device=device),
-        lambda ids: flax_activations(vector.config, vector.weights, ids, mask, "float64"),
+        lambda ids: torch_activations(
+            vector.config, vector.weights, ids, mask, "float64", token_type_ids=types, device=device
+        ),
+        lambda ids: flax_activations(vector.config, vector.weights, ids, mask, "float64", token_type_ids=types),
     ):
         before, after = run(vector.token_ids)["output"], run(changed)["output"]
         assert max_abs_diff(before[real_tokens], after[real_tokens]) < 1e-12

@@ -95,10 +95,13 @@ def flax_model(case: Case, tensors: dict[str, np.ndarray]) -> rosetta_flax.Encod
 
 # Compiled once per model structure and shape, reused across cases (new lambdas per call would compile anew).
 embedding = nnx.jit(lambda model, ids: model.embedding(ids))
-positional = nnx.jit(lambda model, x: model.positional(x))
+positional = nnx.jit(lambda model, x, ids: model.positional(x, ids))
+token_types = nnx.jit(lambda model, x, types: x + model.token_type(types))
+embedding_norm = nnx.jit(lambda model, x: model.embedding_norm(x))
 attention_block = nnx.jit(lambda layer, x, bias: layer.attention_block(x, bias))
 feed_forward_block = nnx.jit(lambda layer, x: layer.feed_forward_block(x))
 final_norm = nnx.jit(lambda model, x: model.final_norm(x))
+pooler = nnx.jit(lambda model, x: model.pooler(x))
 whole_model = nnx.jit(lambda model, ids, mask: model.activations(ids, mask))
 
 
@@ -112,7 +115,12 @@ def flax_activations(case: Case, tensors: dict[str, np.ndarray]) -> dict[str, np
     ids = jnp.asarray(case.token_ids)
     mask = model.padding_mask_for(ids, _as_jax(case.padding_mask))
     acts = {"embedding": embedding(model, ids)}
-    x = acts["positional"] = positional(model, acts["embedding"])
+    x = positional(model, acts["embedding"], ids)
+    if model.token_type is not None:  # the default token types, as the rounding estimate assumes
+        x = token_types(model, x, jnp.zeros_like(ids))
+    acts["positional"] = x
+    if model.embedding_norm is not None:
+        x = acts["embedding_norm"] = embedding_norm(model, x)
     bias = attention_bias(mask, x.dtype)
     for i, layer in enumerate(model.layers):
         x = acts[f"layers.{i}.attn"] = attention_block(layer, x, bias)
@@ -120,6 +128,8 @@ def flax_activations(case: Case, tensors: dict[str, np.ndarray]) -> dict[str, np
     if model.final_norm is not None:
         x = acts["final_norm"] = final_norm(model, x)
     acts["output"] = x
+    if model.pooler is not None:
+        acts["pooler"] = pooler(model, x)
     return {name: np.asarray(value) for name, value in acts.items()}
 
 
@@ -146,7 +156,9 @@ def assert_within(differences: dict[str, float], bounds: dict[str, float], what:
 
 def expected_components(config: EncoderConfig) -> list[str]:
     layers = [f"layers.{i}.{part}" for i in range(config.n_layers) for part in ("attn", "ffn")]
-    return ["embedding", "positional", *layers, *(["final_norm"] if config.has_final_norm else []), "output"]
+    front = ["embedding", "positional", *(["embedding_norm"] if config.embedding_norm else [])]
+    end = [*(["final_norm"] if config.has_final_norm else []), "output", *(["pooler"] if config.pooler else [])]
+    return [*front, *layers, *end]
 
 
 def check_float64_parity(case: Case) -> None:

@@ -35,11 +35,20 @@ def layer_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
 
 def expected_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
     """Every canonical tensor name for `config`, in file order, with its shape."""
-    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, config.d_model)}
+    d = config.d_model
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, d)}
+    if config.positions == "learned":
+        shapes["position_embedding.weight"] = (config.position_table_size, d)
+    if config.type_vocab_size:
+        shapes["token_type_embedding.weight"] = (config.type_vocab_size, d)
+    if config.embedding_norm:
+        shapes["embedding_norm.scale"] = shapes["embedding_norm.bias"] = (d,)
     for i in range(config.n_layers):
         shapes.update({f"layers.{i}.{name}": shape for name, shape in layer_shapes(config).items()})
     if config.has_final_norm:
-        shapes["final_norm.scale"] = shapes["final_norm.bias"] = (config.d_model,)
+        shapes["final_norm.scale"] = shapes["final_norm.bias"] = (d,)
+    if config.pooler:
+        shapes["pooler.kernel"], shapes["pooler.bias"] = (d, d), (d,)
     return shapes
 
 

@@ -47,3 +47,36 @@ def check_array_type(name: str, value: object, array_types: tuple[type, ...], ki
     how to convert it (`convert` names the function, e.g. "torch.as_tensor")."""
     if not isinstance(value, array_types):
         raise InputError(f"{name} must be {kind}, got {type(value).__name__} (convert it with {convert}({name}))")
+
+
+def check_token_type_ids(
+    config: EncoderConfig,
+    ids_shape: Sequence[int],
+    shape: Sequence[int],
+    dtype_name: str,
+    is_integer: bool,
+    id_min: int,
+    id_max: int,
+) -> None:
+    """Check token type (segment) ids: ints in [0, type_vocab_size), the shape of the token ids."""
+    if not config.type_vocab_size:
+        raise InputError("token_type_ids given, but this encoder has no token-type embeddings (type_vocab_size=0)")
+    if tuple(shape) != tuple(ids_shape):
+        raise InputError(f"token_type_ids shape {tuple(shape)} does not match token_ids shape {tuple(ids_shape)}")
+    if not is_integer:
+        raise InputError(f"token_type_ids must be an integer array, got dtype {dtype_name}")
+    if id_min < 0 or id_max >= config.type_vocab_size:
+        bad = id_min if id_min < 0 else id_max
+        raise InputError(f"token type id {bad} is out of range [0, type_vocab_size={config.type_vocab_size})")
+
+
+def check_attention_mask(
+    padding_mask_given: bool, ids_shape: Sequence[int], shape: Sequence[int], values_ok: bool
+) -> None:
+    """Check an HF-style attention_mask (1 = keep, 0 = padding), given instead of a padding_mask."""
+    if padding_mask_given:
+        raise InputError("pass padding_mask (True = padding) or attention_mask (1 = keep, 0 = padding), not both")
+    if tuple(shape) != tuple(ids_shape):
+        raise InputError(f"attention_mask shape {tuple(shape)} does not match token_ids shape {tuple(ids_shape)}")
+    if not values_ok:
+        raise InputError("attention_mask must hold only 0 (padding) and 1 (keep)")

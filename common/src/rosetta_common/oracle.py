@@ -4,11 +4,13 @@ Every test compares the two frameworks against this third, independent implement
 also returns the activations at each component boundary, so a failing comparison names where it starts:
 
     embedding          token embedding (x sqrt(d_model) when scale_embedding)      [B, S, D]
-    positional         embedding + positional encoding                           [B, S, D]
+    positional         + positions (sinusoidal or learned), + token types if any  [B, S, D]
+    embedding_norm     after the embedding LayerNorm (only when configured)       [B, S, D]
     layers.{i}.attn    hidden state after the attention sub-layer (add & norm)   [B, S, D]
     layers.{i}.ffn     hidden state after the feed-forward sub-layer             [B, S, D]
     final_norm         after the final LayerNorm (only when the config has one)  [B, S, D]
     output             the encoder output                                        [B, S, D]
+    pooler             tanh(output[:, 0] @ pooler.kernel + bias) (when configured) [B, D]
 
 Every function takes an optional `rounding`, applied to each intermediate array it computes (identity by default,
 so the oracle is exact float64). `rosetta_common.rounding_error` passes a random relative perturbation there to
@@ -23,8 +25,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from rosetta_common.config import EncoderConfig
-from rosetta_common.inputs import check_padding_mask, check_token_ids
-from rosetta_common.positional import sinusoidal_table
+from rosetta_common.inputs import check_attention_mask, check_padding_mask, check_token_ids, check_token_type_ids
+from rosetta_common.positional import position_ids, sinusoidal_table
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -143,43 +145,94 @@ def default_padding_mask(config: EncoderConfig, token_ids: np.ndarray) -> np.nda
     return token_ids == config.padding_idx
 
 
-def encoder_forward(
+def embedding_front(
     config: EncoderConfig,
-    tensors: Mapping[str, np.ndarray],
+    w: Mapping[str, np.ndarray],
     token_ids: np.ndarray,
-    padding_mask: np.ndarray | None = None,
+    token_type_ids: np.ndarray | None,
     *,
     rounding: Rounding = exact,
 ) -> dict[str, np.ndarray]:
-    """The encoder in float64 (dropout off). token_ids int `[B, S]` -> every boundary activation, see module doc.
-
-    `rounding` (see the module doc) is applied to every intermediate array; the default computes exactly.
-    """
-    token_ids = np.asarray(token_ids)
-    is_int = np.issubdtype(token_ids.dtype, np.integer)
-    check_token_ids(
-        config,
-        token_ids.shape,
-        str(token_ids.dtype),
-        is_int,
-        int(token_ids.min()) if is_int and token_ids.size else 0,
-        int(token_ids.max()) if is_int and token_ids.size else 0,
-    )
-    if padding_mask is None:
-        mask = default_padding_mask(config, token_ids)
-    else:
-        mask = np.asarray(padding_mask)
-        check_padding_mask(token_ids.shape, mask.shape, str(mask.dtype), mask.dtype == np.bool_)
-    w = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
-
+    """Token embedding, positions, token types and the embedding LayerNorm: the activations up to the first layer."""
     r = rounding
     acts: dict[str, np.ndarray] = {}
     x = w["embedding.weight"][token_ids]
     if config.scale_embedding:
         x = r(x * math.sqrt(config.d_model))
     acts["embedding"] = x
-    x = r(x + r(sinusoidal_table(config.max_len, config.d_model)[: token_ids.shape[1]]))
+    if config.positions == "learned":
+        x = r(x + w["position_embedding.weight"][position_ids(config, token_ids)])
+    else:
+        x = r(x + r(sinusoidal_table(config.max_len, config.d_model)[: token_ids.shape[1]]))
+    if config.type_vocab_size:
+        types = np.zeros_like(token_ids) if token_type_ids is None else token_type_ids
+        x = r(x + w["token_type_embedding.weight"][types])
     acts["positional"] = x
+    if config.embedding_norm:
+        scale, bias = w["embedding_norm.scale"], w["embedding_norm.bias"]
+        acts["embedding_norm"] = layer_norm(x, scale, bias, config.embedding_norm_epsilon, rounding=r)
+    return acts
+
+
+def checked_masks(
+    config: EncoderConfig,
+    token_ids: np.ndarray,
+    padding_mask: np.ndarray | None,
+    attention_mask: np.ndarray | None,
+    token_type_ids: np.ndarray | None,
+) -> np.ndarray:
+    """Check every input (the same checks, in the same words, as both frameworks) and return the padding mask."""
+    is_int = np.issubdtype(token_ids.dtype, np.integer)
+    nonempty = is_int and token_ids.size
+    check_token_ids(
+        config,
+        token_ids.shape,
+        str(token_ids.dtype),
+        is_int,
+        int(token_ids.min()) if nonempty else 0,
+        int(token_ids.max()) if nonempty else 0,
+    )
+    if token_type_ids is not None:
+        types = np.asarray(token_type_ids)
+        types_int = np.issubdtype(types.dtype, np.integer)
+        lowest = int(types.min()) if types_int and types.size else 0
+        highest = int(types.max()) if types_int and types.size else 0
+        check_token_type_ids(config, token_ids.shape, types.shape, str(types.dtype), types_int, lowest, highest)
+    if attention_mask is not None:
+        keep = np.asarray(attention_mask)
+        check_attention_mask(padding_mask is not None, token_ids.shape, keep.shape, bool(np.isin(keep, (0, 1)).all()))
+        return keep == 0
+    if padding_mask is None:
+        return default_padding_mask(config, token_ids)
+    mask = np.asarray(padding_mask)
+    check_padding_mask(token_ids.shape, mask.shape, str(mask.dtype), mask.dtype == np.bool_)
+    return mask
+
+
+def encoder_forward(
+    config: EncoderConfig,
+    tensors: Mapping[str, np.ndarray],
+    token_ids: np.ndarray,
+    padding_mask: np.ndarray | None = None,
+    *,
+    token_type_ids: np.ndarray | None = None,
+    attention_mask: np.ndarray | None = None,
+    rounding: Rounding = exact,
+) -> dict[str, np.ndarray]:
+    """The encoder in float64 (dropout off). token_ids int `[B, S]` -> every boundary activation, see module doc.
+
+    `padding_mask` bool (True = padding) or, instead, HF's `attention_mask` (1 = keep); `token_type_ids` int
+    `[B, S]` when the config has token types (default: all 0). `rounding` (see the module doc) is applied to
+    every intermediate array; the default computes exactly.
+    """
+    token_ids = np.asarray(token_ids)
+    mask = checked_masks(config, token_ids, padding_mask, attention_mask, token_type_ids)
+    w = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
+    types = None if token_type_ids is None else np.asarray(token_type_ids)
+
+    r = rounding
+    acts = embedding_front(config, w, token_ids, types, rounding=r)
+    x = acts["embedding_norm" if config.embedding_norm else "positional"]
     for i in range(config.n_layers):
         layer = {name[len(f"layers.{i}.") :]: value for name, value in w.items() if name.startswith(f"layers.{i}.")}
         acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask, rounding=r)
@@ -188,4 +241,6 @@ def encoder_forward(
         x = layer_norm(x, w["final_norm.scale"], w["final_norm.bias"], config.layer_norm_eps, rounding=r)
         acts["final_norm"] = x
     acts["output"] = x
+    if config.pooler:
+        acts["pooler"] = r(np.tanh(r(r(x[:, 0] @ w["pooler.kernel"]) + w["pooler.bias"])))
     return acts

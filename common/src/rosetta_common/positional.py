@@ -6,6 +6,8 @@ import functools
 
 import numpy as np
 
+from rosetta_common.config import EncoderConfig
+
 
 @functools.lru_cache(maxsize=16)
 def _table(length: int, d_model: int) -> np.ndarray:
@@ -25,3 +27,16 @@ def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
     The returned array is read-only and cached; copy it before changing it.
     """
     return _table(int(length), int(d_model))
+
+
+def position_ids(config: EncoderConfig, token_ids: np.ndarray) -> np.ndarray:
+    """The row of the position table each token reads, int64 `[B, S]`.
+
+    "sequential": 0, 1, ..., S-1. "after_padding" (RoBERTa): padding_idx + 1, + 2, ... counting the tokens that are
+    not padding_idx, and padding_idx itself at padding tokens (whose rows then do not depend on where they stand).
+    """
+    batch, seq = token_ids.shape
+    if config.position_ids == "sequential":
+        return np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))
+    real = (token_ids != config.padding_idx).astype(np.int64)
+    return np.cumsum(real, axis=1) * real + config.padding_idx

@@ -44,21 +44,25 @@ def float32_error_estimate(
     token_ids: np.ndarray,
     padding_mask: np.ndarray | None = None,
     *,
+    token_type_ids: np.ndarray | None = None,
     runs: int = 8,
     seed: int = 0,
     unit_roundoff: float = FLOAT32_UNIT_ROUNDOFF,
 ) -> dict[str, float]:
     """Per component boundary (the oracle's names): max |randomly rounded - exact| over `runs` oracle runs.
 
-    token_ids int `[B, S]`, padding_mask bool `[B, S]` or None (from padding_idx), as `encoder_forward`.
+    token_ids int `[B, S]`, padding_mask bool `[B, S]` or None (from padding_idx), token_type_ids as
+    `encoder_forward`.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    exact = encoder_forward(config, tensors, token_ids, padding_mask)
+    inputs = {"token_type_ids": token_type_ids}
+    exact = encoder_forward(config, tensors, token_ids, padding_mask, **inputs)
     rng = np.random.default_rng(seed)
     estimate = dict.fromkeys(exact, 0.0)
     for _ in range(runs):
-        rounded = encoder_forward(config, tensors, token_ids, padding_mask, rounding=RandomRounding(unit_roundoff, rng))
+        rounding = RandomRounding(unit_roundoff, rng)
+        rounded = encoder_forward(config, tensors, token_ids, padding_mask, rounding=rounding, **inputs)
         for name, value in rounded.items():
             estimate[name] = max(estimate[name], float(np.abs(value - exact[name]).max()))
     return estimate

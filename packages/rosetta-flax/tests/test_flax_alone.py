@@ -20,7 +20,9 @@ def vector(request):
 def test_matches_stored_oracle(vector, dtype):
     model = rosetta_flax.from_canonical(vector.config, {k: v.astype(dtype) for k, v in vector.weights.items()})
     model.eval()
-    acts = model.activations(jnp.asarray(vector.token_ids), jnp.asarray(vector.padding_mask))
+    types = None if vector.token_type_ids is None else jnp.asarray(vector.token_type_ids)
+    acts = model.activations(jnp.asarray(vector.token_ids), jnp.asarray(vector.padding_mask), token_type_ids=types)
+    assert set(acts) == set(vector.oracle)
     bound = tolerances.output_bound(np.dtype(dtype).name, against_oracle=True)
     for name, expected in vector.oracle.items():
         assert np.abs(np.asarray(acts[name]) - expected).max() <= bound, name
@@ -39,6 +41,16 @@ def test_bad_token_id_is_a_clear_error(vector):
     ids[0, 0] = vector.config.vocab_size
     with pytest.raises(InputError, match="out of range"):
         model(jnp.asarray(ids))
+
+
+@pytest.mark.parametrize("name", [case.name for case in CASES if case.config.type_vocab_size])
+def test_bad_token_type_is_a_clear_error(name):
+    vector = stored_vector(name)
+    model = rosetta_flax.from_canonical(vector.config, vector.weights)
+    types = np.array(vector.token_type_ids)
+    types[0, 0] = vector.config.type_vocab_size
+    with pytest.raises(InputError, match=rf"token type id {vector.config.type_vocab_size} is out of range"):
+        model(jnp.asarray(vector.token_ids), token_type_ids=jnp.asarray(types))
 
 
 def test_orbax_checkpoint_round_trip_without_torch(tmp_path, vector):

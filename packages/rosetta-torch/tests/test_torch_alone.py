@@ -19,8 +19,12 @@ def vector(request):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_matches_stored_oracle(vector, dtype):
     model = rosetta_torch.from_canonical(vector.config, {k: v.astype(dtype) for k, v in vector.weights.items()})
+    types = None if vector.token_type_ids is None else torch.from_numpy(vector.token_type_ids)
     with torch.no_grad():
-        acts = model.eval().activations(torch.from_numpy(vector.token_ids), torch.from_numpy(vector.padding_mask))
+        acts = model.eval().activations(
+            torch.from_numpy(vector.token_ids), torch.from_numpy(vector.padding_mask), token_type_ids=types
+        )
+    assert set(acts) == set(vector.oracle)
     bound = tolerances.output_bound(np.dtype(dtype).name, against_oracle=True)
     for name, expected in vector.oracle.items():
         assert np.abs(acts[name].numpy() - expected).max() <= bound, name
@@ -39,3 +43,13 @@ def test_bad_token_id_is_a_clear_error(vector):
     ids[0, 0] = vector.config.vocab_size
     with pytest.raises(InputError, match="out of range"):
         model(ids)
+
+
+@pytest.mark.parametrize("name", [case.name for case in CASES if case.config.type_vocab_size])
+def test_bad_token_type_is_a_clear_error(name):
+    vector = stored_vector(name)
+    model = rosetta_torch.from_canonical(vector.config, vector.weights)
+    types = torch.from_numpy(vector.token_type_ids).clone()
+    types[0, 0] = vector.config.type_vocab_size
+    with pytest.raises(InputError, match=rf"token type id {vector.config.type_vocab_size} is out of range"):
+        model(torch.from_numpy(vector.token_ids), token_type_ids=types)

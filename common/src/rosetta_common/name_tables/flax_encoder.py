@@ -11,6 +11,9 @@ FLAX_ENCODER = NameTable(
     "rosetta_flax.Encoder NNX state",
     (
         rule("embedding.weight", "embedding.weight"),
+        rule("position_embedding.weight", "positional.weight"),
+        rule("token_type_embedding.weight", "token_type.weight"),
+        *same_leaves("embedding_norm", "embedding_norm", NORM),
         *same_leaves("layers.{}.attn.q", "layers.{}.attn.q", LINEAR),
         *same_leaves("layers.{}.attn.k", "layers.{}.attn.k", LINEAR),
         *same_leaves("layers.{}.attn.v", "layers.{}.attn.v", LINEAR),
@@ -20,5 +23,6 @@ FLAX_ENCODER = NameTable(
         *same_leaves("layers.{}.ffn.out", "layers.{}.ffn.down", LINEAR),
         *same_leaves("layers.{}.norm2", "layers.{}.norm2", NORM),
         *same_leaves("final_norm", "final_norm", NORM),
+        *same_leaves("pooler", "pooler.dense", LINEAR),
     ),
 )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rosetta_common.canonical import check_named_tensors, expected_shapes
+from rosetta_common.canonical import WeightFormatError, check_named_tensors, expected_shapes
 from rosetta_common.config import EncoderConfig
 
 Tensors = dict[str, np.ndarray]
@@ -124,8 +124,13 @@ class NameTable:
                 names = tuple(template.format(layer) for template in item.canonical)
                 if all(name in order for name in names):
                     entries.append(Entry(names, item.native.format(layer), item.transform))
-        covered = sorted(name for entry in entries for name in entry.canonical)
-        assert covered == sorted(order), f"{self.description}: the table does not cover each canonical tensor once"
+        covered = [name for entry in entries for name in entry.canonical]
+        assert len(covered) == len(set(covered)), f"{self.description}: a canonical tensor has two rules"
+        unplaced = [name for name in order if name not in set(covered)]
+        if unplaced:  # the config uses a part this layout has no place for (e.g. learned positions in nn.Transformer)
+            raise WeightFormatError(
+                f"the {self.description} layout cannot hold this encoder: no place for {', '.join(unplaced)}"
+            )
         return sorted(entries, key=lambda entry: order[entry.canonical[0]])
 
     def native_names(self, config: EncoderConfig) -> dict[str, str]:

@@ -9,6 +9,9 @@ TORCH_ENCODER = NameTable(
     "rosetta_torch.Encoder state_dict",
     (
         rule("embedding.weight", "embedding.weight"),
+        rule("position_embedding.weight", "positional.weight"),
+        rule("token_type_embedding.weight", "token_type.weight"),
+        *torch_layer_norm("embedding_norm", "embedding_norm"),
         *torch_linear("layers.{}.attn.q", "layers.{}.attn.q"),
         *torch_linear("layers.{}.attn.k", "layers.{}.attn.k"),
         *torch_linear("layers.{}.attn.v", "layers.{}.attn.v"),
@@ -18,5 +21,6 @@ TORCH_ENCODER = NameTable(
         *torch_linear("layers.{}.ffn.out", "layers.{}.ffn.down"),
         *torch_layer_norm("layers.{}.norm2", "layers.{}.norm2"),
         *torch_layer_norm("final_norm", "final_norm"),
+        *torch_linear("pooler", "pooler.dense"),
     ),
 )

@@ -85,6 +85,48 @@ CASES: tuple[VectorCase, ...] = (
         (0, 4, 11),
         7,
     ),
+    VectorCase(  # BERT's embedding front: learned positions, token types, embedding LayerNorm, pooler, no scaling
+        "bert_front",
+        _config(
+            d_model=16,
+            n_heads=4,
+            n_layers=2,
+            d_ff=32,
+            activation="gelu",
+            padding_idx=0,
+            max_len=12,
+            scale_embedding=False,
+            positions="learned",
+            type_vocab_size=2,
+            embedding_norm=True,
+            embedding_norm_eps=1e-12,
+            pooler=True,
+        ),
+        9,
+        (0, 4),
+        8,
+    ),
+    VectorCase(  # RoBERTa's: position ids that start after padding_idx, one token type
+        "roberta_front",
+        _config(
+            d_model=12,
+            n_heads=3,
+            n_layers=2,
+            d_ff=20,
+            activation="gelu",
+            padding_idx=1,
+            max_len=10,
+            scale_embedding=False,
+            positions="learned",
+            position_ids="after_padding",
+            type_vocab_size=1,
+            embedding_norm=True,
+            pooler=True,
+        ),
+        7,
+        (0, 2, 7),
+        9,
+    ),
 )
 
 
@@ -129,14 +171,28 @@ def random_inputs(
     return token_ids, mask
 
 
+def random_token_types(config: EncoderConfig, token_ids: np.ndarray, seed: int) -> np.ndarray | None:
+    """Token type ids int64 like `token_ids` (None when the config has no token types): a first and a second
+    segment, split at a random point of each row, as BERT's sentence pairs."""
+    if not config.type_vocab_size:
+        return None
+    rng = np.random.default_rng(seed + 20_000)
+    splits = rng.integers(0, token_ids.shape[1] + 1, size=(token_ids.shape[0], 1))
+    second = np.arange(token_ids.shape[1])[None, :] >= splits
+    return np.minimum(second.astype(np.int64), config.type_vocab_size - 1)
+
+
 def build_case(case: VectorCase) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """All tensors and metadata of one case's file."""
     weights = random_tensors(case.config, case.seed)
     token_ids, mask = random_inputs(case.config, case.seq_len, case.pad_lengths, case.seed)
-    activations = encoder_forward(case.config, weights, token_ids, mask)
+    token_types = random_token_types(case.config, token_ids, case.seed)
+    activations = encoder_forward(case.config, weights, token_ids, mask, token_type_ids=token_types)
     tensors = {f"weights.{name}": value for name, value in weights.items()}
     tensors["inputs.token_ids"] = token_ids
     tensors["inputs.padding_mask"] = mask
+    if token_types is not None:
+        tensors["inputs.token_type_ids"] = token_types
     tensors.update({f"oracle.{name}": value for name, value in activations.items()})
     return tensors, {CONFIG_KEY: case.config.to_json(), "rosetta.vector_case": case.name}
 
@@ -166,6 +222,7 @@ class Vector:
     token_ids: np.ndarray
     padding_mask: np.ndarray
     oracle: dict[str, np.ndarray]
+    token_type_ids: np.ndarray | None = None  # when the config has token types
 
 
 def load_vector(path: str | Path) -> Vector:
@@ -182,6 +239,7 @@ def load_vector(path: str | Path) -> Vector:
         token_ids=tensors["inputs.token_ids"],
         padding_mask=tensors["inputs.padding_mask"],
         oracle=group("oracle."),
+        token_type_ids=tensors.get("inputs.token_type_ids"),
     )
 
 

@@ -2,21 +2,25 @@
 
 from rosetta_flax.attention import MultiHeadSelfAttention, attention_bias
 from rosetta_flax.convert import from_canonical, load, save, to_canonical
-from rosetta_flax.embedding import PositionalEncoding, TokenEmbedding
+from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.encoder import Encoder
 from rosetta_flax.feedforward import FeedForward
 from rosetta_flax.layer import EncoderLayer
 from rosetta_flax.orbax import load_checkpoint, save_checkpoint
+from rosetta_flax.pooler import Pooler
 from rosetta_flax.runner import Runner
 
 __all__ = [
     "Encoder",
     "EncoderLayer",
     "FeedForward",
+    "LearnedPositionalEmbedding",
     "MultiHeadSelfAttention",
+    "Pooler",
     "PositionalEncoding",
     "Runner",
     "TokenEmbedding",
+    "TokenTypeEmbedding",
     "attention_bias",
     "from_canonical",
     "load",

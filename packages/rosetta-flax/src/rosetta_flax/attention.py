@@ -20,6 +20,19 @@ def attention_bias(padding_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.where(padding_mask, jnp.finfo(dtype).min, 0).astype(dtype)[:, None, None, :]
 
 
+def uniform_where_all_padding(query: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """query `[B, H, S, d_head]`, bias `[B, 1, 1, S]` -> the same, with the queries and the bias of every sequence
+    that is all padding set to 0: its scores are then exactly 0 and it attends uniformly, as the oracle defines.
+
+    With every key at the dtype's lowest value the softmax is uniform only because q.k is absorbed into that
+    value; `jax.grad` does not see the absorption and passes gradients to q and k through it (the oracle's scores
+    there are a constant). Zero scores give the same uniform average and no such gradient (as rosetta_torch).
+    """
+    all_padding = (bias == jnp.finfo(bias.dtype).min).all(axis=-1, keepdims=True)  # [B, 1, 1, 1]
+    query = jnp.where(all_padding, jnp.zeros((), query.dtype), query)
+    return query, jnp.where(all_padding, jnp.zeros((), bias.dtype), bias)
+
+
 class MultiHeadSelfAttention(nnx.Module):
     """x `[B, S, D]`, bias `[B, 1, 1, S]` -> `[B, S, D]`; heads are contiguous column blocks of d_head.
 
@@ -50,7 +63,8 @@ class MultiHeadSelfAttention(nnx.Module):
         def heads(projection: nnx.Linear) -> jax.Array:  # [B*S, D] -> [B, H, S, d_head]
             return projection(tokens).reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
 
-        q, k, v = heads(self.q), heads(self.k), heads(self.v)
+        q, bias = uniform_where_all_padding(heads(self.q), bias)
+        k, v = heads(self.k), heads(self.v)
         if self.implementation is None:
             context = self.softmax_attention(q, k, v, bias)
         else:

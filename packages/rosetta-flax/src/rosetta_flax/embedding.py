@@ -1,4 +1,6 @@
-"""Token embedding (padding_idx, sqrt(d_model) scaling) and the sinusoidal positional encoding."""
+"""The embedding front: token embedding (padding_idx, sqrt(d_model) scaling), positions (the sinusoidal table or a
+learned one, as BERT and RoBERTa) and token-type (segment) embeddings. The embedding LayerNorm after them is an
+`nnx.LayerNorm` with torch's maths (`Encoder.embedding_norm`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rosetta_common import EncoderConfig, sinusoidal_table
+
+BERT_INIT_STD = 0.02
+"""The standard deviation BERT initialises its position and token-type tables with."""
+
+
+def _rows_without_gradient_at(weight: jax.Array, ids: jax.Array, frozen: int | None) -> jax.Array:
+    """`weight[ids]` `[B, S, D]`; the rows read at `ids == frozen` pass no gradient back to the table, which leaves
+    that row's gradient exactly zero, as torch's `padding_idx` does (flax's `nnx.Embed` has no such thing)."""
+    rows = jnp.take(weight, ids, axis=0)
+    if frozen is None:
+        return rows
+    return jnp.where((ids == frozen)[..., None], jax.lax.stop_gradient(rows), rows)
 
 
 class TokenEmbedding(nnx.Module):
@@ -28,17 +42,56 @@ class TokenEmbedding(nnx.Module):
         self.weight = nnx.Param(weight)
 
     def __call__(self, token_ids: jax.Array) -> jax.Array:
-        x = jnp.take(self.weight[...], token_ids, axis=0)
-        if self.padding_idx is not None:
-            x = jnp.where((token_ids == self.padding_idx)[..., None], jax.lax.stop_gradient(x), x)
-        return x * self.scale
+        return _rows_without_gradient_at(self.weight[...], token_ids, self.padding_idx) * self.scale
 
 
 class PositionalEncoding(nnx.Module):
-    """Adds the sinusoidal table, a constant of `max_len` rows (not a Param, not state). `[B, S, D]` -> same."""
+    """Adds the sinusoidal table, a constant of `max_len` rows (not a Param, not state).
+
+    x `[B, S, D]` -> same; `token_ids` is not read (the call matches `LearnedPositionalEmbedding`'s).
+    """
 
     def __init__(self, config: EncoderConfig) -> None:
         self.max_len, self.d_model = config.max_len, config.d_model
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, token_ids: jax.Array | None = None) -> jax.Array:
         return x + jnp.asarray(sinusoidal_table(self.max_len, self.d_model)[: x.shape[1]], dtype=x.dtype)
+
+
+class LearnedPositionalEmbedding(nnx.Module):
+    """Adds rows of a trained `[position_table_size, D]` table (BERT, RoBERTa): x `[B, S, D]`, token_ids `[B, S]`
+    -> `[B, S, D]`.
+
+    The rows read are `position_ids(token_ids)` (see `rosetta_common.positional.position_ids`). With
+    `position_ids="after_padding"` (RoBERTa) padding tokens read the padding_idx row, which starts at zero and
+    never receives gradient (stopped as in `TokenEmbedding`). Initialised N(0, 0.02), as BERT.
+    """
+
+    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+        self.padding_idx = config.padding_idx if config.position_ids == "after_padding" else None
+        weight = jax.random.normal(rngs.params(), (config.position_table_size, config.d_model), dtype) * BERT_INIT_STD
+        if self.padding_idx is not None:
+            weight = weight.at[self.padding_idx].set(0.0)
+        self.weight = nnx.Param(weight)
+
+    def position_ids(self, token_ids: jax.Array) -> jax.Array:
+        """int `[B, S]`: 0, 1, ..., S-1; or, after padding, padding_idx + 1, + 2, ... over the non-padding tokens
+        and padding_idx at padding tokens."""
+        if self.padding_idx is None:
+            return jnp.broadcast_to(jnp.arange(token_ids.shape[1]), token_ids.shape)
+        real = (token_ids != self.padding_idx).astype(token_ids.dtype)
+        return jnp.cumsum(real, axis=1) * real + self.padding_idx
+
+    def __call__(self, x: jax.Array, token_ids: jax.Array) -> jax.Array:
+        return x + _rows_without_gradient_at(self.weight[...], self.position_ids(token_ids), self.padding_idx)
+
+
+class TokenTypeEmbedding(nnx.Module):
+    """token_type_ids int `[B, S]` in `[0, type_vocab_size)` -> `[B, S, D]`; initialised N(0, 0.02), as BERT."""
+
+    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+        weight = jax.random.normal(rngs.params(), (config.type_vocab_size, config.d_model), dtype) * BERT_INIT_STD
+        self.weight = nnx.Param(weight)
+
+    def __call__(self, token_type_ids: jax.Array) -> jax.Array:
+        return jnp.take(self.weight[...], token_type_ids, axis=0)

@@ -1,4 +1,5 @@
-"""The Transformer encoder: embedding, positional encoding, N layers, optional final LayerNorm."""
+"""The Transformer encoder: the embedding front (token embedding, positions, token types, embedding LayerNorm),
+N layers, an optional final LayerNorm, and an optional pooler."""
 
 from __future__ import annotations
 
@@ -8,22 +9,34 @@ import numpy as np
 from flax import nnx
 
 from rosetta_common import EncoderConfig, check_array_type, check_padding_mask, check_token_ids
+from rosetta_common.inputs import check_attention_mask, check_token_type_ids
 from rosetta_flax.attention import attention_bias
-from rosetta_flax.embedding import PositionalEncoding, TokenEmbedding
+from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
+from rosetta_flax.pooler import Pooler
 
 ARRAY_TYPES = (jax.Array, np.ndarray)
+Array = jax.Array | np.ndarray
 
 
 def _is_traced(array: object) -> bool:
     return isinstance(array, jax.core.Tracer)
 
 
+def _extremes(array: np.ndarray) -> tuple[int, int]:
+    """(min, max) of an integer array as Python ints; (0, 0) when it is empty or not of an integer dtype."""
+    if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+        return 0, 0
+    return int(array.min()), int(array.max())
+
+
 class Encoder(nnx.Module):
     """`model(token_ids [B, S], padding_mask [B, S] bool, True = padding) -> [B, S, D]`.
 
-    Inputs are checked when they are concrete; under `jax.jit` call `check_inputs` before the jitted function
-    (JAX's gather would silently clamp a bad token id).
+    Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
+    `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
+    the config has a pooler. Inputs are checked when they are concrete; under `jax.jit` call `check_inputs`
+    before the jitted function (JAX's gather would silently clamp a bad token id).
     """
 
     def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
@@ -31,50 +44,111 @@ class Encoder(nnx.Module):
             raise ValueError("a float64 Encoder needs JAX x64: jax.config.update('jax_enable_x64', True)")
         self.config = config
         self.embedding = TokenEmbedding(config, dtype=dtype, rngs=rngs)
-        self.positional = PositionalEncoding(config)
+        self.positional = (
+            LearnedPositionalEmbedding(config, dtype=dtype, rngs=rngs)
+            if config.positions == "learned"
+            else PositionalEncoding(config)
+        )
+        self.token_type = TokenTypeEmbedding(config, dtype=dtype, rngs=rngs) if config.type_vocab_size else None
+        self.embedding_norm = (
+            layer_norm(config, dtype, rngs, epsilon=config.embedding_norm_epsilon) if config.embedding_norm else None
+        )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.layers = nnx.List([EncoderLayer(config, dtype=dtype, rngs=rngs) for _ in range(config.n_layers)])
         self.final_norm = layer_norm(config, dtype, rngs) if config.has_final_norm else None
+        self.pooler = Pooler(config, dtype=dtype, rngs=rngs) if config.pooler else None
 
     def check_inputs(
-        self, token_ids: jax.Array | np.ndarray, padding_mask: jax.Array | np.ndarray | None = None
+        self,
+        token_ids: Array,
+        padding_mask: Array | None = None,
+        *,
+        token_type_ids: Array | None = None,
+        attention_mask: Array | None = None,
     ) -> None:
-        """Raise a clear InputError for bad token ids or a bad padding mask (concrete arrays only)."""
-        check_array_type("token_ids", token_ids, ARRAY_TYPES, "a JAX or NumPy array", "jnp.asarray")
-        if padding_mask is not None:
-            check_array_type("padding_mask", padding_mask, ARRAY_TYPES, "a JAX or NumPy array", "jnp.asarray")
+        """Raise a clear InputError for bad token ids, token type ids or masks (concrete arrays only).
+
+        The checks and their words are `rosetta_common.oracle.checked_masks`'s: both masks at once, token types
+        for an encoder without them, ids out of range, shapes or dtypes that do not fit.
+        """
+        kind, convert = "a JAX or NumPy array", "jnp.asarray"
+        check_array_type("token_ids", token_ids, ARRAY_TYPES, kind, convert)
+        for name, value in (
+            ("padding_mask", padding_mask),
+            ("token_type_ids", token_type_ids),
+            ("attention_mask", attention_mask),
+        ):
+            if value is not None:
+                check_array_type(name, value, ARRAY_TYPES, kind, convert)
         ids = np.asarray(token_ids)
-        is_int = np.issubdtype(ids.dtype, np.integer)
-        nonempty = is_int and ids.size > 0
-        check_token_ids(
-            self.config,
-            ids.shape,
-            str(ids.dtype),
-            is_int,
-            int(ids.min()) if nonempty else 0,
-            int(ids.max()) if nonempty else 0,
-        )
-        if padding_mask is not None:
+        check_token_ids(self.config, ids.shape, str(ids.dtype), np.issubdtype(ids.dtype, np.integer), *_extremes(ids))
+        if token_type_ids is not None:
+            types = np.asarray(token_type_ids)
+            is_int = np.issubdtype(types.dtype, np.integer)
+            check_token_type_ids(self.config, ids.shape, types.shape, str(types.dtype), is_int, *_extremes(types))
+        if attention_mask is not None:
+            keep = np.asarray(attention_mask)
+            values_ok = bool(np.isin(keep, (0, 1)).all())
+            check_attention_mask(padding_mask is not None, ids.shape, keep.shape, values_ok)
+        elif padding_mask is not None:
             check_padding_mask(
                 ids.shape, np.shape(padding_mask), str(padding_mask.dtype), padding_mask.dtype == np.bool_
             )
 
-    def padding_mask_for(self, token_ids: jax.Array, padding_mask: jax.Array | None) -> jax.Array:
-        """Check concrete inputs and return the bool padding mask `[B, S]`."""
-        if not _is_traced(token_ids) and not _is_traced(padding_mask):
-            self.check_inputs(token_ids, padding_mask)
+    def padding_mask_for(
+        self,
+        token_ids: jax.Array,
+        padding_mask: jax.Array | None,
+        *,
+        token_type_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Check concrete inputs and return the bool padding mask `[B, S]`: `padding_mask`, or
+        `attention_mask == 0`, or `token_ids == padding_idx` (no padding when padding_idx is None)."""
+        if not any(_is_traced(array) for array in (token_ids, padding_mask, token_type_ids, attention_mask)):
+            self.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        if attention_mask is not None:
+            return jnp.asarray(attention_mask) == 0
         if padding_mask is not None:
             return padding_mask
         if self.config.padding_idx is None:
             return jnp.zeros(token_ids.shape, dtype=bool)
         return token_ids == self.config.padding_idx
 
-    def activations(self, token_ids: jax.Array, padding_mask: jax.Array | None = None) -> dict[str, jax.Array]:
-        """Every boundary activation `[B, S, D]`, named as in `rosetta_common.oracle`."""
-        padding_mask = self.padding_mask_for(token_ids, padding_mask)
+    def embedding_front(self, token_ids: jax.Array, token_type_ids: jax.Array | None = None) -> dict[str, jax.Array]:
+        """The activations up to the first layer, `[B, S, D]` each, named as in `rosetta_common.oracle`:
+        "embedding", "positional" (+ positions, + token types: all 0 when `token_type_ids` is None) and
+        "embedding_norm" when configured. Unchecked and before dropout: `__call__` and `activations` check first."""
         acts = {"embedding": self.embedding(token_ids)}
-        x = acts["positional"] = self.positional(acts["embedding"])
-        x = self.dropout(x)
+        x = self.positional(acts["embedding"], token_ids)
+        if self.token_type is not None:
+            types = jnp.zeros_like(token_ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_type(types)
+        acts["positional"] = x
+        if self.embedding_norm is not None:
+            acts["embedding_norm"] = self.embedding_norm(x)
+        return acts
+
+    def pooled(self, hidden: jax.Array) -> jax.Array:
+        """The pooler on the encoder output: hidden `[B, S, D]` -> `tanh(dense(hidden[:, 0]))` `[B, D]`."""
+        if self.pooler is None:
+            raise ValueError("this encoder has no pooler (EncoderConfig.pooler=False)")
+        return self.pooler(hidden)
+
+    def activations(
+        self,
+        token_ids: jax.Array,
+        padding_mask: jax.Array | None = None,
+        *,
+        token_type_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
+        """Every boundary activation, named as in `rosetta_common.oracle`: `[B, S, D]` each, "pooler" `[B, D]`."""
+        padding_mask = self.padding_mask_for(
+            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+        acts = self.embedding_front(token_ids, token_type_ids)
+        x = self.dropout(next(reversed(acts.values())))
         bias = attention_bias(padding_mask, x.dtype)
         for i, layer in enumerate(self.layers):
             x = acts[f"layers.{i}.attn"] = layer.attention_block(x, bias)
@@ -82,11 +156,22 @@ class Encoder(nnx.Module):
         if self.final_norm is not None:
             x = acts["final_norm"] = self.final_norm(x)
         acts["output"] = x
+        if self.pooler is not None:
+            acts["pooler"] = self.pooler(x)
         return acts
 
-    def __call__(self, token_ids: jax.Array, padding_mask: jax.Array | None = None) -> jax.Array:
-        padding_mask = self.padding_mask_for(token_ids, padding_mask)
-        x = self.dropout(self.positional(self.embedding(token_ids)))
+    def __call__(
+        self,
+        token_ids: jax.Array,
+        padding_mask: jax.Array | None = None,
+        *,
+        token_type_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        padding_mask = self.padding_mask_for(
+            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+        x = self.dropout(next(reversed(self.embedding_front(token_ids, token_type_ids).values())))
         bias = attention_bias(padding_mask, x.dtype)
         for layer in self.layers:
             x = layer(x, bias)

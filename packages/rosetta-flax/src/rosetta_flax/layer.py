@@ -11,11 +11,13 @@ from rosetta_flax.attention import MultiHeadSelfAttention
 from rosetta_flax.feedforward import FeedForward
 
 
-def layer_norm(config: EncoderConfig, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    """A LayerNorm with torch's maths: the config's epsilon (flax: 1e-6) and the two-pass variance."""
-    return nnx.LayerNorm(
-        config.d_model, epsilon=config.layer_norm_eps, use_fast_variance=False, param_dtype=dtype, rngs=rngs
-    )
+def layer_norm(
+    config: EncoderConfig, dtype: jnp.dtype, rngs: nnx.Rngs, *, epsilon: float | None = None
+) -> nnx.LayerNorm:
+    """A LayerNorm with torch's maths: the config's epsilon (flax: 1e-6; `epsilon` when given, e.g. the embedding
+    norm's) and the two-pass variance."""
+    epsilon = config.layer_norm_eps if epsilon is None else epsilon
+    return nnx.LayerNorm(config.d_model, epsilon=epsilon, use_fast_variance=False, param_dtype=dtype, rngs=rngs)
 
 
 class EncoderLayer(nnx.Module):

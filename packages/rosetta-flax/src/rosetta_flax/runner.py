@@ -17,15 +17,19 @@ from rosetta_common import EncoderConfig
 from rosetta_flax.convert import from_canonical
 from rosetta_flax.encoder import Encoder
 
-
-@nnx.jit
-def _output(model: Encoder, token_ids: jnp.ndarray, padding_mask: jnp.ndarray | None) -> jnp.ndarray:
-    return model(token_ids, padding_mask)
+Keywords = dict[str, jnp.ndarray | None]
 
 
 @nnx.jit
-def _activations(model: Encoder, token_ids: jnp.ndarray, padding_mask: jnp.ndarray | None) -> dict:
-    return model.activations(token_ids, padding_mask)
+def _output(
+    model: Encoder, token_ids: jnp.ndarray, padding_mask: jnp.ndarray | None, keywords: Keywords
+) -> jnp.ndarray:
+    return model(token_ids, padding_mask, **keywords)
+
+
+@nnx.jit
+def _activations(model: Encoder, token_ids: jnp.ndarray, padding_mask: jnp.ndarray | None, keywords: Keywords) -> dict:
+    return model.activations(token_ids, padding_mask, **keywords)
 
 
 class Runner:
@@ -38,19 +42,49 @@ class Runner:
         self.model = from_canonical(config, tensors)
         self.model.eval()
 
-    def _inputs(self, token_ids: np.ndarray, padding_mask: np.ndarray | None) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+    def _inputs(
+        self,
+        token_ids: np.ndarray,
+        padding_mask: np.ndarray | None,
+        token_type_ids: np.ndarray | None,
+        attention_mask: np.ndarray | None,
+    ) -> tuple[jnp.ndarray, jnp.ndarray | None, Keywords]:
         if self.jit:
-            self.model.check_inputs(token_ids, padding_mask)
-        return jnp.asarray(token_ids), None if padding_mask is None else jnp.asarray(padding_mask)
+            self.model.check_inputs(
+                token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+            )
 
-    def output(self, token_ids: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
-        """The encoder output `[B, S, D]` for token ids int `[B, S]` and padding mask bool `[B, S]` (True = pad)."""
-        call = _output if self.jit else Encoder.__call__
-        return np.asarray(call(self.model, *self._inputs(token_ids, padding_mask)))
+        def array(value: np.ndarray | None) -> jnp.ndarray | None:
+            return None if value is None else jnp.asarray(value)
 
-    def activations(self, token_ids: np.ndarray, padding_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        keywords = {"token_type_ids": array(token_type_ids), "attention_mask": array(attention_mask)}
+        return jnp.asarray(token_ids), array(padding_mask), keywords
+
+    def output(
+        self,
+        token_ids: np.ndarray,
+        padding_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
+        attention_mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The encoder output `[B, S, D]` for token ids int `[B, S]` and padding mask bool `[B, S]` (True = pad),
+        or HF's `attention_mask` (1 = keep) instead; `token_type_ids` int `[B, S]` when the config has them."""
+        ids, mask, keywords = self._inputs(token_ids, padding_mask, token_type_ids, attention_mask)
+        return np.asarray(_output(self.model, ids, mask, keywords) if self.jit else self.model(ids, mask, **keywords))
+
+    def activations(
+        self,
+        token_ids: np.ndarray,
+        padding_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
+        attention_mask: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """Every component boundary's output, in forward order (`Encoder.activations`)."""
-        call = _activations if self.jit else Encoder.activations
-        return {
-            name: np.asarray(value) for name, value in call(self.model, *self._inputs(token_ids, padding_mask)).items()
-        }
+        ids, mask, keywords = self._inputs(token_ids, padding_mask, token_type_ids, attention_mask)
+        if self.jit:
+            activations = _activations(self.model, ids, mask, keywords)
+        else:
+            activations = self.model.activations(ids, mask, **keywords)
+        return {name: np.asarray(value) for name, value in activations.items()}

@@ -7,15 +7,19 @@ The train step is `jax.jit` over the `nnx.split` state (common/DESIGN.md: `nnx.j
 The public functions have the same names, parameters and order in both modules:
 
     token_logits(model, hidden)
-    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None)
-    predict(model, token_ids, padding_mask=None)
-    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None) -> float
-    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None) -> (float, canonical grads)
+    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
+    predict(model, token_ids, padding_mask=None, *, token_type_ids=None)
+    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None) -> float
+    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
+        -> (float, canonical grads)
     gradients_to_canonical(model, grads) -> canonical grads
     build_optimizer(adamw, model)
     build_schedule(adamw, <the framework's second argument>)
-    Trainer(model, adamw): step(token_ids, targets, loss_mask), learning_rate(), optimizer_state(),
-                           load_optimizer_state(state)
+    Trainer(model, adamw): step(token_ids, targets, loss_mask, *, token_type_ids=None), learning_rate(),
+                           optimizer_state(), load_optimizer_state(state)
+
+`token_type_ids` int `[B, S]` (configs with token types; default all 0) goes to the model. The loss reads the
+encoder output only: a pooler's parameters get zero gradients from it.
 
 Where the frameworks differ, by necessity:
 - `gradients_to_canonical(model, grads)`: `grads` is a State shaped like the model's parameters (what
@@ -69,15 +73,17 @@ def sequence_loss(
     targets: jax.Array,
     padding_mask: jax.Array | None = None,
     loss_mask: jax.Array | None = None,
+    *,
+    token_type_ids: jax.Array | None = None,
 ) -> jax.Array:
     """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
 
     `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding.
     """
-    padding_mask = model.padding_mask_for(token_ids, padding_mask)
+    padding_mask = model.padding_mask_for(token_ids, padding_mask, token_type_ids=token_type_ids)
     if loss_mask is None:
         loss_mask = ~padding_mask
-    logits = token_logits(model, model(token_ids, padding_mask))
+    logits = token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
     per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, S]
     weights = loss_mask.astype(per_token.dtype)
     return (per_token * weights).sum() / jnp.maximum(weights.sum(), 1.0)
@@ -85,18 +91,28 @@ def sequence_loss(
 
 @functools.partial(jax.jit, static_argnums=0)
 def _logits(
-    graphdef: nnx.GraphDef, state: nnx.State, token_ids: jax.Array, padding_mask: jax.Array | None
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    token_ids: jax.Array,
+    padding_mask: jax.Array | None,
+    token_type_ids: jax.Array | None,
 ) -> jax.Array:
     model = nnx.merge(graphdef, state, copy=True)
-    return token_logits(model, model(token_ids, padding_mask))
+    return token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
 
 
-def predict(model: Encoder, token_ids: jax.Array, padding_mask: jax.Array | None = None) -> jax.Array:
+def predict(
+    model: Encoder,
+    token_ids: jax.Array,
+    padding_mask: jax.Array | None = None,
+    *,
+    token_type_ids: jax.Array | None = None,
+) -> jax.Array:
     """The most likely token at every position, int `[B, S]`. Jitted; meant for eval mode (in train mode the
     dropout RNG counters are not written back, so repeated calls would draw the same masks)."""
-    model.check_inputs(token_ids, padding_mask)
+    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids)
     graphdef, state = nnx.split(model)
-    return jnp.argmax(_logits(graphdef, state, jnp.asarray(token_ids), padding_mask), axis=-1)
+    return jnp.argmax(_logits(graphdef, state, jnp.asarray(token_ids), padding_mask, token_type_ids), axis=-1)
 
 
 def params_to_canonical(config: EncoderConfig, state: nnx.State) -> dict[str, np.ndarray]:
@@ -130,10 +146,11 @@ def _loss_and_grads(
     targets: jax.Array,
     padding_mask: jax.Array | None,
     loss_mask: jax.Array | None,
+    token_type_ids: jax.Array | None,
 ) -> tuple[jax.Array, nnx.State]:
     def loss_fn(params: nnx.State) -> jax.Array:
         model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
-        return sequence_loss(model, token_ids, targets, padding_mask, loss_mask)
+        return sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids)
 
     return jax.value_and_grad(loss_fn)(params)
 
@@ -146,8 +163,10 @@ def _loss(
     targets: jax.Array,
     padding_mask: jax.Array | None,
     loss_mask: jax.Array | None,
+    token_type_ids: jax.Array | None,
 ) -> jax.Array:
-    return sequence_loss(nnx.merge(graphdef, state, copy=True), token_ids, targets, padding_mask, loss_mask)
+    model = nnx.merge(graphdef, state, copy=True)
+    return sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids)
 
 
 def evaluate_loss(
@@ -156,11 +175,13 @@ def evaluate_loss(
     targets: jax.Array,
     padding_mask: jax.Array | None = None,
     loss_mask: jax.Array | None = None,
+    *,
+    token_type_ids: jax.Array | None = None,
 ) -> float:
     """`sequence_loss` at the model's weights, without gradients (jitted; inputs checked before)."""
-    model.check_inputs(token_ids, padding_mask)
+    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids)
     graphdef, state = nnx.split(model)
-    return float(_loss(graphdef, state, token_ids, targets, padding_mask, loss_mask))
+    return float(_loss(graphdef, state, token_ids, targets, padding_mask, loss_mask, token_type_ids))
 
 
 def loss_and_gradients(
@@ -169,14 +190,16 @@ def loss_and_gradients(
     targets: jax.Array,
     padding_mask: jax.Array | None = None,
     loss_mask: jax.Array | None = None,
+    *,
+    token_type_ids: jax.Array | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """`sequence_loss` and its gradient w.r.t. every parameter (canonical): `jax.grad` over `nnx.split` state.
 
     Jitted (one compile per model structure and input shapes); inputs are checked before the jitted call.
     """
-    model.check_inputs(token_ids, padding_mask)
+    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    loss, grads = _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask)
+    loss, grads = _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask, token_type_ids)
     return float(loss), gradients_to_canonical(model, grads)
 
 
@@ -240,7 +263,8 @@ TrainStep = Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array]
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> TrainStep:
-    """`step(params, rest, opt_state, token_ids, targets, loss_mask) -> (params, rest, opt_state, loss)`, jitted.
+    """`step(params, rest, opt_state, token_ids, targets, loss_mask, token_type_ids=None)
+    -> (params, rest, opt_state, loss)`, jitted.
 
     `rest` (dropout RNG counters) is threaded through, so dropout draws new masks at every step.
     """
@@ -252,10 +276,11 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         token_ids: jax.Array,
         targets: jax.Array,
         loss_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
     ) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
-            loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask)
+            loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask, token_type_ids=token_type_ids)
             return loss, nnx.split(model, nnx.Param, ...)[2]
 
         (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -278,9 +303,10 @@ def _optimizer_and_step(
 class Trainer:
     """Trains an Encoder with AdamW: `step(token_ids, targets, loss_mask) -> loss before the update`.
 
-    Batches are NumPy or JAX int `[B, S]` (ids, targets) and bool `[B, S]` (loss mask, True = counted);
-    the padding mask follows `padding_idx`. The model is held split (graphdef, params, rest); `model`
-    merges a current copy. Token ids are checked before the jitted step (JAX's gather would clamp them).
+    Batches are NumPy or JAX int `[B, S]` (ids, targets, token type ids when given) and bool `[B, S]` (loss
+    mask, True = counted); the padding mask follows `padding_idx`. The model is held split (graphdef, params,
+    rest); `model` merges a current copy. Token ids (and token type ids) are checked before the jitted step
+    (JAX's gather would clamp them).
     """
 
     def __init__(self, model: Encoder, adamw: AdamWConfig) -> None:
@@ -299,9 +325,12 @@ class Trainer:
         """The current model (a merged copy, in train mode)."""
         return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
 
-    def step(self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike) -> jax.Array:
+    def step(
+        self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike, *, token_type_ids: ArrayLike | None = None
+    ) -> jax.Array:
         """One update on one batch; returns the loss at the parameters before it (a scalar array)."""
-        self._checker.check_inputs(np.asarray(token_ids))
+        types = None if token_type_ids is None else np.asarray(token_type_ids)
+        self._checker.check_inputs(np.asarray(token_ids), token_type_ids=types)
         self.params, self.rest, self.opt_state, loss = self._step(
             self.params,
             self.rest,
@@ -309,6 +338,7 @@ class Trainer:
             jnp.asarray(token_ids),
             jnp.asarray(targets),
             jnp.asarray(loss_mask),
+            None if types is None else jnp.asarray(types),
         )
         self.steps_done += 1
         return loss

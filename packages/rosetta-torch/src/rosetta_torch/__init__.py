@@ -2,21 +2,25 @@
 
 from rosetta_torch.attention import MultiHeadSelfAttention, attention_bias
 from rosetta_torch.convert import from_canonical, load, save, to_canonical
-from rosetta_torch.embedding import PositionalEncoding, TokenEmbedding
+from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.encoder import Encoder
 from rosetta_torch.feedforward import FeedForward
 from rosetta_torch.interop import from_torch_modules, to_torch_modules, torch_modules_to_canonical
 from rosetta_torch.layer import EncoderLayer
+from rosetta_torch.pooler import Pooler
 from rosetta_torch.runner import Runner
 
 __all__ = [
     "Encoder",
     "EncoderLayer",
     "FeedForward",
+    "LearnedPositionalEmbedding",
     "MultiHeadSelfAttention",
+    "Pooler",
     "PositionalEncoding",
     "Runner",
     "TokenEmbedding",
+    "TokenTypeEmbedding",
     "attention_bias",
     "from_canonical",
     "from_torch_modules",

@@ -19,6 +19,20 @@ def attention_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return bias.masked_fill(padding_mask, torch.finfo(dtype).min)[:, None, None, :]
 
 
+def uniform_where_all_padding(query: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """query `[B, H, S, d_head]`, bias `[B, 1, 1, S]` -> the same, with the queries and the bias of every sequence
+    that is all padding set to 0: its scores are then exactly 0 and it attends uniformly, as the oracle defines.
+
+    With every key at the dtype's lowest value the softmax is uniform only because q.k is absorbed into that
+    value. The backward does not see the absorption: autodiff passes gradients to q and k through it (the oracle's
+    scores there are a constant), and torch's fused CPU kernel recomputes the probabilities from a log-sum-exp that
+    absorbed log(S) as well, giving 1 instead of 1/S (value gradients S times too large). Zero scores have neither
+    problem; the forward is the same uniform average.
+    """
+    all_padding = (bias == torch.finfo(bias.dtype).min).all(dim=-1, keepdim=True)  # [B, 1, 1, 1]
+    return query.masked_fill(all_padding, 0.0), bias.masked_fill(all_padding, 0.0)
+
+
 class MultiHeadSelfAttention(nn.Module):
     """x `[B, S, D]`, bias `[B, 1, 1, S]` -> `[B, S, D]`; heads are contiguous column blocks of d_head."""
 
@@ -36,8 +50,9 @@ class MultiHeadSelfAttention(nn.Module):
         def heads(projection: nn.Linear) -> torch.Tensor:  # [B, S, D] -> [B, H, S, d_head]
             return projection(x).view(batch, seq, self.n_heads, -1).transpose(1, 2)
 
+        query, bias = uniform_where_all_padding(heads(self.q), bias)
         context = F.scaled_dot_product_attention(
-            heads(self.q),
+            query,
             heads(self.k),
             heads(self.v),
             attn_mask=bias,

@@ -11,6 +11,7 @@ import torch
 
 from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
 from rosetta_common.name_tables import TORCH_ENCODER
+from rosetta_torch.embedding import PositionalEncoding
 from rosetta_torch.encoder import Encoder
 
 
@@ -44,7 +45,8 @@ def from_canonical(
         model = Encoder(config, dtype=torch_dtype)
     # copied: the model never aliases (and so never mutates) the caller's arrays
     model.load_state_dict(canonical_to_parameters(model, tensors), strict=True, assign=True)
-    model.positional.table = model.positional._table(torch_dtype, None)
+    if isinstance(model.positional, PositionalEncoding):  # a non-persistent buffer: still on meta, rebuilt here
+        model.positional.table = model.positional._table(torch_dtype, None)
     return model.to(device) if device is not None else model
 
 

@@ -1,4 +1,5 @@
-"""The Transformer encoder: embedding, positional encoding, N layers, optional final LayerNorm."""
+"""The Transformer encoder: the embedding front (token embedding, positions, token types, embedding LayerNorm),
+N layers, an optional final LayerNorm, and an optional pooler."""
 
 from __future__ import annotations
 
@@ -6,15 +7,31 @@ import torch
 from torch import nn
 
 from rosetta_common import EncoderConfig, check_array_type, check_padding_mask, check_token_ids
+from rosetta_common.inputs import check_attention_mask, check_token_type_ids
 from rosetta_torch.attention import attention_bias
-from rosetta_torch.embedding import PositionalEncoding, TokenEmbedding
+from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.layer import EncoderLayer
+from rosetta_torch.pooler import Pooler
+
+
+def _is_integer(tensor: torch.Tensor) -> bool:
+    return not tensor.dtype.is_floating_point and not tensor.dtype.is_complex and tensor.dtype != torch.bool
+
+
+def _extremes(tensor: torch.Tensor) -> tuple[int, int]:
+    """(min, max) of an integer tensor as Python ints; (0, 0) when it is empty or not of an integer dtype."""
+    if not _is_integer(tensor) or tensor.numel() == 0:
+        return 0, 0
+    return int(tensor.min()), int(tensor.max())
 
 
 class Encoder(nn.Module):
     """`model(token_ids [B, S], padding_mask [B, S] bool, True = padding) -> [B, S, D]`.
 
-    Every call checks its inputs first (`check_inputs`, also callable on its own, as in rosetta_flax).
+    Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
+    `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
+    the config has a pooler. Every call checks its inputs first (`check_inputs`, also callable on its own, as in
+    rosetta_flax).
     """
 
     def __init__(
@@ -22,56 +39,117 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
+        d = config.d_model
         self.embedding = TokenEmbedding(config, dtype=dtype, device=device)
-        self.positional = PositionalEncoding(config, dtype=dtype, device=device)
+        positional = LearnedPositionalEmbedding if config.positions == "learned" else PositionalEncoding
+        self.positional = positional(config, dtype=dtype, device=device)
+        self.token_type = TokenTypeEmbedding(config, dtype=dtype, device=device) if config.type_vocab_size else None
+        self.embedding_norm = (
+            nn.LayerNorm(d, eps=config.embedding_norm_epsilon, dtype=dtype, device=device)
+            if config.embedding_norm
+            else None
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, dtype=dtype, device=device) for _ in range(config.n_layers))
         self.final_norm = (
-            nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype, device=device)
-            if config.has_final_norm
-            else None
+            nn.LayerNorm(d, eps=config.layer_norm_eps, dtype=dtype, device=device) if config.has_final_norm else None
         )
+        self.pooler = Pooler(config, dtype=dtype, device=device) if config.pooler else None
 
     # The checks read token ids back to the host (int(min), int(max)): under torch.compile they run eagerly
     # before the compiled graph instead of breaking it in two (rosetta_flax checks outside jax.jit likewise).
     @torch.compiler.disable
-    def check_inputs(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> None:
-        """Raise a clear InputError for bad token ids or a bad padding mask (never a silent clamp)."""
-        check_array_type("token_ids", token_ids, (torch.Tensor,), "a torch.Tensor", "torch.as_tensor")
-        if padding_mask is not None:
-            check_array_type("padding_mask", padding_mask, (torch.Tensor,), "a torch.Tensor", "torch.as_tensor")
-        is_int = not token_ids.dtype.is_floating_point and not token_ids.dtype.is_complex
-        is_int = is_int and token_ids.dtype != torch.bool
-        nonempty = is_int and token_ids.numel() > 0
-        check_token_ids(
-            self.config,
-            token_ids.shape,
-            str(token_ids.dtype),
-            is_int,
-            int(token_ids.min()) if nonempty else 0,
-            int(token_ids.max()) if nonempty else 0,
-        )
-        if padding_mask is not None:
-            check_padding_mask(
-                token_ids.shape, padding_mask.shape, str(padding_mask.dtype), padding_mask.dtype == torch.bool
+    def check_inputs(
+        self,
+        token_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> None:
+        """Raise a clear InputError for bad token ids, token type ids or masks (never a silent clamp).
+
+        The checks and their words are `rosetta_common.oracle.checked_masks`'s: both masks at once, token types
+        for an encoder without them, ids out of range, shapes or dtypes that do not fit.
+        """
+        kind, convert = "a torch.Tensor", "torch.as_tensor"
+        check_array_type("token_ids", token_ids, (torch.Tensor,), kind, convert)
+        for name, value in (
+            ("padding_mask", padding_mask),
+            ("token_type_ids", token_type_ids),
+            ("attention_mask", attention_mask),
+        ):
+            if value is not None:
+                check_array_type(name, value, (torch.Tensor,), kind, convert)
+        shape = token_ids.shape
+        check_token_ids(self.config, shape, str(token_ids.dtype), _is_integer(token_ids), *_extremes(token_ids))
+        if token_type_ids is not None:
+            types = token_type_ids
+            check_token_type_ids(
+                self.config, shape, types.shape, str(types.dtype), _is_integer(types), *_extremes(types)
             )
+        if attention_mask is not None:
+            values_ok = bool(((attention_mask == 0) | (attention_mask == 1)).all())
+            check_attention_mask(padding_mask is not None, shape, attention_mask.shape, values_ok)
+        elif padding_mask is not None:
+            check_padding_mask(shape, padding_mask.shape, str(padding_mask.dtype), padding_mask.dtype == torch.bool)
 
     @torch.compiler.disable
-    def padding_mask_for(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """Check the inputs (`check_inputs`) and return the bool padding mask `[B, S]`."""
-        self.check_inputs(token_ids, padding_mask)
+    def padding_mask_for(
+        self,
+        token_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Check the inputs (`check_inputs`) and return the bool padding mask `[B, S]`: `padding_mask`, or
+        `attention_mask == 0`, or `token_ids == padding_idx` (no padding when padding_idx is None)."""
+        self.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        if attention_mask is not None:
+            return attention_mask == 0
         if padding_mask is not None:
             return padding_mask
         if self.config.padding_idx is None:
             return torch.zeros(token_ids.shape, dtype=torch.bool, device=token_ids.device)
         return token_ids == self.config.padding_idx
 
-    def activations(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Every boundary activation `[B, S, D]`, named as in `rosetta_common.oracle`."""
-        padding_mask = self.padding_mask_for(token_ids, padding_mask)
+    def embedding_front(
+        self, token_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The activations up to the first layer, `[B, S, D]` each, named as in `rosetta_common.oracle`:
+        "embedding", "positional" (+ positions, + token types: all 0 when `token_type_ids` is None) and
+        "embedding_norm" when configured. Unchecked and before dropout: `forward` and `activations` check first."""
         acts = {"embedding": self.embedding(token_ids)}
-        x = acts["positional"] = self.positional(acts["embedding"])
-        x = self.dropout(x)
+        x = self.positional(acts["embedding"], token_ids)
+        if self.token_type is not None:
+            types = torch.zeros_like(token_ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_type(types)
+        acts["positional"] = x
+        if self.embedding_norm is not None:
+            acts["embedding_norm"] = self.embedding_norm(x)
+        return acts
+
+    def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The pooler on the encoder output: hidden `[B, S, D]` -> `tanh(dense(hidden[:, 0]))` `[B, D]`."""
+        if self.pooler is None:
+            raise ValueError("this encoder has no pooler (EncoderConfig.pooler=False)")
+        return self.pooler(hidden)
+
+    def activations(
+        self,
+        token_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every boundary activation, named as in `rosetta_common.oracle`: `[B, S, D]` each, "pooler" `[B, D]`."""
+        padding_mask = self.padding_mask_for(
+            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+        acts = self.embedding_front(token_ids, token_type_ids)
+        x = self.dropout(next(reversed(acts.values())))
         bias = attention_bias(padding_mask, x.dtype)
         for i, layer in enumerate(self.layers):
             x = acts[f"layers.{i}.attn"] = layer.attention_block(x, bias)
@@ -79,11 +157,22 @@ class Encoder(nn.Module):
         if self.final_norm is not None:
             x = acts["final_norm"] = self.final_norm(x)
         acts["output"] = x
+        if self.pooler is not None:
+            acts["pooler"] = self.pooler(x)
         return acts
 
-    def forward(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        padding_mask = self.padding_mask_for(token_ids, padding_mask)
-        x = self.dropout(self.positional(self.embedding(token_ids)))
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        padding_mask = self.padding_mask_for(
+            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+        x = self.dropout(next(reversed(self.embedding_front(token_ids, token_type_ids).values())))
         bias = attention_bias(padding_mask, x.dtype)
         for layer in self.layers:
             x = layer(x, bias)

@@ -3,8 +3,9 @@
 `from_torch_modules(config, embedding, encoder)` returns an Encoder whose output equals
 `encoder(embedding(ids) * sqrt(d) + PE, src_key_padding_mask=mask)` (no scaling when `scale_embedding` is off)
 on non-padded positions; `to_torch_modules(model)` goes the other way. Settings rosetta cannot represent
-(no bias, custom activations, separate key/value sizes, a max_norm embedding...) raise ValueError, never a
-silent wrong conversion.
+(no bias, custom activations, separate key/value sizes, a max_norm embedding...) and encoders the pair cannot
+hold (learned positions, token types, an embedding LayerNorm, a pooler: `TORCH_NN_FRONT`) raise ValueError,
+never a silent wrong conversion.
 
 torch's inference fast path (eval mode, no grad) runs exact GELU for an `nn.GELU(approximate="tanh")` module,
 while its training path runs the tanh approximation; rosetta imports such a module as "gelu_tanh" (what the
@@ -41,9 +42,24 @@ def _activation_name(layer: nn.TransformerEncoderLayer) -> str | None:
     return None
 
 
+# The embedding front nn.Embedding + nn.TransformerEncoder has: options with other values have no place there.
+TORCH_NN_FRONT = {"positions": "sinusoidal", "position_ids": "sequential", "type_vocab_size": 0,
+                  "embedding_norm": False, "pooler": False}  # fmt: skip
+
+
+def _unrepresentable(config: EncoderConfig) -> list[str]:
+    """One line per config option (learned positions, token types, embedding norm, pooler...) that an
+    nn.Embedding + nn.TransformerEncoder pair cannot hold."""
+    return [
+        f"config.{name} is {getattr(config, name)!r}: nn.Embedding + nn.TransformerEncoder only has {name}={value!r}"
+        for name, value in TORCH_NN_FRONT.items()
+        if getattr(config, name) != value
+    ]
+
+
 def _check_modules(config: EncoderConfig, embedding: nn.Embedding, encoder: nn.TransformerEncoder) -> None:
     """Raise one ValueError listing every way the modules differ from `config` or from what rosetta supports."""
-    problems: list[str] = []
+    problems: list[str] = _unrepresentable(config)
 
     def expect(what: str, found: object, wanted: object) -> None:
         if found != wanted:
@@ -108,6 +124,9 @@ def to_torch_modules(
     `enable_nested_tensor=True` lets torch's inference fast path skip padded positions (their outputs are
     then zeros instead of the computed values).
     """
+    problems = _unrepresentable(model.config)
+    if problems:
+        raise ValueError("cannot export this encoder to torch modules:\n  - " + "\n  - ".join(problems))
     config, tensors = model.config, to_canonical(model)
     dtype = model.embedding.weight.dtype
     # Not nn.GELU(approximate="tanh"): torch's inference fast path treats every nn.GELU as exact GELU (~1e-4 off);

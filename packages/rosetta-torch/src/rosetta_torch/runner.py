@@ -24,19 +24,43 @@ class Runner:
         self.config, self.device = config, torch.device(device)
         self.model = from_canonical(config, tensors, device=device).eval()
 
+    def _tensor(self, array: np.ndarray | None) -> torch.Tensor | None:
+        return None if array is None else torch.as_tensor(array, device=self.device)
+
     def _inputs(
-        self, token_ids: np.ndarray, padding_mask: np.ndarray | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        mask = None if padding_mask is None else torch.as_tensor(padding_mask, device=self.device)
-        return torch.as_tensor(token_ids, device=self.device), mask
+        self,
+        token_ids: np.ndarray,
+        padding_mask: np.ndarray | None,
+        token_type_ids: np.ndarray | None,
+        attention_mask: np.ndarray | None,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor | None]]:
+        keywords = {"token_type_ids": self._tensor(token_type_ids), "attention_mask": self._tensor(attention_mask)}
+        return (self._tensor(token_ids), self._tensor(padding_mask)), keywords
 
-    def output(self, token_ids: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
-        """The encoder output `[B, S, D]` for token ids int `[B, S]` and padding mask bool `[B, S]` (True = pad)."""
+    def output(
+        self,
+        token_ids: np.ndarray,
+        padding_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
+        attention_mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The encoder output `[B, S, D]` for token ids int `[B, S]` and padding mask bool `[B, S]` (True = pad),
+        or HF's `attention_mask` (1 = keep) instead; `token_type_ids` int `[B, S]` when the config has them."""
+        args, keywords = self._inputs(token_ids, padding_mask, token_type_ids, attention_mask)
         with torch.no_grad():
-            return self.model(*self._inputs(token_ids, padding_mask)).cpu().numpy()
+            return self.model(*args, **keywords).cpu().numpy()
 
-    def activations(self, token_ids: np.ndarray, padding_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def activations(
+        self,
+        token_ids: np.ndarray,
+        padding_mask: np.ndarray | None = None,
+        *,
+        token_type_ids: np.ndarray | None = None,
+        attention_mask: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """Every component boundary's output, in forward order (`Encoder.activations`)."""
+        args, keywords = self._inputs(token_ids, padding_mask, token_type_ids, attention_mask)
         with torch.no_grad():
-            activations = self.model.activations(*self._inputs(token_ids, padding_mask))
+            activations = self.model.activations(*args, **keywords)
         return {name: value.cpu().numpy() for name, value in activations.items()}

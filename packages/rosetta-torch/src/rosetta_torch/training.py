@@ -6,15 +6,19 @@ NumPy arrays), so gradients and optimizer state compare and cross frameworks lik
 The public functions have the same names, parameters and order in both modules:
 
     token_logits(model, hidden)
-    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None)
-    predict(model, token_ids, padding_mask=None)
-    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None) -> float
-    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None) -> (float, canonical grads)
+    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
+    predict(model, token_ids, padding_mask=None, *, token_type_ids=None)
+    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None) -> float
+    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
+        -> (float, canonical grads)
     gradients_to_canonical(model, grads) -> canonical grads
     build_optimizer(adamw, model)
     build_schedule(adamw, <the framework's second argument>)
-    Trainer(model, adamw): step(token_ids, targets, loss_mask), learning_rate(), optimizer_state(),
-                           load_optimizer_state(state)
+    Trainer(model, adamw): step(token_ids, targets, loss_mask, *, token_type_ids=None), learning_rate(),
+                           optimizer_state(), load_optimizer_state(state)
+
+`token_type_ids` int `[B, S]` (configs with token types; default all 0) goes to the model. The loss reads the
+encoder output only: a pooler's parameters get zero gradients from it.
 
 Where the frameworks differ, by necessity:
 - `gradients_to_canonical(model, grads=None)`: `grads` maps parameter names (`model.named_parameters()`) to
@@ -63,24 +67,32 @@ def sequence_loss(
     targets: torch.Tensor,
     padding_mask: torch.Tensor | None = None,
     loss_mask: torch.Tensor | None = None,
+    *,
+    token_type_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
 
     `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding.
     """
-    padding_mask = model.padding_mask_for(token_ids, padding_mask)
+    padding_mask = model.padding_mask_for(token_ids, padding_mask, token_type_ids=token_type_ids)
     if loss_mask is None:
         loss_mask = ~padding_mask
-    logits = token_logits(model, model(token_ids, padding_mask))
+    logits = token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
     per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # [B, S]
     weights = loss_mask.to(per_token.dtype)
     return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def predict(model: Encoder, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def predict(
+    model: Encoder,
+    token_ids: torch.Tensor,
+    padding_mask: torch.Tensor | None = None,
+    *,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The most likely token at every position, int `[B, S]` (in the model's current train/eval mode)."""
     with torch.no_grad():
-        return token_logits(model, model(token_ids, padding_mask)).argmax(dim=-1)
+        return token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids)).argmax(dim=-1)
 
 
 def gradients_to_canonical(
@@ -109,10 +121,12 @@ def evaluate_loss(
     targets: torch.Tensor,
     padding_mask: torch.Tensor | None = None,
     loss_mask: torch.Tensor | None = None,
+    *,
+    token_type_ids: torch.Tensor | None = None,
 ) -> float:
     """`sequence_loss` at the model's weights, without gradients."""
     with torch.no_grad():
-        return float(sequence_loss(model, token_ids, targets, padding_mask, loss_mask))
+        return float(sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids))
 
 
 def loss_and_gradients(
@@ -121,10 +135,12 @@ def loss_and_gradients(
     targets: torch.Tensor,
     padding_mask: torch.Tensor | None = None,
     loss_mask: torch.Tensor | None = None,
+    *,
+    token_type_ids: torch.Tensor | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """`sequence_loss` and its gradient w.r.t. every parameter (canonical), by autograd. Clears `.grad` first."""
     model.zero_grad(set_to_none=True)
-    loss = sequence_loss(model, token_ids, targets, padding_mask, loss_mask)
+    loss = sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids)
     loss.backward()
     grads = gradients_to_canonical(model)
     model.zero_grad(set_to_none=True)
@@ -172,8 +188,8 @@ def build_schedule(adamw: AdamWConfig, optimizer: torch.optim.Optimizer) -> lr_s
 class Trainer:
     """Trains an Encoder in place with AdamW: `step(token_ids, targets, loss_mask) -> loss before the update`.
 
-    Batches are NumPy or torch int `[B, S]` (ids, targets) and bool `[B, S]` (loss mask, True = counted);
-    the padding mask follows `padding_idx`. The step is eager autograd.
+    Batches are NumPy or torch int `[B, S]` (ids, targets, token type ids when given) and bool `[B, S]` (loss
+    mask, True = counted); the padding mask follows `padding_idx`. The step is eager autograd.
     """
 
     def __init__(self, model: Encoder, adamw: AdamWConfig) -> None:
@@ -189,12 +205,16 @@ class Trainer:
     def _tensor(self, array: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.model.embedding.weight.device)
 
-    def step(self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike) -> torch.Tensor:
+    def step(
+        self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike, *, token_type_ids: ArrayLike | None = None
+    ) -> torch.Tensor:
         """One update on one batch; returns the loss at the parameters before it (a detached scalar)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         token_ids, targets = self._tensor(token_ids, torch.int64), self._tensor(targets, torch.int64)
-        loss = sequence_loss(self.model, token_ids, targets, loss_mask=self._tensor(loss_mask, torch.bool))
+        types = None if token_type_ids is None else self._tensor(token_type_ids, torch.int64)
+        loss_mask = self._tensor(loss_mask, torch.bool)
+        loss = sequence_loss(self.model, token_ids, targets, loss_mask=loss_mask, token_type_ids=types)
         loss.backward()
         if self.adamw.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.adamw.clip_norm)

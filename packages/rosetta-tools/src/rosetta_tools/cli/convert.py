@@ -1,4 +1,5 @@
-"""`rosetta convert SRC DST --to LAYOUT`: weights between rosetta, torch state_dict and Flax NNX / Orbax layouts."""
+"""`rosetta convert SRC DST --to LAYOUT`: weights between rosetta, torch state_dict, Flax NNX / Orbax and Hugging Face
+BERT / RoBERTa checkpoint layouts."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from rosetta_tools import layouts
 from rosetta_tools.cli.errors import EXIT_OK, CommandError
 from rosetta_tools.cli.options import add_config_option, given_config
 
-HELP = "convert weights between rosetta, torch state_dict and Flax/Orbax formats"
+HELP = "convert weights between rosetta, torch state_dict, Flax/Orbax and Hugging Face BERT/RoBERTa layouts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="weight file or Orbax directory to read (its layout is detected)")
-    parser.add_argument("destination", type=Path, help="file (safetensors layouts) or directory (orbax) to write")
+    parser.add_argument(
+        "source", type=Path, help="weight file, Orbax directory or HF checkpoint folder to read (layout detected)"
+    )
+    parser.add_argument(
+        "destination", type=Path, help="file (safetensors layouts) or directory (orbax, hf-bert, hf-roberta) to write"
+    )
     parser.add_argument(
         "--to",
         required=True,
@@ -26,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + "; ".join(f"{name}: {layout.description}" for name, layout in layouts.LAYOUTS.items()),
     )
     add_config_option(parser)
-    parser.add_argument("--dtype", choices=["float16", "float32", "float64"], help="cast the weights (default: keep)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float16", "float32", "float64"],
+        help="cast the weights, rounding to nearest even (default: keep; a bfloat16 checkpoint needs one: float32 "
+        "holds it exactly)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing destination")
 
 
@@ -37,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if destination.exists() and not args.force:
         raise CommandError(f"{destination} exists (pass --force to replace it)")
     given = given_config(args)
-    config, tensors, layout = layouts.load(args.source, given)
-    if args.dtype:
-        tensors = {name: value.astype(args.dtype) for name, value in tensors.items()}
+    config, tensors, layout = layouts.load(args.source, given, args.dtype, on_note=lambda note: print(f"note: {note}"))
     written = layouts.save(destination, args.to, config, tensors, force=args.force)
     parameters = sum(int(np.prod(value.shape)) for value in tensors.values())
     dtype = next(iter(tensors.values())).dtype

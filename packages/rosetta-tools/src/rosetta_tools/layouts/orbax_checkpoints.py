@@ -27,15 +27,19 @@ def _write(path: Path, config: EncoderConfig, tensors: Mapping[str, np.ndarray])
     return require("flax", NEEDED_FOR, "orbax").write_checkpoint(path, config, tensors)
 
 
-def _is_directory(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> bool:
-    return path.is_dir()
+STATE_DIR, MARKERS = "state", ("_CHECKPOINT_METADATA", "_METADATA")  # as rosetta_flax.orbax writes and reads
+
+
+def _is_checkpoint(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> bool:
+    """A rosetta Orbax directory (`state/`) or a bare Orbax checkpoint; detected without importing JAX."""
+    return path.is_dir() and ((path / STATE_DIR).is_dir() or any((path / marker).exists() for marker in MARKERS))
 
 
 ORBAX = register(
     Layout(
         "orbax",
         "Flax NNX state, Orbax checkpoint",
-        detect=_is_directory,
+        detect=_is_checkpoint,
         read=_read,
         write=_write,
         table=FLAX_ENCODER,

@@ -37,6 +37,7 @@ class WeightFile:
     tensors: Tensors
     config: EncoderConfig | None
     metadata: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what reading it left out (e.g. a task head), to tell the user
 
     @property
     def description(self) -> str:
@@ -81,6 +82,11 @@ def detect(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> La
     for layout in LAYOUTS.values():
         if layout.detect(path, metadata, names):
             return layout
+    if path.is_dir():
+        raise WeightFormatError(
+            f"{path}: a directory, but not an Orbax checkpoint (no 'state/' with 'config.json', no "
+            "_CHECKPOINT_METADATA) nor a Hugging Face checkpoint folder (no config.json with a model_type)"
+        )
     shown = ", ".join(sorted(names)[:3]) or "none"
     raise WeightFormatError(
         f"{path}: not a weight file rosetta reads: its tensors ({shown}, ...) are not those of a rosetta, "
@@ -94,7 +100,7 @@ def read(path: str | os.PathLike, config: EncoderConfig | None = None) -> Weight
 
     path = Path(path)
     if path.is_dir():
-        return LAYOUTS["orbax"].read(path, config)
+        return detect(path, {}, frozenset()).read(path, config)
     try:
         return read_any(path, config)
     except NotSafetensorsError as err:
@@ -107,12 +113,27 @@ def accepted() -> str:
     return f"safetensors files (layouts {files}) and Orbax checkpoint directories (layout orbax)"
 
 
-def load(path: str | os.PathLike, config: EncoderConfig | None = None) -> tuple[EncoderConfig, Tensors, str]:
-    """Any layout -> (config, canonical tensors, layout name), every name, shape, dtype and value checked."""
+def load(
+    path: str | os.PathLike,
+    config: EncoderConfig | None = None,
+    dtype: str | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[EncoderConfig, Tensors, str]:
+    """Any layout -> (config, canonical tensors, layout name), every name, shape, dtype and value checked.
+
+    `dtype` casts the stored tensors first (the way to read a bfloat16 checkpoint: float32 holds it exactly);
+    `on_note` hears what reading left out (a task model's head)."""
     weights = read(path, config)
+    for note in weights.notes:
+        if on_note is not None:
+            on_note(note)
+    if dtype is not None:
+        weights.tensors = {name: value.astype(dtype) for name, value in weights.tensors.items()}
+    else:
+        _refuse_bfloat16(weights)
     if weights.config is None:
         raise WeightFormatError(f"{weights.path} ({weights.description}) stores no config: pass --config config.json")
-    if weights.layout.name == "rosetta" and CONFIG_KEY in weights.metadata:
+    if weights.layout.name == "rosetta" and CONFIG_KEY in weights.metadata and dtype is None:
         _, tensors = load_canonical(weights.path)  # the format version and every tensor checked
         return weights.config, tensors, "rosetta"
     return weights.config, weights.layout.to_canonical(weights), weights.layout.name
@@ -131,6 +152,14 @@ def save(
         raise IsADirectoryError(f"{path} is a directory")
     check_tensors(config, tensors)
     return LAYOUTS[layout].write(path, config, tensors)
+
+
+def _refuse_bfloat16(weights: WeightFile) -> None:
+    if any(value.dtype.name == "bfloat16" for value in weights.tensors.values()):
+        raise WeightFormatError(
+            f"{weights.path}: bfloat16 tensors; the canonical format holds float16/32/64: pass --dtype float32 "
+            "(exact: every bfloat16 value is a float32 one) or --dtype float64"
+        )
 
 
 def agreeing_config(path: Path, stored: EncoderConfig | None, given: EncoderConfig | None) -> EncoderConfig | None:

@@ -71,6 +71,10 @@ def skip_reason(config: EncoderConfig, framework: str) -> str | None:
     """Why the HF BERT peer cannot run `config` in `framework` ("torch" or "jax") here, or None."""
     if config.norm_first or config.has_final_norm:
         return "HF BERT is post-norm without a final LayerNorm (norm_first=False only)"
+    front = {"positions": "sinusoidal", "type_vocab_size": 0, "embedding_norm": False, "pooler": False}
+    different = [f"{name}={getattr(config, name)!r}" for name, value in front.items() if getattr(config, name) != value]
+    if different:
+        return f"the peer is HF's encoder stack behind rosetta's plain embedding front, not {', '.join(different)}"
     if importlib.util.find_spec("transformers") is None:
         return "transformers is not installed (pip install './packages/rosetta-tools[hf]')"
     version = importlib.metadata.version("transformers")
