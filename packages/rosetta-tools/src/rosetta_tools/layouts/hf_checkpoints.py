@@ -65,7 +65,9 @@ def encoder_config(hf: Mapping[str, Any], has_pooler: bool, source: Path) -> Enc
     dropout = hf.get("hidden_dropout_prob", 0.1)
     if hf.get("attention_probs_dropout_prob", dropout) != dropout:
         raise refuse("attention_probs_dropout_prob", f"rosetta has one dropout rate; hidden_dropout_prob is {dropout}")
-    padding_idx = hf.get("pad_token_id", 0 if model_type == "bert" else 1)
+    padding_idx = hf.get("pad_token_id")
+    if padding_idx is None:  # absent or null: transformers' defaults
+        padding_idx = 0 if model_type == "bert" else 1
     roberta = KINDS[model_type] == "hf-roberta"
     max_len = hf["max_position_embeddings"] - (padding_idx + 1 if roberta else 0)
     try:
