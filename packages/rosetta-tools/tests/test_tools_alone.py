@@ -154,3 +154,36 @@ if MISSING:
         verb = "is" if len(MISSING) == 1 else "are"
         assert_one_line_error(err, f"needs {' and '.join(f'rosetta-{f}' for f in MISSING)}, which {verb} not installed")
         assert package in err and frameworks.INSTALL[framework] in err
+
+
+BERT_LIKE = CONFIG.replace(
+    padding_idx=0,
+    scale_embedding=False,
+    positions="learned",
+    type_vocab_size=2,
+    embedding_norm=True,
+    pooler=True,
+    activation="gelu",
+    final_norm=None,  # post-norm: none, as BERT
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"), [("hf-bert", BERT_LIKE), ("hf-roberta", BERT_LIKE.replace(position_ids="after_padding"))]
+)
+def test_hf_checkpoint_folders_need_no_framework(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, config: EncoderConfig
+) -> None:
+    """Out to a Hugging Face folder and back, bit-exact, NumPy only (transformers loads it: test_hf_checkpoints)."""
+    tensors = random_tensors(config, seed=3)
+    source = save_canonical(tmp_path / "bert.safetensors", config, tensors)
+    assert main(["convert", str(source), str(tmp_path / "hf"), "--to", kind]) == 0
+    assert sorted(path.name for path in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "back.safetensors"), "--to", "rosetta"]) == 0
+    back_config, back = load_canonical(tmp_path / "back.safetensors")
+    assert back_config == config.replace(dropout=back_config.dropout)
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "hf")]) == 0
+    assert "check: every tensor matches the config" in capsys.readouterr().out
