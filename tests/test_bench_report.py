@@ -85,3 +85,13 @@ def test_the_duration_estimate_grows_with_the_work_and_skips_what_does_not_run()
     alone = bench_config("--preset", "tiny", "--impl", "rosetta_torch")
     assert estimate.estimate_seconds(with_cudnn, rate) == estimate.estimate_seconds(alone, rate)
     assert estimate.describe(30) == "about 30 seconds" and estimate.describe(840) == "about 14 minutes"
+
+
+def test_the_machines_bfloat16_hardware_is_named_from_its_cpu_flags() -> None:
+    from rosetta_tools.throughput.machine import bfloat16_hardware, machine_info
+
+    assert bfloat16_hardware({"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"}) == "AMX-BF16"
+    assert bfloat16_hardware({"avx2", "avx512f", "avx512_bf16"}) == "AVX512-BF16"
+    assert bfloat16_hardware({"fp", "asimd", "bf16"}) == "ARM BF16"
+    assert bfloat16_hardware({"sse2", "avx2", "fma"}) == "none"
+    assert machine_info().bfloat16_hardware in ("AMX-BF16", "AVX512-BF16", "ARM BF16", "none", "unknown")

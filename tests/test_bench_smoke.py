@@ -60,6 +60,7 @@ def test_json_has_every_figure(bench_run) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["schema"] == "rosetta-bench/1"
     assert results["machine"]["cpu_model"] and results["machine"]["usable_cpus"] >= 1
+    assert results["machine"]["bfloat16_hardware"] in ("AMX-BF16", "AVX512-BF16", "ARM BF16", "none", "unknown")
     assert results["workers"]["rosetta_torch"]["num_threads"] >= 1
     assert results["workers"]["rosetta_flax.jit"]["jax"]
     (case,) = results["cases"]

@@ -40,11 +40,37 @@ class MachineInfo:
     thread_env: dict[str, str | None]
     versions: dict[str, str | None]
     load_average_end: tuple[float, ...] | None = None
+    bfloat16_hardware: str = "unknown"  # "AMX-BF16", "AVX512-BF16", "ARM BF16" or "none": see bfloat16_hardware()
 
 
 def load_average() -> tuple[float, ...] | None:
     """The 1, 5 and 15 minute load averages, where the OS has them."""
     return tuple(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def bfloat16_hardware(flags: set[str]) -> str:
+    """The CPU's bfloat16 matrix hardware from its feature flags: AMX tiles (Sapphire Rapids and later), AVX-512
+    BF16 dot products (Cooper Lake, Zen 4), Arm's BF16 extension, or none (bfloat16 then runs through float32)."""
+    if "amx_bf16" in flags:
+        return "AMX-BF16"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    if "bf16" in flags:  # aarch64 /proc/cpuinfo "Features"
+        return "ARM BF16"
+    return "none"
+
+
+def _cpu_flags() -> set[str] | None:
+    """The feature flags of the first CPU in /proc/cpuinfo (x86 "flags", aarch64 "Features"), None elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("flags", "Features"):
+            return set(value.split())
+    return None
 
 
 def _cpuinfo() -> tuple[str, int | None]:
@@ -85,6 +111,7 @@ def _memory_gib() -> float | None:
 def machine_info() -> MachineInfo:
     """CPU model, core counts, memory, load, OS, Python and library versions (the end load still unset)."""
     cpu_model, physical_cores = _cpuinfo()
+    flags = _cpu_flags()
     return MachineInfo(
         cpu_model=cpu_model,
         physical_cores=physical_cores,
@@ -96,4 +123,5 @@ def machine_info() -> MachineInfo:
         python=sys.version.split()[0],
         thread_env={name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")},
         versions={package: _version(package) for package in PACKAGES},
+        bfloat16_hardware="unknown" if flags is None else bfloat16_hardware(flags),
     )

@@ -171,10 +171,16 @@ def print_report(results: BenchResults, console: Console) -> None:
     skipped = {(row.impl.name, row.reason) for _, row in results.rows() if row.status == "skipped"}
     for impl, reason in sorted(skipped):
         console.print(f"[dim]not run: {impl}: {escape(reason)}[/dim]")  # escaped: "[hf]" is no markup
+    if config.dtype == "bfloat16" and config.device == "cpu" and machine.bfloat16_hardware == "none":
+        console.print(
+            "[yellow]this CPU has no bfloat16 hardware (no AMX, no AVX512-BF16): the bfloat16 rows ran, their "
+            "arithmetic going through float32, so their speed says nothing about a machine that has it[/yellow]"
+        )
     for mode, choice, freezing, kwargs in sorted(compiled):
         console.print(f"[dim]torch.compile rows, {mode}: {choice} (freezing={freezing}, torch.compile{kwargs})[/dim]")
     console.print(
-        f"[dim]{machine.cpu_model}, {machine.usable_cpus} usable CPUs; threads per worker: "
+        f"[dim]{machine.cpu_model}, {machine.usable_cpus} usable CPUs, bfloat16 hardware: "
+        f"{machine.bfloat16_hardware}; threads per worker: "
         f"{', '.join(f'{k}={v}' for k, v in threads.items())}; load average {load[0]} -> {load[1]}.\n"
         "tokens = B*S positions per call (padding included), median over calls, IQR, best = fastest call; "
         "train = forward + backward + AdamW, FLOPs 3x forward; "
