@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from rosetta_common.config import EncoderConfig
 
@@ -80,3 +83,49 @@ def check_attention_mask(
         raise InputError(f"attention_mask shape {tuple(shape)} does not match token_ids shape {tuple(ids_shape)}")
     if not values_ok:
         raise InputError("attention_mask must hold only 0 (padding) and 1 (keep)")
+
+
+@dataclass(frozen=True)
+class ArrayFacts:
+    """What the input checks read of one array; each framework reads them from its own array type."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    is_integer: bool
+    is_bool: bool
+    lowest: int = 0  # of an integer array; 0 when it is empty or not of an integer dtype
+    highest: int = 0
+    binary: bool = True  # every value 0 or 1: read (and worked out) for an attention_mask only
+
+
+def numpy_facts(value: object, *, binary: bool = False) -> ArrayFacts:
+    """The facts of a NumPy (or JAX, or anything `np.asarray` reads) array; `binary`: work out whether every value
+    is 0 or 1."""
+    array = np.asarray(value)
+    is_integer = bool(np.issubdtype(array.dtype, np.integer))
+    lowest, highest = (int(array.min()), int(array.max())) if is_integer and array.size else (0, 0)
+    zeros_and_ones = bool(np.isin(array, (0, 1)).all()) if binary else True
+    return ArrayFacts(
+        array.shape, str(array.dtype), is_integer, array.dtype == np.bool_, lowest, highest, zeros_and_ones
+    )
+
+
+def check_encoder_inputs(
+    config: EncoderConfig,
+    token_ids: ArrayFacts,
+    padding_mask: ArrayFacts | None = None,
+    *,
+    token_type_ids: ArrayFacts | None = None,
+    attention_mask: ArrayFacts | None = None,
+) -> None:
+    """Every check of an encoder call, in one order and one set of words for the oracle and both frameworks: the
+    token ids, the token types, then the attention_mask (not beside a padding_mask) or the padding_mask."""
+    ids = token_ids
+    check_token_ids(config, ids.shape, ids.dtype, ids.is_integer, ids.lowest, ids.highest)
+    if token_type_ids is not None:
+        types = token_type_ids
+        check_token_type_ids(config, ids.shape, types.shape, types.dtype, types.is_integer, types.lowest, types.highest)
+    if attention_mask is not None:
+        check_attention_mask(padding_mask is not None, ids.shape, attention_mask.shape, attention_mask.binary)
+    elif padding_mask is not None:
+        check_padding_mask(ids.shape, padding_mask.shape, padding_mask.dtype, padding_mask.is_bool)

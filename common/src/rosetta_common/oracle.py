@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from rosetta_common.config import EncoderConfig
-from rosetta_common.inputs import check_attention_mask, check_padding_mask, check_token_ids, check_token_type_ids
+from rosetta_common.inputs import check_encoder_inputs, numpy_facts
 from rosetta_common.positional import position_ids, sinusoidal_table
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -181,32 +181,19 @@ def checked_masks(
     attention_mask: np.ndarray | None,
     token_type_ids: np.ndarray | None,
 ) -> np.ndarray:
-    """Check every input (the same checks, in the same words, as both frameworks) and return the padding mask."""
-    is_int = np.issubdtype(token_ids.dtype, np.integer)
-    nonempty = is_int and token_ids.size
-    check_token_ids(
+    """Check every input (`check_encoder_inputs`, as both frameworks do) and return the padding mask."""
+    check_encoder_inputs(
         config,
-        token_ids.shape,
-        str(token_ids.dtype),
-        is_int,
-        int(token_ids.min()) if nonempty else 0,
-        int(token_ids.max()) if nonempty else 0,
+        numpy_facts(token_ids),
+        None if padding_mask is None else numpy_facts(padding_mask),
+        token_type_ids=None if token_type_ids is None else numpy_facts(token_type_ids),
+        attention_mask=None if attention_mask is None else numpy_facts(attention_mask, binary=True),
     )
-    if token_type_ids is not None:
-        types = np.asarray(token_type_ids)
-        types_int = np.issubdtype(types.dtype, np.integer)
-        lowest = int(types.min()) if types_int and types.size else 0
-        highest = int(types.max()) if types_int and types.size else 0
-        check_token_type_ids(config, token_ids.shape, types.shape, str(types.dtype), types_int, lowest, highest)
     if attention_mask is not None:
-        keep = np.asarray(attention_mask)
-        check_attention_mask(padding_mask is not None, token_ids.shape, keep.shape, bool(np.isin(keep, (0, 1)).all()))
-        return keep == 0
+        return np.asarray(attention_mask) == 0
     if padding_mask is None:
         return default_padding_mask(config, token_ids)
-    mask = np.asarray(padding_mask)
-    check_padding_mask(token_ids.shape, mask.shape, str(mask.dtype), mask.dtype == np.bool_)
-    return mask
+    return np.asarray(padding_mask)
 
 
 def encoder_forward(

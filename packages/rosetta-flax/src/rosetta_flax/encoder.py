@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rosetta_common import EncoderConfig, check_array_type, check_padding_mask, check_token_ids
-from rosetta_common.inputs import check_attention_mask, check_token_type_ids
+from rosetta_common import EncoderConfig, check_array_type
+from rosetta_common.inputs import check_encoder_inputs, numpy_facts
 from rosetta_flax.attention import attention_bias
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
@@ -21,13 +21,6 @@ Array = jax.Array | np.ndarray
 
 def _is_traced(array: object) -> bool:
     return isinstance(array, jax.core.Tracer)
-
-
-def _extremes(array: np.ndarray) -> tuple[int, int]:
-    """(min, max) of an integer array as Python ints; (0, 0) when it is empty or not of an integer dtype."""
-    if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
-        return 0, 0
-    return int(array.min()), int(array.max())
 
 
 class Encoder(nnx.Module):
@@ -68,7 +61,7 @@ class Encoder(nnx.Module):
     ) -> None:
         """Raise a clear InputError for bad token ids, token type ids or masks (concrete arrays only).
 
-        The checks and their words are `rosetta_common.oracle.checked_masks`'s: both masks at once, token types
+        The checks and their words are `rosetta_common.inputs.check_encoder_inputs`'s: both masks at once, token types
         for an encoder without them, ids out of range, shapes or dtypes that do not fit.
         """
         kind, convert = "a JAX or NumPy array", "jnp.asarray"
@@ -80,20 +73,13 @@ class Encoder(nnx.Module):
         ):
             if value is not None:
                 check_array_type(name, value, ARRAY_TYPES, kind, convert)
-        ids = np.asarray(token_ids)
-        check_token_ids(self.config, ids.shape, str(ids.dtype), np.issubdtype(ids.dtype, np.integer), *_extremes(ids))
-        if token_type_ids is not None:
-            types = np.asarray(token_type_ids)
-            is_int = np.issubdtype(types.dtype, np.integer)
-            check_token_type_ids(self.config, ids.shape, types.shape, str(types.dtype), is_int, *_extremes(types))
-        if attention_mask is not None:
-            keep = np.asarray(attention_mask)
-            values_ok = bool(np.isin(keep, (0, 1)).all())
-            check_attention_mask(padding_mask is not None, ids.shape, keep.shape, values_ok)
-        elif padding_mask is not None:
-            check_padding_mask(
-                ids.shape, np.shape(padding_mask), str(padding_mask.dtype), padding_mask.dtype == np.bool_
-            )
+        check_encoder_inputs(
+            self.config,
+            numpy_facts(token_ids),
+            None if padding_mask is None else numpy_facts(padding_mask),
+            token_type_ids=None if token_type_ids is None else numpy_facts(token_type_ids),
+            attention_mask=None if attention_mask is None else numpy_facts(attention_mask, binary=True),
+        )
 
     def padding_mask_for(
         self,

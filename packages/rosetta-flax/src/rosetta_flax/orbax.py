@@ -26,16 +26,11 @@ from rosetta_common import (
     write_directory_atomically,
 )
 from rosetta_common.name_tables import FLAX_ENCODER
-from rosetta_flax.convert import from_canonical
+from rosetta_flax.convert import from_canonical, to_canonical
 from rosetta_flax.encoder import Encoder
 
 STATE_DIR, CONFIG_FILE = "state", "config.json"
 MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
-
-
-def is_checkpoint(directory: Path) -> bool:
-    """A rosetta checkpoint (`state/`) or a bare Orbax one."""
-    return (directory / STATE_DIR).is_dir() or any((directory / marker).exists() for marker in MARKERS)
 
 
 def read_checkpoint(
@@ -77,8 +72,6 @@ def write_checkpoint(directory: str | os.PathLike, config: EncoderConfig, tensor
 
 def save_checkpoint(model: Encoder, directory: str | os.PathLike) -> Path:
     """Write the model as an Orbax checkpoint directory (atomically)."""
-    from rosetta_flax.convert import to_canonical
-
     return write_checkpoint(directory, model.config, to_canonical(model))
 
 

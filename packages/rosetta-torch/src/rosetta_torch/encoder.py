@@ -6,23 +6,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rosetta_common import EncoderConfig, check_array_type, check_padding_mask, check_token_ids
-from rosetta_common.inputs import check_attention_mask, check_token_type_ids
+from rosetta_common import EncoderConfig, check_array_type
+from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
 from rosetta_torch.attention import attention_bias
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.layer import EncoderLayer
 from rosetta_torch.pooler import Pooler
 
 
-def _is_integer(tensor: torch.Tensor) -> bool:
-    return not tensor.dtype.is_floating_point and not tensor.dtype.is_complex and tensor.dtype != torch.bool
-
-
-def _extremes(tensor: torch.Tensor) -> tuple[int, int]:
-    """(min, max) of an integer tensor as Python ints; (0, 0) when it is empty or not of an integer dtype."""
-    if not _is_integer(tensor) or tensor.numel() == 0:
-        return 0, 0
-    return int(tensor.min()), int(tensor.max())
+def _facts(tensor: torch.Tensor, *, binary: bool = False) -> ArrayFacts:
+    """What the input checks read of a tensor: only its extremes (and, for a mask, whether it is all 0 and 1) come
+    back to the host, never the tensor itself."""
+    dtype = tensor.dtype
+    is_integer = not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+    lowest, highest = (int(tensor.min()), int(tensor.max())) if is_integer and tensor.numel() else (0, 0)
+    zeros_and_ones = bool(((tensor == 0) | (tensor == 1)).all()) if binary else True
+    return ArrayFacts(tuple(tensor.shape), str(dtype), is_integer, dtype == torch.bool, lowest, highest, zeros_and_ones)
 
 
 class Encoder(nn.Module):
@@ -69,7 +68,7 @@ class Encoder(nn.Module):
     ) -> None:
         """Raise a clear InputError for bad token ids, token type ids or masks (never a silent clamp).
 
-        The checks and their words are `rosetta_common.oracle.checked_masks`'s: both masks at once, token types
+        The checks and their words are `rosetta_common.inputs.check_encoder_inputs`'s: both masks at once, token types
         for an encoder without them, ids out of range, shapes or dtypes that do not fit.
         """
         kind, convert = "a torch.Tensor", "torch.as_tensor"
@@ -81,18 +80,13 @@ class Encoder(nn.Module):
         ):
             if value is not None:
                 check_array_type(name, value, (torch.Tensor,), kind, convert)
-        shape = token_ids.shape
-        check_token_ids(self.config, shape, str(token_ids.dtype), _is_integer(token_ids), *_extremes(token_ids))
-        if token_type_ids is not None:
-            types = token_type_ids
-            check_token_type_ids(
-                self.config, shape, types.shape, str(types.dtype), _is_integer(types), *_extremes(types)
-            )
-        if attention_mask is not None:
-            values_ok = bool(((attention_mask == 0) | (attention_mask == 1)).all())
-            check_attention_mask(padding_mask is not None, shape, attention_mask.shape, values_ok)
-        elif padding_mask is not None:
-            check_padding_mask(shape, padding_mask.shape, str(padding_mask.dtype), padding_mask.dtype == torch.bool)
+        check_encoder_inputs(
+            self.config,
+            _facts(token_ids),
+            None if padding_mask is None else _facts(padding_mask),
+            token_type_ids=None if token_type_ids is None else _facts(token_type_ids),
+            attention_mask=None if attention_mask is None else _facts(attention_mask, binary=True),
+        )
 
     @torch.compiler.disable
     def padding_mask_for(
