@@ -27,6 +27,17 @@ def available() -> tuple[str, ...]:
     return tuple(framework for framework in PACKAGES if installed(framework))
 
 
+def require_any(needed_for: str) -> tuple[str, ...]:
+    """The installed frameworks (torch first); FrameworkMissing naming both packages when there is none."""
+    present = available()
+    if not present:
+        raise FrameworkMissing(
+            f"{needed_for} runs rosetta-torch and/or rosetta-flax and neither is installed "
+            f"({INSTALL['torch']}; {INSTALL['flax']})"
+        )
+    return present
+
+
 def missing_message(framework: str, needed_for: str) -> str:
     return f"{needed_for} needs {_package(framework)}, which is not installed ({INSTALL[framework]})"
 

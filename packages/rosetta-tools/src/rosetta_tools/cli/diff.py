@@ -70,12 +70,7 @@ def weight_changes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    present = frameworks.available()
-    if not present:
-        raise frameworks.FrameworkMissing(
-            "rosetta diff runs rosetta-torch and/or rosetta-flax and neither is installed "
-            f"({frameworks.INSTALL['torch']}; {frameworks.INSTALL['flax']})"
-        )
+    present = frameworks.require_any("rosetta diff")
     console = terminal.console()
     given = given_config(args)
     config, tensors_a, _ = layouts.load(args.a, given)

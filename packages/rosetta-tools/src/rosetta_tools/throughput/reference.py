@@ -23,13 +23,7 @@ def framework() -> str:
 
     Raises FrameworkMissing when neither is: `rosetta bench` has nothing to run.
     """
-    present = frameworks.available()
-    if not present:
-        raise frameworks.FrameworkMissing(
-            "rosetta bench runs rosetta-torch and/or rosetta-flax and neither is installed "
-            f"({frameworks.INSTALL['torch']}; {frameworks.INSTALL['flax']})"
-        )
-    return present[0]
+    return frameworks.require_any("rosetta bench")[0]
 
 
 def main(argv: list[str]) -> int:
