@@ -225,7 +225,7 @@ def test_wrong_and_mixed_dtypes_are_listed(framework: Framework) -> None:
     tensors["layers.0.norm1.bias"] = np.zeros(CONFIG.d_model, np.int32)
     with pytest.raises(WeightFormatError) as error:
         framework.build(tensors)
-    assert "layers.0.norm1.bias: dtype int32, expected one of float16/float32/float64" in str(error.value)
+    assert "layers.0.norm1.bias: dtype int32, expected one of float16/bfloat16/float32/float64" in str(error.value)
     assert "mixed dtypes ['float32', 'float64']: every tensor must share one dtype" in str(error.value)
 
 

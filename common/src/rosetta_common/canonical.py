@@ -10,9 +10,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from rosetta_common.config import EncoderConfig
+from rosetta_common.precision import BFLOAT16
 
 FORMAT_VERSION = "1"
-FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = (np.dtype(np.float16), BFLOAT16, np.dtype(np.float32), np.dtype(np.float64))
 
 
 class WeightFormatError(ValueError):
@@ -87,7 +88,7 @@ def check_named_tensors(
         if array.shape != tuple(shape):
             problems.append(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
         if array.dtype not in FLOAT_DTYPES:
-            problems.append(f"{name}: dtype {array.dtype}, expected one of float16/float32/float64")
+            problems.append(f"{name}: dtype {array.dtype}, expected one of float16/bfloat16/float32/float64")
             continue
         dtypes.add(array.dtype)
         if not np.isfinite(array).all():

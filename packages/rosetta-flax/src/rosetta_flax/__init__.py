@@ -8,9 +8,11 @@ from rosetta_flax.feedforward import FeedForward
 from rosetta_flax.layer import EncoderLayer
 from rosetta_flax.orbax import load_checkpoint, save_checkpoint
 from rosetta_flax.pooler import Pooler
+from rosetta_flax.precision import Compute
 from rosetta_flax.runner import Runner
 
 __all__ = [
+    "Compute",
     "Encoder",
     "EncoderLayer",
     "FeedForward",

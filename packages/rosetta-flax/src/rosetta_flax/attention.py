@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rosetta_common import EncoderConfig
+from rosetta_flax.precision import Compute
 
 
 def attention_bias(padding_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -47,6 +48,7 @@ class MultiHeadSelfAttention(nnx.Module):
         config: EncoderConfig,
         *,
         dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
         implementation: str | None = None,
     ) -> None:
@@ -55,17 +57,20 @@ class MultiHeadSelfAttention(nnx.Module):
         self.q, self.k, self.v, self.out = (nnx.Linear(d, d, param_dtype=dtype, rngs=rngs) for _ in range(4))
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.implementation = implementation
+        self.compute = Compute(compute_dtype)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         batch, seq, d_model = x.shape
         tokens = x.reshape(batch * seq, d_model)  # 2-D projections: see FeedForward.__call__
 
         def heads(projection: nnx.Linear) -> jax.Array:  # [B*S, D] -> [B, H, S, d_head]
-            return projection(tokens).reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
+            return self.compute.linear(projection, tokens).reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
 
         q, bias = uniform_where_all_padding(heads(self.q), bias)
         k, v = heads(self.k), heads(self.v)
-        if self.implementation is None:
+        if self.compute.active:
+            context = self.policy_attention(q, k, v, bias)
+        elif self.implementation is None:
             context = self.softmax_attention(q, k, v, bias)
         else:
             if self.dropout.rate and not self.dropout.deterministic:
@@ -76,7 +81,8 @@ class MultiHeadSelfAttention(nnx.Module):
             q, k, v = (t.swapaxes(1, 2) for t in (q, k, v))  # JAX's kernels take [B, S, H, d_head]
             context = jax.nn.dot_product_attention(q, k, v, mask=keep, implementation=self.implementation)
             context = context.swapaxes(1, 2)
-        return self.out(context.swapaxes(1, 2).reshape(batch * seq, d_model)).reshape(batch, seq, d_model)
+        merged = context.swapaxes(1, 2).reshape(batch * seq, d_model)
+        return self.compute.linear(self.out, merged).reshape(batch, seq, d_model)
 
     def softmax_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
         """q, k, v `[B, H, S, d_head]`, bias `[B, 1, 1, S]` -> context `[B, H, S, d_head]`.
@@ -92,3 +98,13 @@ class MultiHeadSelfAttention(nnx.Module):
         scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
         unnormalised = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
         return self.dropout(unnormalised) @ v / unnormalised.sum(axis=-1, keepdims=True)
+
+    def policy_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+        """Attention under a precision policy: q, k, v `[B, H, S, d_head]` (compute dtype), bias float32
+        `[B, 1, 1, S]` -> context `[B, H, S, d_head]`. Scores from float32 operands (exact products of the
+        bfloat16 values, float32 accumulation), softmax in float32, the probabilities rounded, then p @ v with one
+        rounding (as `rosetta_torch.attention.MultiHeadSelfAttention.policy_attention`)."""
+        widen = self.compute.widen
+        scores = widen(q) @ widen(k).swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        probabilities = self.dropout(jax.nn.softmax(scores, axis=-1))
+        return self.compute.matmul(self.compute.round(probabilities), v)

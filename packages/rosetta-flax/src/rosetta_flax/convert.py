@@ -14,6 +14,7 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
 from rosetta_common.name_tables import FLAX_ENCODER
+from rosetta_common.precision import Precision, cast_tensors
 from rosetta_flax.encoder import Encoder
 
 
@@ -22,10 +23,12 @@ def _params_by_name(model: Encoder) -> dict[str, nnx.Variable]:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_constructor(config: EncoderConfig, dtype: str) -> Callable[[nnx.Rngs], Encoder]:
-    """`Encoder(config, dtype=dtype, rngs=...)` under `nnx.jit`: the random init that `from_canonical` overwrites
-    costs one compilation per (config, dtype) instead of one per op and shape (same parameters, same RNG state)."""
-    return nnx.jit(lambda rngs: Encoder(config, dtype=jnp.dtype(dtype), rngs=rngs))
+def _jitted_constructor(config: EncoderConfig, dtype: str, compute: str | None) -> Callable[[nnx.Rngs], Encoder]:
+    """`Encoder(config, dtype=dtype, compute_dtype=compute, rngs=...)` under `nnx.jit`: the random init that
+    `from_canonical` overwrites costs one compilation per (config, dtype) instead of one per op and shape (same
+    parameters, same RNG state)."""
+    compute_dtype = None if compute is None else jnp.dtype(compute)
+    return nnx.jit(lambda rngs: Encoder(config, dtype=jnp.dtype(dtype), compute_dtype=compute_dtype, rngs=rngs))
 
 
 def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
@@ -35,14 +38,24 @@ def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
 
 
 def from_canonical(
-    config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, rngs: nnx.Rngs | None = None
+    config: EncoderConfig,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    precision: Precision | None = None,
+    rngs: nnx.Rngs | None = None,
 ) -> Encoder:
     """Build an Encoder holding exactly `tensors`; the model takes their dtype (float64 needs JAX x64).
 
-    `rngs` seeds dropout (default `nnx.Rngs(0)`).
+    With a `precision` policy the tensors are cast to `precision.params` first (round to nearest even: exact from
+    bfloat16 to float32, lossy the other way) and the model computes as the policy says. `rngs` seeds dropout
+    (default `nnx.Rngs(0)`).
     """
     dtype = check_tensors(config, tensors)
-    model = _jitted_constructor(config, np.dtype(dtype).name)(rngs or nnx.Rngs(0))
+    compute = None
+    if precision is not None:
+        tensors, _ = cast_tensors(tensors, precision.params)
+        dtype, compute = tensors["embedding.weight"].dtype, precision.compute
+    model = _jitted_constructor(config, np.dtype(dtype).name, compute)(rngs or nnx.Rngs(0))
     params = _params_by_name(model)
     for name, value in FLAX_ENCODER.to_native(config, tensors).items():
         params[name].set_value(jnp.asarray(value, dtype=dtype))
@@ -54,7 +67,8 @@ def save(model: Encoder, path: str | os.PathLike) -> Path:
     return save_canonical(path, model.config, to_canonical(model))
 
 
-def load(path: str | os.PathLike, *, rngs: nnx.Rngs | None = None) -> Encoder:
-    """Read a canonical safetensors file (checked before anything is built) into an Encoder."""
+def load(path: str | os.PathLike, *, precision: Precision | None = None, rngs: nnx.Rngs | None = None) -> Encoder:
+    """Read a canonical safetensors file (checked before anything is built) into an Encoder (`precision`: as in
+    `from_canonical`)."""
     config, tensors = load_canonical(path)
-    return from_canonical(config, tensors, rngs=rngs)
+    return from_canonical(config, tensors, precision=precision, rngs=rngs)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rosetta_common import EncoderConfig, sinusoidal_table
+from rosetta_flax.precision import Compute
 
 BERT_INIT_STD = 0.02
 """The standard deviation BERT initialises its position and token-type tables with."""
@@ -32,9 +33,17 @@ class TokenEmbedding(nnx.Module):
     the padding row's gradient exactly zero, as torch's `padding_idx` does.
     """
 
-    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
         self.padding_idx = config.padding_idx
         self.scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.compute = Compute(compute_dtype)
         weight = jax.random.normal(rngs.params(), (config.vocab_size, config.d_model), dtype)
         weight = weight / math.sqrt(config.d_model)
         if self.padding_idx is not None:
@@ -42,7 +51,7 @@ class TokenEmbedding(nnx.Module):
         self.weight = nnx.Param(weight)
 
     def __call__(self, token_ids: jax.Array) -> jax.Array:
-        return _rows_without_gradient_at(self.weight[...], token_ids, self.padding_idx) * self.scale
+        return _rows_without_gradient_at(self.compute.widen(self.weight[...]), token_ids, self.padding_idx) * self.scale
 
 
 class PositionalEncoding(nnx.Module):
@@ -67,8 +76,16 @@ class LearnedPositionalEmbedding(nnx.Module):
     never receives gradient (stopped as in `TokenEmbedding`). Initialised N(0, 0.02), as BERT.
     """
 
-    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
         self.padding_idx = config.padding_idx if config.position_ids == "after_padding" else None
+        self.compute = Compute(compute_dtype)
         weight = jax.random.normal(rngs.params(), (config.position_table_size, config.d_model), dtype) * BERT_INIT_STD
         if self.padding_idx is not None:
             weight = weight.at[self.padding_idx].set(0.0)
@@ -83,15 +100,24 @@ class LearnedPositionalEmbedding(nnx.Module):
         return jnp.cumsum(real, axis=1) * real + self.padding_idx
 
     def __call__(self, x: jax.Array, token_ids: jax.Array) -> jax.Array:
-        return x + _rows_without_gradient_at(self.weight[...], self.position_ids(token_ids), self.padding_idx)
+        weight = self.compute.widen(self.weight[...])
+        return x + _rows_without_gradient_at(weight, self.position_ids(token_ids), self.padding_idx)
 
 
 class TokenTypeEmbedding(nnx.Module):
     """token_type_ids int `[B, S]` in `[0, type_vocab_size)` -> `[B, S, D]`; initialised N(0, 0.02), as BERT."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
         weight = jax.random.normal(rngs.params(), (config.type_vocab_size, config.d_model), dtype) * BERT_INIT_STD
         self.weight = nnx.Param(weight)
+        self.compute = Compute(compute_dtype)
 
     def __call__(self, token_type_ids: jax.Array) -> jax.Array:
-        return jnp.take(self.weight[...], token_type_ids, axis=0)
+        return jnp.take(self.compute.widen(self.weight[...]), token_type_ids, axis=0)

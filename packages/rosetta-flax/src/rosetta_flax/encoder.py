@@ -14,6 +14,7 @@ from rosetta_flax.attention import attention_bias
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
 from rosetta_flax.pooler import Pooler
+from rosetta_flax.precision import Compute
 
 ARRAY_TYPES = (jax.Array, np.ndarray)
 Array = jax.Array | np.ndarray
@@ -32,24 +33,31 @@ class Encoder(nnx.Module):
     before the jitted function (JAX's gather would silently clamp a bad token id).
     """
 
-    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
         if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError("a float64 Encoder needs JAX x64: jax.config.update('jax_enable_x64', True)")
         self.config = config
-        self.embedding = TokenEmbedding(config, dtype=dtype, rngs=rngs)
+        self.compute = Compute(compute_dtype)
+        kinds = {"dtype": dtype, "compute_dtype": compute_dtype, "rngs": rngs}
+        self.embedding = TokenEmbedding(config, **kinds)
         self.positional = (
-            LearnedPositionalEmbedding(config, dtype=dtype, rngs=rngs)
-            if config.positions == "learned"
-            else PositionalEncoding(config)
+            LearnedPositionalEmbedding(config, **kinds) if config.positions == "learned" else PositionalEncoding(config)
         )
-        self.token_type = TokenTypeEmbedding(config, dtype=dtype, rngs=rngs) if config.type_vocab_size else None
+        self.token_type = TokenTypeEmbedding(config, **kinds) if config.type_vocab_size else None
         self.embedding_norm = (
             layer_norm(config, dtype, rngs, epsilon=config.embedding_norm_epsilon) if config.embedding_norm else None
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.layers = nnx.List([EncoderLayer(config, dtype=dtype, rngs=rngs) for _ in range(config.n_layers)])
+        self.layers = nnx.List([EncoderLayer(config, **kinds) for _ in range(config.n_layers)])
         self.final_norm = layer_norm(config, dtype, rngs) if config.has_final_norm else None
-        self.pooler = Pooler(config, dtype=dtype, rngs=rngs) if config.pooler else None
+        self.pooler = Pooler(config, **kinds) if config.pooler else None
 
     def check_inputs(
         self,
@@ -112,7 +120,7 @@ class Encoder(nnx.Module):
             x = x + self.token_type(types)
         acts["positional"] = x
         if self.embedding_norm is not None:
-            acts["embedding_norm"] = self.embedding_norm(x)
+            acts["embedding_norm"] = self.compute.norm32(self.embedding_norm, x)
         return acts
 
     def pooled(self, hidden: jax.Array) -> jax.Array:
@@ -134,13 +142,13 @@ class Encoder(nnx.Module):
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
         acts = self.embedding_front(token_ids, token_type_ids)
-        x = self.dropout(next(reversed(acts.values())))
-        bias = attention_bias(padding_mask, x.dtype)
+        x = self.dropout(self.compute.round(next(reversed(acts.values()))))
+        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
         for i, layer in enumerate(self.layers):
             x = acts[f"layers.{i}.attn"] = layer.attention_block(x, bias)
             x = acts[f"layers.{i}.ffn"] = layer.feed_forward_block(x)
         if self.final_norm is not None:
-            x = acts["final_norm"] = self.final_norm(x)
+            x = acts["final_norm"] = self.compute.norm(self.final_norm, x)
         acts["output"] = x
         if self.pooler is not None:
             acts["pooler"] = self.pooler(x)
@@ -157,8 +165,9 @@ class Encoder(nnx.Module):
         padding_mask = self.padding_mask_for(
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
-        x = self.dropout(next(reversed(self.embedding_front(token_ids, token_type_ids).values())))
-        bias = attention_bias(padding_mask, x.dtype)
+        front = next(reversed(self.embedding_front(token_ids, token_type_ids).values()))
+        x = self.dropout(self.compute.round(front))
+        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
         for layer in self.layers:
             x = layer(x, bias)
-        return x if self.final_norm is None else self.final_norm(x)
+        return x if self.final_norm is None else self.compute.norm(self.final_norm, x)

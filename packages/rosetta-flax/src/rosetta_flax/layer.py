@@ -9,6 +9,7 @@ from flax import nnx
 from rosetta_common import EncoderConfig
 from rosetta_flax.attention import MultiHeadSelfAttention
 from rosetta_flax.feedforward import FeedForward
+from rosetta_flax.precision import Compute
 
 
 def layer_norm(
@@ -23,24 +24,34 @@ def layer_norm(
 class EncoderLayer(nnx.Module):
     """x `[B, S, D]`, attention bias `[B, 1, 1, S]` -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`."""
 
-    def __init__(self, config: EncoderConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
         self.norm_first = config.norm_first
-        self.attn = MultiHeadSelfAttention(config, dtype=dtype, rngs=rngs)
+        self.attn = MultiHeadSelfAttention(config, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs)
         self.norm1 = layer_norm(config, dtype, rngs)
-        self.ffn = FeedForward(config, dtype=dtype, rngs=rngs)
+        self.ffn = FeedForward(config, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs)
         self.norm2 = layer_norm(config, dtype, rngs)
         self.dropout1 = nnx.Dropout(config.dropout, rngs=rngs)
         self.dropout2 = nnx.Dropout(config.dropout, rngs=rngs)
+        self.compute = Compute(compute_dtype)
 
     def attention_block(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+        add, norm = self.compute.add, self.compute.norm
         if self.norm_first:
-            return x + self.dropout1(self.attn(self.norm1(x), bias))
-        return self.norm1(x + self.dropout1(self.attn(x, bias)))
+            return add(x, self.dropout1(self.attn(norm(self.norm1, x), bias)))
+        return norm(self.norm1, add(x, self.dropout1(self.attn(x, bias))))
 
     def feed_forward_block(self, x: jax.Array) -> jax.Array:
+        add, norm = self.compute.add, self.compute.norm
         if self.norm_first:
-            return x + self.dropout2(self.ffn(self.norm2(x)))
-        return self.norm2(x + self.dropout2(self.ffn(x)))
+            return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
+        return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         return self.feed_forward_block(self.attention_block(x, bias))

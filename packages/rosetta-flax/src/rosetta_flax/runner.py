@@ -2,7 +2,8 @@
 
 The one way the command line, the tests and the tools run this framework on NumPy data. Mirrors
 `rosetta_torch.runner`; the framework-specific option is `jit`: the whole call compiled as one XLA graph
-(inputs are checked on the concrete arrays first: under jit JAX's gather would clamp a bad token id).
+(inputs are checked on the concrete arrays first: under jit JAX's gather would clamp a bad token id). Outputs are
+in the model's dtype (bfloat16 as ml_dtypes' bfloat16).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from rosetta_common import EncoderConfig
+from rosetta_common.precision import Precision
 from rosetta_flax.convert import from_canonical
 from rosetta_flax.encoder import Encoder
 
@@ -33,13 +35,21 @@ def _activations(model: Encoder, token_ids: jnp.ndarray, padding_mask: jnp.ndarr
 
 
 class Runner:
-    """An eval-mode rosetta_flax.Encoder holding `tensors` (their dtype; float64 needs JAX x64)."""
+    """An eval-mode rosetta_flax.Encoder holding `tensors` (their dtype, or `precision.params`; float64 needs
+    JAX x64)."""
 
     framework = "flax"
 
-    def __init__(self, config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, jit: bool = False) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        tensors: Mapping[str, np.ndarray],
+        *,
+        precision: Precision | None = None,
+        jit: bool = False,
+    ) -> None:
         self.config, self.jit = config, jit
-        self.model = from_canonical(config, tensors)
+        self.model = from_canonical(config, tensors, precision=precision)
         self.model.eval()
 
     def _inputs(

@@ -8,9 +8,11 @@ from rosetta_torch.feedforward import FeedForward
 from rosetta_torch.interop import from_torch_modules, to_torch_modules, torch_modules_to_canonical
 from rosetta_torch.layer import EncoderLayer
 from rosetta_torch.pooler import Pooler
+from rosetta_torch.precision import Compute
 from rosetta_torch.runner import Runner
 
 __all__ = [
+    "Compute",
     "Encoder",
     "EncoderLayer",
     "FeedForward",

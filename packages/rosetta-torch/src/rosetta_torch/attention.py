@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rosetta_common import EncoderConfig
+from rosetta_torch.precision import Compute
 
 
 def attention_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -37,25 +40,41 @@ class MultiHeadSelfAttention(nn.Module):
     """x `[B, S, D]`, bias `[B, 1, 1, S]` -> `[B, S, D]`; heads are contiguous column blocks of d_head."""
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         d = config.d_model
         self.n_heads, self.dropout = config.n_heads, config.dropout
+        self.compute = Compute(compute_dtype)
         self.q, self.k, self.v, self.out = (nn.Linear(d, d, dtype=dtype, device=device) for _ in range(4))
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         batch, seq, d_model = x.shape
 
         def heads(projection: nn.Linear) -> torch.Tensor:  # [B, S, D] -> [B, H, S, d_head]
-            return projection(x).view(batch, seq, self.n_heads, -1).transpose(1, 2)
+            return self.compute.linear(projection, x).view(batch, seq, self.n_heads, -1).transpose(1, 2)
 
         query, bias = uniform_where_all_padding(heads(self.q), bias)
-        context = F.scaled_dot_product_attention(
-            query,
-            heads(self.k),
-            heads(self.v),
-            attn_mask=bias,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        return self.out(context.transpose(1, 2).reshape(batch, seq, d_model))
+        dropout = self.dropout if self.training else 0.0
+        if self.compute.active:
+            context = self.policy_attention(query, heads(self.k), heads(self.v), bias)
+        else:
+            context = F.scaled_dot_product_attention(
+                query, heads(self.k), heads(self.v), attn_mask=bias, dropout_p=dropout
+            )
+        return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, d_model))
+
+    def policy_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention under a precision policy: q, k, v `[B, H, S, d_head]` (compute dtype), bias float32
+        `[B, 1, 1, S]` -> context `[B, H, S, d_head]`. Scores from float32 operands (exact products of the
+        bfloat16 values, float32 accumulation), softmax in float32, the probabilities rounded, then p @ v with one
+        rounding (as `rosetta_flax.attention.MultiHeadSelfAttention.policy_attention`)."""
+        widen = self.compute.widen
+        scores = widen(q) @ widen(k).transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        probabilities = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        return self.compute.matmul(self.compute.round(probabilities), v)

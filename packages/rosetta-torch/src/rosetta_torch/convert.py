@@ -11,8 +11,24 @@ import torch
 
 from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
 from rosetta_common.name_tables import TORCH_ENCODER
+from rosetta_common.precision import BFLOAT16, Precision, cast_tensors
 from rosetta_torch.embedding import PositionalEncoding
 from rosetta_torch.encoder import Encoder
+
+
+def tensor_from_numpy(array: np.ndarray) -> torch.Tensor:
+    """A NumPy array -> a torch tensor sharing its memory; bfloat16 (ml_dtypes, which torch cannot read) through
+    its 16-bit pattern."""
+    if array.dtype == BFLOAT16:
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+def tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor -> NumPy (bfloat16 as ml_dtypes' bfloat16, bit for bit)."""
+    if tensor.dtype == torch.bfloat16:
+        return tensor.contiguous().view(torch.int16).numpy().view(BFLOAT16)
+    return tensor.numpy()
 
 
 def parameters_to_canonical(
@@ -20,14 +36,14 @@ def parameters_to_canonical(
 ) -> dict[str, np.ndarray]:
     """`read(parameter)` for every parameter, as canonical NumPy arrays (copies, on the CPU): the weights,
     their gradients or an optimizer's per-parameter state all cross to the canonical layout this way."""
-    native = {name: read(param).detach().cpu().numpy() for name, param in model.named_parameters()}
+    native = {name: tensor_to_numpy(read(param).detach().cpu()) for name, param in model.named_parameters()}
     return TORCH_ENCODER.to_canonical(model.config, native, source=f"{type(model).__name__} parameters")
 
 
 def canonical_to_parameters(model: Encoder, tensors: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Canonical arrays -> new tensors (never sharing memory) keyed by the model's parameter names."""
     native = TORCH_ENCODER.to_native(model.config, tensors)
-    return {name: torch.from_numpy(value) for name, value in native.items()}
+    return {name: tensor_from_numpy(value) for name, value in native.items()}
 
 
 def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
@@ -36,13 +52,25 @@ def to_canonical(model: Encoder) -> dict[str, np.ndarray]:
 
 
 def from_canonical(
-    config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, device: torch.device | str | None = None
+    config: EncoderConfig,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    precision: Precision | None = None,
+    device: torch.device | str | None = None,
 ) -> Encoder:
-    """Build an Encoder holding exactly `tensors`; the model takes their dtype (float64 in, float64 model out)."""
+    """Build an Encoder holding exactly `tensors`; the model takes their dtype (float64 in, float64 model out).
+
+    With a `precision` policy the tensors are cast to `precision.params` first (round to nearest even: exact from
+    bfloat16 to float32, lossy the other way) and the model computes as the policy says.
+    """
     dtype = check_tensors(config, tensors)
-    torch_dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+    compute_dtype = None
+    if precision is not None:
+        tensors, _ = cast_tensors(tensors, precision.params)
+        dtype, compute_dtype = tensors["embedding.weight"].dtype, getattr(torch, precision.compute)
+    torch_dtype = tensor_from_numpy(np.zeros(0, dtype=dtype)).dtype
     with torch.device("meta"):
-        model = Encoder(config, dtype=torch_dtype)
+        model = Encoder(config, dtype=torch_dtype, compute_dtype=compute_dtype)
     # copied: the model never aliases (and so never mutates) the caller's arrays
     model.load_state_dict(canonical_to_parameters(model, tensors), strict=True, assign=True)
     if isinstance(model.positional, PositionalEncoding):  # a non-persistent buffer: still on meta, rebuilt here
@@ -55,7 +83,10 @@ def save(model: Encoder, path: str | os.PathLike) -> Path:
     return save_canonical(path, model.config, to_canonical(model))
 
 
-def load(path: str | os.PathLike, *, device: torch.device | str | None = None) -> Encoder:
-    """Read a canonical safetensors file (checked before anything is built) into an Encoder."""
+def load(
+    path: str | os.PathLike, *, precision: Precision | None = None, device: torch.device | str | None = None
+) -> Encoder:
+    """Read a canonical safetensors file (checked before anything is built) into an Encoder (`precision`: as in
+    `from_canonical`)."""
     config, tensors = load_canonical(path)
-    return from_canonical(config, tensors, device=device)
+    return from_canonical(config, tensors, precision=precision, device=device)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosetta_common import EncoderConfig, sinusoidal_table
+from rosetta_torch.precision import Compute
 
 BERT_INIT_STD = 0.02
 """The standard deviation BERT initialises its position and token-type tables with."""
@@ -21,18 +22,25 @@ class TokenEmbedding(nn.Module):
     """token_ids `[B, S]` -> `[B, S, D]`; the padding_idx row starts at zero and never receives gradient."""
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.padding_idx = config.padding_idx
         self.scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.compute = Compute(compute_dtype)
         weight = torch.randn(config.vocab_size, config.d_model, dtype=dtype, device=device) / math.sqrt(config.d_model)
         if self.padding_idx is not None:
             weight[self.padding_idx] = 0.0
         self.weight = nn.Parameter(weight)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(token_ids, self.weight, padding_idx=self.padding_idx) * self.scale
+        rows = F.embedding(token_ids, self.compute.widen(self.weight), padding_idx=self.padding_idx)
+        return rows * self.scale
 
 
 class PositionalEncoding(nn.Module):
@@ -42,15 +50,22 @@ class PositionalEncoding(nn.Module):
     """
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.max_len, self.d_model = config.max_len, config.d_model
+        self.compute = Compute(compute_dtype)
         self.register_buffer("table", self._table(dtype, device), persistent=False)
 
     def _table(self, dtype: torch.dtype | None, device: torch.device | str | None) -> torch.Tensor:
+        """`[max_len, D]` in `dtype` (float32 under a precision policy: the embedding front is a float32 island)."""
         table = torch.from_numpy(sinusoidal_table(self.max_len, self.d_model).copy())
-        return table.to(dtype=dtype or torch.get_default_dtype(), device=device)
+        return table.to(dtype=self.compute.island_dtype(dtype or torch.get_default_dtype()), device=device)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> PositionalEncoding:
         # Rebuild from float64 after .to() / .double(): a float32 -> float64 round trip must not lose digits.
@@ -72,10 +87,16 @@ class LearnedPositionalEmbedding(nn.Module):
     """
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.padding_idx = config.padding_idx if config.position_ids == "after_padding" else None
+        self.compute = Compute(compute_dtype)
         shape = (config.position_table_size, config.d_model)
         weight = torch.randn(shape, dtype=dtype, device=device) * BERT_INIT_STD
         if self.padding_idx is not None:
@@ -91,18 +112,25 @@ class LearnedPositionalEmbedding(nn.Module):
         return torch.cumsum(real, dim=1) * real + self.padding_idx
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        return x + F.embedding(self.position_ids(token_ids), self.weight, padding_idx=self.padding_idx)
+        weight = self.compute.widen(self.weight)
+        return x + F.embedding(self.position_ids(token_ids), weight, padding_idx=self.padding_idx)
 
 
 class TokenTypeEmbedding(nn.Module):
     """token_type_ids int `[B, S]` in `[0, type_vocab_size)` -> `[B, S, D]`; initialised N(0, 0.02), as BERT."""
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        self.compute = Compute(compute_dtype)
         shape = (config.type_vocab_size, config.d_model)
         self.weight = nn.Parameter(torch.randn(shape, dtype=dtype, device=device) * BERT_INIT_STD)
 
     def forward(self, token_type_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(token_type_ids, self.weight)
+        return F.embedding(token_type_ids, self.compute.widen(self.weight))

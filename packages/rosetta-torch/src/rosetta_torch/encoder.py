@@ -12,6 +12,7 @@ from rosetta_torch.attention import attention_bias
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.layer import EncoderLayer
 from rosetta_torch.pooler import Pooler
+from rosetta_torch.precision import Compute
 
 
 def _facts(tensor: torch.Tensor, *, binary: bool = False) -> ArrayFacts:
@@ -34,26 +35,33 @@ class Encoder(nn.Module):
     """
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.compute = Compute(compute_dtype)
+        kinds = {"dtype": dtype, "compute_dtype": compute_dtype, "device": device}
         d = config.d_model
-        self.embedding = TokenEmbedding(config, dtype=dtype, device=device)
+        self.embedding = TokenEmbedding(config, **kinds)
         positional = LearnedPositionalEmbedding if config.positions == "learned" else PositionalEncoding
-        self.positional = positional(config, dtype=dtype, device=device)
-        self.token_type = TokenTypeEmbedding(config, dtype=dtype, device=device) if config.type_vocab_size else None
+        self.positional = positional(config, **kinds)
+        self.token_type = TokenTypeEmbedding(config, **kinds) if config.type_vocab_size else None
         self.embedding_norm = (
             nn.LayerNorm(d, eps=config.embedding_norm_epsilon, dtype=dtype, device=device)
             if config.embedding_norm
             else None
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(EncoderLayer(config, dtype=dtype, device=device) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, **kinds) for _ in range(config.n_layers))
         self.final_norm = (
             nn.LayerNorm(d, eps=config.layer_norm_eps, dtype=dtype, device=device) if config.has_final_norm else None
         )
-        self.pooler = Pooler(config, dtype=dtype, device=device) if config.pooler else None
+        self.pooler = Pooler(config, **kinds) if config.pooler else None
 
     # The checks read token ids back to the host (int(min), int(max)): under torch.compile they run eagerly
     # before the compiled graph instead of breaking it in two (rosetta_flax checks outside jax.jit likewise).
@@ -121,7 +129,7 @@ class Encoder(nn.Module):
             x = x + self.token_type(types)
         acts["positional"] = x
         if self.embedding_norm is not None:
-            acts["embedding_norm"] = self.embedding_norm(x)
+            acts["embedding_norm"] = self.compute.norm32(self.embedding_norm, x)
         return acts
 
     def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -143,13 +151,13 @@ class Encoder(nn.Module):
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
         acts = self.embedding_front(token_ids, token_type_ids)
-        x = self.dropout(next(reversed(acts.values())))
-        bias = attention_bias(padding_mask, x.dtype)
+        x = self.dropout(self.compute.round(next(reversed(acts.values()))))
+        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
         for i, layer in enumerate(self.layers):
             x = acts[f"layers.{i}.attn"] = layer.attention_block(x, bias)
             x = acts[f"layers.{i}.ffn"] = layer.feed_forward_block(x)
         if self.final_norm is not None:
-            x = acts["final_norm"] = self.final_norm(x)
+            x = acts["final_norm"] = self.compute.norm(self.final_norm, x)
         acts["output"] = x
         if self.pooler is not None:
             acts["pooler"] = self.pooler(x)
@@ -166,8 +174,9 @@ class Encoder(nn.Module):
         padding_mask = self.padding_mask_for(
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
-        x = self.dropout(next(reversed(self.embedding_front(token_ids, token_type_ids).values())))
-        bias = attention_bias(padding_mask, x.dtype)
+        front = next(reversed(self.embedding_front(token_ids, token_type_ids).values()))
+        x = self.dropout(self.compute.round(front))
+        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
         for layer in self.layers:
             x = layer(x, bias)
-        return x if self.final_norm is None else self.final_norm(x)
+        return x if self.final_norm is None else self.compute.norm(self.final_norm, x)

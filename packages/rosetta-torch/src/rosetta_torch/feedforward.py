@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosetta_common import EncoderConfig
+from rosetta_torch.precision import Compute
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -19,13 +20,20 @@ class FeedForward(nn.Module):
     """x `[B, S, D]` -> `[B, S, D]`: up-projection, activation, dropout, down-projection."""
 
     def __init__(
-        self, config: EncoderConfig, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        config: EncoderConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.up = nn.Linear(config.d_model, config.d_ff, dtype=dtype, device=device)
         self.down = nn.Linear(config.d_ff, config.d_model, dtype=dtype, device=device)
         self.activation = ACTIVATIONS[config.activation]
         self.dropout = nn.Dropout(config.dropout)
+        self.compute = Compute(compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.dropout(self.activation(self.up(x))))
+        hidden = self.compute.activation(self.activation, self.compute.linear(self.up, x))
+        return self.compute.linear(self.down, self.dropout(hidden))

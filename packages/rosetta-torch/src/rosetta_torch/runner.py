@@ -1,7 +1,8 @@
 """rosetta_torch behind a NumPy face: canonical tensors and NumPy inputs in, NumPy arrays out.
 
 The one way the command line, the tests and the tools run this framework on NumPy data. Mirrors
-`rosetta_flax.runner`; the framework-specific option is `device`.
+`rosetta_flax.runner`; the framework-specific option is `device`. Outputs are in the model's dtype (bfloat16 as
+ml_dtypes' bfloat16).
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ import numpy as np
 import torch
 
 from rosetta_common import EncoderConfig
-from rosetta_torch.convert import from_canonical
+from rosetta_common.precision import Precision
+from rosetta_torch.convert import from_canonical, tensor_to_numpy
 
 
 class Runner:
-    """An eval-mode rosetta_torch.Encoder holding `tensors` (their dtype), on `device`."""
+    """An eval-mode rosetta_torch.Encoder holding `tensors` (their dtype, or `precision.params`), on `device`."""
 
     framework = "torch"
 
-    def __init__(self, config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        tensors: Mapping[str, np.ndarray],
+        *,
+        precision: Precision | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.config, self.device = config, torch.device(device)
-        self.model = from_canonical(config, tensors, device=device).eval()
+        self.model = from_canonical(config, tensors, precision=precision, device=device).eval()
 
     def _tensor(self, array: np.ndarray | None) -> torch.Tensor | None:
         return None if array is None else torch.as_tensor(array, device=self.device)
@@ -49,7 +58,7 @@ class Runner:
         or HF's `attention_mask` (1 = keep) instead; `token_type_ids` int `[B, S]` when the config has them."""
         args, keywords = self._inputs(token_ids, padding_mask, token_type_ids, attention_mask)
         with torch.no_grad():
-            return self.model(*args, **keywords).cpu().numpy()
+            return tensor_to_numpy(self.model(*args, **keywords).cpu())
 
     def activations(
         self,
@@ -63,4 +72,4 @@ class Runner:
         args, keywords = self._inputs(token_ids, padding_mask, token_type_ids, attention_mask)
         with torch.no_grad():
             activations = self.model.activations(*args, **keywords)
-        return {name: value.cpu().numpy() for name, value in activations.items()}
+        return {name: tensor_to_numpy(value.cpu()) for name, value in activations.items()}

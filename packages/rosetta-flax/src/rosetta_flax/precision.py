@@ -1,0 +1,137 @@
+"""Where rosetta_flax rounds under a mixed-precision policy (`rosetta_common.precision`; common/DESIGN.md,
+"Mixed precision"). Mirrors `rosetta_torch.precision`: the same methods, rounding at the same places.
+
+`Compute(None)` is a model without a policy: every method is the plain operation in the parameters' dtype.
+`Compute(jnp.bfloat16)` rounds as the policy says, and says so explicitly: XLA's compilers may keep float32
+between ops that JAX's types say are bfloat16 (`xla_allow_excess_precision`, on by default: a convert to bfloat16
+and back is removed), so a rounding here is `jax.lax.reduce_precision`, which XLA keeps, and every matmul takes
+float32 operands widened from bfloat16 ones (products of bfloat16 values are exact in float32, so this is a
+bfloat16 matmul with float32 accumulation). The gradients round where the forward changed dtype, by the custom
+VJPs of `rounded` and `widened`; jitted and op-by-op runs then round at the same places as eager torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ISLAND = jnp.float32
+"""What the float32 islands (embedding front, LayerNorm, softmax, activation, logits, loss) compute in."""
+
+
+def _reduce(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    info = jnp.finfo(dtype)
+    return jax.lax.reduce_precision(x, exponent_bits=info.nexp, mantissa_bits=info.nmant).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def rounded(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """float32 -> `dtype`, rounding to nearest even where XLA cannot skip it; the gradient passes back widened."""
+    return _reduce(x, dtype)
+
+
+def _rounded_forward(x: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, None]:
+    return _reduce(x, dtype), None
+
+
+def _rounded_backward(dtype: jnp.dtype, _: None, cotangent: jax.Array) -> tuple[jax.Array]:
+    return (cotangent.astype(ISLAND),)
+
+
+rounded.defvjp(_rounded_forward, _rounded_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def widened(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """`dtype` -> float32, exactly; the gradient is rounded back to `dtype` (as torch's `.float()` backward)."""
+    return x.astype(ISLAND)
+
+
+def _widened_forward(x: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, None]:
+    return x.astype(ISLAND), None
+
+
+def _widened_backward(dtype: jnp.dtype, _: None, cotangent: jax.Array) -> tuple[jax.Array]:
+    return (_reduce(cotangent, dtype),)
+
+
+widened.defvjp(_widened_forward, _widened_backward)
+
+
+def layer_norm_maths(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+    """torch's LayerNorm over the last axis (two-pass variance), in the arrays' dtype."""
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    variance = (centred * centred).mean(axis=-1, keepdims=True)
+    return centred * jax.lax.rsqrt(variance + epsilon) * scale + bias
+
+
+@dataclass(frozen=True)
+class Compute:
+    """The compute dtype of a model (None: its parameters' dtype, no policy) and the operations that round."""
+
+    dtype: jnp.dtype | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.dtype is not None
+
+    def island_dtype(self, dtype: jnp.dtype) -> jnp.dtype:
+        """The dtype float32 islands compute in: float32 under a policy, else the model's `dtype`."""
+        return jnp.dtype(ISLAND) if self.active else dtype
+
+    def round(self, x: jax.Array) -> jax.Array:
+        """A float32 island's result -> the compute dtype (one rounding to nearest even)."""
+        return x if self.dtype is None else rounded(x, self.dtype)
+
+    def widen(self, x: jax.Array) -> jax.Array:
+        """The compute (or parameter) dtype -> float32, exactly; its gradient is rounded back on the way out."""
+        if self.dtype is None or x.dtype == ISLAND:
+            return x
+        return widened(x, x.dtype)
+
+    def weight(self, param: jax.Array) -> jax.Array:
+        """A parameter as a matmul operand: rounded to the compute dtype (master weights stay float32)."""
+        if self.dtype is None or param.dtype == self.dtype:
+            return param
+        return rounded(param, self.dtype)
+
+    def linear(self, layer: nnx.Linear, x: jax.Array) -> jax.Array:
+        """x `[..., in]` -> `[..., out]`: operands in the compute dtype, float32 accumulation, the bias added in
+        float32, one rounding (as torch's bfloat16 `F.linear`; the backward rounds dx, dW and db once each)."""
+        if self.dtype is None:
+            return layer(x)
+        kernel = self.widen(self.weight(layer.kernel[...]))
+        return self.round(self.widen(x) @ kernel + self.widen(self.weight(layer.bias[...])))
+
+    def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """a @ b in the compute dtype: float32 accumulation, one rounding."""
+        if self.dtype is None:
+            return a @ b
+        return self.round(self.widen(a) @ self.widen(b))
+
+    def add(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """A residual sum: in float32, one rounding (as torch adds bfloat16 tensors)."""
+        if self.dtype is None:
+            return x + y
+        return self.round(self.widen(x) + self.widen(y))
+
+    def norm32(self, layer: nnx.LayerNorm, x: jax.Array) -> jax.Array:
+        """LayerNorm inside a float32 island: x float32 (under a policy) -> float32, scale and bias widened."""
+        if self.dtype is None:
+            return layer(x)
+        scale, bias = self.widen(layer.scale[...]), self.widen(layer.bias[...])
+        return layer_norm_maths(x, scale, bias, layer.epsilon)
+
+    def norm(self, layer: nnx.LayerNorm, x: jax.Array) -> jax.Array:
+        """LayerNorm of a compute-dtype tensor: statistics and normalisation in float32, one rounding after."""
+        return self.round(self.norm32(layer, self.widen(x)))
+
+    def activation(self, function: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+        """An elementwise function (GELU, ReLU, tanh) in float32, one rounding after."""
+        return self.round(function(self.widen(x)))
