@@ -63,11 +63,11 @@ class MultiHeadSelfAttention(nnx.Module):
         batch, seq, d_model = x.shape
         tokens = x.reshape(batch * seq, d_model)  # 2-D projections: see FeedForward.__call__
 
-        def heads(projection: nnx.Linear) -> jax.Array:  # [B*S, D] -> [B, H, S, d_head]
-            return self.compute.linear(projection, tokens).reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
+        def heads(projected: jax.Array) -> jax.Array:  # [B*S, D] -> [B, H, S, d_head]
+            return projected.reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
 
-        q, bias = uniform_where_all_padding(heads(self.q), bias)
-        k, v = heads(self.k), heads(self.v)
+        q, k, v = (heads(projected) for projected in self.compute.linears((self.q, self.k, self.v), tokens))
+        q, bias = uniform_where_all_padding(q, bias)
         if self.compute.active:
             context = self.policy_attention(q, k, v, bias)
         elif self.implementation is None:

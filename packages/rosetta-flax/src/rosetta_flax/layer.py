@@ -43,12 +43,14 @@ class EncoderLayer(nnx.Module):
 
     def attention_block(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         add, norm = self.compute.add, self.compute.norm
+        x = self.compute.fan_out(x)
         if self.norm_first:
             return add(x, self.dropout1(self.attn(norm(self.norm1, x), bias)))
         return norm(self.norm1, add(x, self.dropout1(self.attn(x, bias))))
 
     def feed_forward_block(self, x: jax.Array) -> jax.Array:
         add, norm = self.compute.add, self.compute.norm
+        x = self.compute.fan_out(x)
         if self.norm_first:
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))

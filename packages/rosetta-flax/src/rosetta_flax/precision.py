@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 ISLAND = jnp.float32
@@ -61,6 +62,23 @@ def _widened_backward(dtype: jnp.dtype, _: None, cotangent: jax.Array) -> tuple[
 
 
 widened.defvjp(_widened_forward, _widened_backward)
+
+
+@jax.custom_vjp
+def _round_cotangent(x: jax.Array) -> jax.Array:
+    """Identity; the summed cotangent of its output (all uses of x) is rounded to x's dtype once."""
+    return x
+
+
+def _round_cotangent_forward(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return x, jnp.zeros((), x.dtype)
+
+
+def _round_cotangent_backward(like: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
+    return (_reduce(cotangent.astype(ISLAND), like.dtype),)
+
+
+_round_cotangent.defvjp(_round_cotangent_forward, _round_cotangent_backward)
 
 
 def layer_norm_maths(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
@@ -108,6 +126,23 @@ class Compute:
             return layer(x)
         kernel = self.widen(self.weight(layer.kernel[...]))
         return self.round(self.widen(x) @ kernel + self.widen(self.weight(layer.bias[...])))
+
+    def linears(self, layers: tuple[nnx.Linear, ...], x: jax.Array) -> tuple[jax.Array, ...]:
+        """Several linear layers reading the same x (q, k, v). Under a policy, one linear over the concatenated
+        kernels: x then has one use, so its gradient is one float32 accumulation rounded once (three separate
+        uses would round two partial sums, in an order each framework's autodiff picks)."""
+        if self.dtype is None:
+            return tuple(layer(x) for layer in layers)
+        kernel = self.widen(jnp.concatenate([self.weight(layer.kernel[...]) for layer in layers], axis=1))
+        bias = self.widen(jnp.concatenate([self.weight(layer.bias[...]) for layer in layers]))
+        sizes = [layer.out_features for layer in layers]
+        return tuple(jnp.split(self.round(self.widen(x) @ kernel + bias), np.cumsum(sizes)[:-1], axis=-1))
+
+    def fan_out(self, x: jax.Array) -> jax.Array:
+        """Marks a tensor read twice (the residual stream: the sum and the sub-layer). Its two gradients are summed
+        in float32 and rounded once, as torch's autograd does (JAX's sum of two bfloat16 cotangents may stay float32
+        under jit)."""
+        return x if self.dtype is None else _round_cotangent(x)
 
     def matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
         """a @ b in the compute dtype: float32 accumulation, one rounding."""

@@ -56,17 +56,16 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         batch, seq, d_model = x.shape
 
-        def heads(projection: nn.Linear) -> torch.Tensor:  # [B, S, D] -> [B, H, S, d_head]
-            return self.compute.linear(projection, x).view(batch, seq, self.n_heads, -1).transpose(1, 2)
+        def heads(projected: torch.Tensor) -> torch.Tensor:  # [B, S, D] -> [B, H, S, d_head]
+            return projected.view(batch, seq, self.n_heads, -1).transpose(1, 2)
 
-        query, bias = uniform_where_all_padding(heads(self.q), bias)
+        query, key, value = (heads(projected) for projected in self.compute.linears((self.q, self.k, self.v), x))
+        query, bias = uniform_where_all_padding(query, bias)
         dropout = self.dropout if self.training else 0.0
         if self.compute.active:
-            context = self.policy_attention(query, heads(self.k), heads(self.v), bias)
+            context = self.policy_attention(query, key, value, bias)
         else:
-            context = F.scaled_dot_product_attention(
-                query, heads(self.k), heads(self.v), attn_mask=bias, dropout_p=dropout
-            )
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
         return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, d_model))
 
     def policy_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,21 @@ class Compute:
             return layer(x)
         return F.linear(x, self.weight(layer.weight), self.weight(layer.bias))
 
+    def linears(self, layers: tuple[nn.Linear, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Several linear layers reading the same x (q, k, v). Under a policy, one linear over the concatenated
+        weights: x then has one use, so its gradient is one float32 accumulation rounded once (three separate
+        uses would round two partial sums, in an order each framework's autodiff picks)."""
+        if self.dtype is None:
+            return tuple(layer(x) for layer in layers)
+        weight = torch.cat([self.weight(layer.weight) for layer in layers])
+        bias = torch.cat([self.weight(layer.bias) for layer in layers])
+        return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
+
+    def fan_out(self, x: torch.Tensor) -> torch.Tensor:
+        """Marks a tensor read twice (the residual stream: the sum and the sub-layer). Its two gradients are summed
+        in float32 and rounded once: what torch's autograd does by itself (bfloat16 + bfloat16)."""
+        return x
+
     def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a @ b in the compute dtype: float32 accumulation, one rounding."""
         return a @ b

@@ -52,13 +52,16 @@ def token_logits(model: Encoder, hidden: torch.Tensor) -> torch.Tensor:
     """The head tied to the token embedding: hidden `[B, S, D]` -> logits `[B, S, V]` = hidden @ embedding.T.
 
     The padding row is held out of the head's gradient, so it stays zero (its logit is 0) as common/DESIGN.md asks.
+    Under a precision policy the operands are the compute dtype's values and the logits float32 (the loss is a
+    float32 island).
     """
     weight = model.embedding.weight
     padding_idx = model.config.padding_idx
     if padding_idx is not None:
         is_padding_row = torch.arange(weight.shape[0], device=weight.device)[:, None] == padding_idx
         weight = torch.where(is_padding_row, weight.detach(), weight)
-    return hidden @ weight.T
+    compute = model.compute
+    return compute.widen(hidden) @ compute.widen(compute.weight(weight)).T
 
 
 def sequence_loss(
