@@ -1,0 +1,327 @@
+"""bfloat16 under the two precision policies (`rosetta_common.precision`; common/DESIGN.md, "Mixed precision"):
+torch vs flax vs the float64 oracle, per component (forward), gradients, and AdamW steps.
+
+The weights are rounded to bfloat16 first, so both policies hold the same values and the oracle runs exactly those
+values in float64: what is measured is the rounding of the computation, not of the weights. Distances are the
+relative L2 (||a - b|| / ||oracle||) and the max-abs difference, per component or per tensor.
+
+What holds (measured on a 2-core AMD EPYC, torch 2.13, jaxlib 0.10.2; the bounds below say where each comes from):
+- forward, every component after the embedding front: torch and flax (op by op and jitted) are bit-identical, and
+  so within 1/4 of either's distance to the oracle. The front is a float32 island: there the two frameworks differ
+  by float32 rounding (XLA fuses it), as the float32 tests allow, not by bfloat16 rounding.
+- gradients: bit-identical under pure bfloat16; under bfloat16-mixed the float32 master gradients of the float32
+  islands' parameters (LayerNorms, embeddings) differ by float32 rounding, which can flip a later bfloat16 rounding
+  by one unit: measured torch-flax <= 1.3e-5 of the distance to float64.
+- one AdamW step from the same state (10 steps, each restarted from torch's state): bfloat16-mixed updates agree
+  to float32 rounding (torch.optim.AdamW and optax.adamw write the update differently); pure bfloat16 parameters
+  and moments agree within a few bfloat16 units of the values involved, because each library rounds its update
+  formula's steps to bfloat16 in its own order, and an update is a difference of nearly equal numbers.
+- 10 free-running AdamW steps: the trajectories stay close to float64 (bounds below) but torch vs flax is not
+  1/4 of that: a one-unit difference in one step changes that element's next AdamW step by up to lr (AdamW
+  divides by sqrt(v)), so after a few steps torch and flax are as far apart as either is from float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import rosetta_flax
+import rosetta_torch
+from rosetta_common import EncoderConfig, encoder_forward
+from rosetta_common.precision import POLICIES, Precision, cast_tensors
+from rosetta_common.training import AdamWConfig, OptimizerState
+from rosetta_common.vectors import CASES, random_inputs, random_tensors, stored_vector
+from rosetta_flax import training as flax_training
+from rosetta_torch import training as torch_training
+
+FLOAT32_ISLAND = ("embedding", "positional", "embedding_norm")
+"""The components computed in float32 under either policy (the embedding front)."""
+
+ISLAND_BOUND = 1e-6
+"""Relative L2 of a float32-island component, either framework vs the oracle and torch vs flax: float32 rounding of
+a gather, a scale and a sum or two (2^-24 = 6e-8 each; measured <= 7.1e-8 vs the oracle, <= 9.1e-8 torch vs
+flax)."""
+
+
+def bfloat16_weights(config: EncoderConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    weights, _ = cast_tensors(random_tensors(config, seed=seed), "bfloat16")
+    return weights
+
+
+def float64(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
+
+
+def relative_l2(a: np.ndarray, b: np.ndarray, reference: np.ndarray) -> float:
+    norm = float(np.linalg.norm(reference.astype(np.float64)))
+    diff = float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+    return diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max(initial=0.0))
+
+
+# ---------------------------------------------------------------------------------------------------- forward
+
+
+def forward_distances(name: str, precision: Precision) -> dict[str, dict[str, float]]:
+    """Per component of stored vector `name` under `precision`: relative L2 and max-abs of torch, flax (op by
+    op) and flax (jitted) against the oracle, and of torch against each flax."""
+    vector = stored_vector(name)
+    config = vector.config
+    weights, _ = cast_tensors(vector.weights, "bfloat16")
+    inputs = {"token_type_ids": vector.token_type_ids}
+    oracle = encoder_forward(config, float64(weights), vector.token_ids, vector.padding_mask, **inputs)
+    runs = {
+        "torch": rosetta_torch.Runner(config, weights, precision=precision),
+        "flax": rosetta_flax.Runner(config, weights, precision=precision),
+        "flax.jit": rosetta_flax.Runner(config, weights, precision=precision, jit=True),
+    }
+    acts = {key: run.activations(vector.token_ids, vector.padding_mask, **inputs) for key, run in runs.items()}
+    result = {}
+    for component, exact in oracle.items():
+        row = {}
+        for key in runs:
+            row[f"{key} rel"] = relative_l2(acts[key][component], exact, exact)
+            row[f"{key} max"] = max_abs(acts[key][component], exact)
+        for key in ("flax", "flax.jit"):
+            row[f"torch-{key} rel"] = relative_l2(acts["torch"][component], acts[key][component], exact)
+            row[f"torch-{key} max"] = max_abs(acts["torch"][component], acts[key][component])
+        result[component] = row
+    return result
+
+
+LAYER_BOUND = 1e-2
+"""Relative L2 against the oracle of a component after the front, times 1/sqrt(layers it has passed): each layer
+rounds its linear outputs, probabilities, residual sums and LayerNorm outputs to bfloat16 (at most 2^-9 = 2e-3
+relative each), and independent roundings add up like a random walk over the layers. Measured over the stored
+vectors, both policies, torch and flax: <= 4.8e-3 after one layer, <= 6.2e-3 after two or three (max-abs <= 0.023
+and <= 0.038 on outputs of order 1)."""
+
+
+def layers_passed(component: str, config: EncoderConfig) -> int:
+    if component.startswith("layers."):
+        return int(component.split(".")[1]) + 1
+    return config.n_layers  # final_norm, output, pooler
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("name", [case.name for case in CASES])
+def test_forward_per_component(name: str, policy: str) -> None:
+    config = stored_vector(name).config
+    for component, row in forward_distances(name, POLICIES[policy]).items():
+        if component in FLOAT32_ISLAND:
+            for key in ("torch", "flax", "flax.jit", "torch-flax", "torch-flax.jit"):
+                assert row[f"{key} rel"] <= ISLAND_BOUND, (component, key, row)
+            continue
+        bound = LAYER_BOUND * math.sqrt(layers_passed(component, config))
+        for key in ("torch", "flax", "flax.jit"):
+            assert row[f"{key} rel"] <= bound, (component, key, row)
+        for key in ("flax", "flax.jit"):  # the same rounding points: far closer to each other than to the oracle
+            for metric in ("rel", "max"):
+                closest = min(row[f"torch {metric}"], row[f"{key} {metric}"])
+                assert row[f"torch-{key} {metric}"] <= closest / 4, (component, key, metric, row)
+
+
+def test_forward_rounds_at_the_policy_points() -> None:
+    """The policy is not a no-op: a bfloat16 run is ~2^-9 from the oracle where float32 is ~2^-24, and the layer
+    outputs are bfloat16 arrays."""
+    name = "post_norm_relu"
+    vector = stored_vector(name)
+    weights, _ = cast_tensors(vector.weights, "bfloat16")
+    run = rosetta_torch.Runner(vector.config, weights, precision=POLICIES["bfloat16-mixed"])
+    acts = run.activations(vector.token_ids, vector.padding_mask)
+    assert acts["layers.0.attn"].dtype.name == "bfloat16" and acts["embedding"].dtype == np.float32
+    row = forward_distances(name, POLICIES["bfloat16-mixed"])["output"]
+    assert row["torch rel"] > 1e-4
+
+
+# -------------------------------------------------------------------------------------------------- gradients
+
+GRADIENT_CONFIGS = {
+    "post_norm": EncoderConfig(vocab_size=23, d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.0),
+    "pre_norm_gelu": EncoderConfig(
+        vocab_size=23, d_model=16, n_heads=2, n_layers=2, d_ff=24, activation="gelu", norm_first=True, dropout=0.0
+    ),
+    "bert_front": stored_vector("bert_front").config,
+}
+SEQ_LEN = 7
+
+
+def batch(config: EncoderConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3 sequences of SEQ_LEN with 0, 2 and 4 padding tokens: token ids, targets, loss mask."""
+    token_ids, padding = random_inputs(config, SEQ_LEN, (0, 2, 4), seed=seed)
+    targets = np.random.default_rng(100 + seed).integers(0, config.vocab_size, token_ids.shape)
+    return token_ids, targets, ~padding
+
+
+def torch_gradients(
+    config: EncoderConfig, weights: dict[str, np.ndarray], data: tuple, precision: Precision | None
+) -> tuple[float, dict[str, np.ndarray]]:
+    model = rosetta_torch.from_canonical(config, weights, precision=precision)
+    token_ids, targets, loss_mask = (torch.as_tensor(array) for array in data)
+    return torch_training.loss_and_gradients(model, token_ids, targets, loss_mask=loss_mask)
+
+
+def flax_gradients(
+    config: EncoderConfig, weights: dict[str, np.ndarray], data: tuple, precision: Precision
+) -> tuple[float, dict[str, np.ndarray]]:
+    model = rosetta_flax.from_canonical(config, weights, precision=precision)
+    token_ids, targets, loss_mask = data
+    return flax_training.loss_and_gradients(model, token_ids, targets, loss_mask=loss_mask)
+
+
+def is_exactly_zero(name: str) -> bool:
+    """Gradients that are exactly zero in exact arithmetic (test_gradients.py): attn.k.bias (softmax ignores a
+    shift shared by all keys) and the pooler (the loss does not read it)."""
+    return name.endswith(".attn.k.bias") or name.startswith("pooler.")
+
+
+GRADIENT_BOUND = {"post_norm": 0.5, "pre_norm_gelu": 0.05, "bert_front": 0.05}
+"""Relative L2 of a bfloat16 gradient against the float64 one, per tensor. Measured: 0.014 (bert_front), 0.012
+(pre_norm_gelu) and 0.27 for post_norm, a d_model-16 ReLU encoder whose tiny gradients come from differences
+of nearly equal terms (ReLU units near 0 and the softmax backward p * (dp - sum(p * dp)) cancel most of what
+bfloat16 kept); its q/k gradients are 0.14 off. Both frameworks have exactly this error (next assertion)."""
+
+GRADIENT_NOISE = 2e-3
+"""An exactly-zero gradient, in bfloat16, relative to the largest gradient entry of the model (measured <= 2.2e-4:
+rounding noise of sums whose exact value is 0)."""
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("config_name", sorted(GRADIENT_CONFIGS))
+def test_gradients(config_name: str, policy: str) -> None:
+    config = GRADIENT_CONFIGS[config_name]
+    weights, data, precision = bfloat16_weights(config), batch(config, seed=0), POLICIES[policy]
+    exact_loss, exact = torch_gradients(config, float64(weights), data, None)
+    torch_loss, torch_grads = torch_gradients(config, weights, data, precision)
+    flax_loss, flax_grads = flax_gradients(config, weights, data, precision)
+    assert abs(torch_loss - exact_loss) <= 2**-8 * abs(exact_loss)  # measured <= 6.8e-4 relative
+    assert abs(torch_loss - flax_loss) <= abs(torch_loss - exact_loss) / 4 or torch_loss == flax_loss
+    largest = max(float(np.abs(g).max()) for g in exact.values())
+    for name, reference in exact.items():
+        dtype = np.dtype(precision.params)
+        assert torch_grads[name].dtype == flax_grads[name].dtype == dtype, name
+        if is_exactly_zero(name):
+            for grads in (torch_grads, flax_grads):
+                assert np.abs(grads[name].astype(np.float64)).max() <= GRADIENT_NOISE * largest, name
+            continue
+        to_torch = relative_l2(torch_grads[name], reference, reference)
+        to_flax = relative_l2(flax_grads[name], reference, reference)
+        assert max(to_torch, to_flax) <= GRADIENT_BOUND[config_name], (name, to_torch, to_flax)
+        between = relative_l2(torch_grads[name], flax_grads[name], reference)
+        assert between <= min(to_torch, to_flax) / 4, (name, between, to_torch, to_flax)
+
+
+# ------------------------------------------------------------------------------------------------ AdamW steps
+
+STEPS = 10
+ADAMW = AdamWConfig(lr=1e-2, weight_decay=0.1)
+STEP_CONFIG = GRADIENT_CONFIGS["post_norm"]
+
+
+def copied(state: OptimizerState) -> OptimizerState:
+    def copy(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.array(value) for name, value in group.items()}
+
+    return OptimizerState(state.config, state.adamw, state.step, copy(state.mu), copy(state.nu))
+
+
+def torch_trainer(weights: dict[str, np.ndarray], precision: Precision | None) -> torch_training.Trainer:
+    return torch_training.Trainer(rosetta_torch.from_canonical(STEP_CONFIG, weights, precision=precision), ADAMW)
+
+
+def flax_trainer(weights: dict[str, np.ndarray], precision: Precision) -> flax_training.Trainer:
+    return flax_training.Trainer(rosetta_flax.from_canonical(STEP_CONFIG, weights, precision=precision), ADAMW)
+
+
+def canonical_copy(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {name: np.array(value) for name, value in rosetta_torch.to_canonical(model).items()}
+
+
+def units_apart(a: np.ndarray, b: np.ndarray, before: np.ndarray, dtype: str) -> float:
+    """max |a - b| in units in the last place of `dtype` at the size of the values involved (before, a, b and the
+    step a - before): the step's rounding error is relative to the operands, not to a result that cancelled."""
+    a64, b64, c64 = (np.asarray(x, dtype=np.float64) for x in (a, b, before))
+    size = np.maximum.reduce([np.abs(a64), np.abs(b64), np.abs(c64), np.abs(a64 - c64)])
+    mantissa = {"bfloat16": 7, "float32": 23}[dtype]
+    unit = np.exp2(np.floor(np.log2(np.maximum(size, np.finfo(np.float32).tiny))) - mantissa)
+    return float((np.abs(a64 - b64) / unit).max(initial=0.0))
+
+
+STEP_UNITS = {"bfloat16-mixed": (1 / 16, 4), "bfloat16": (8, 2)}
+"""One AdamW step from the same state, torch vs flax, per parameter, mu and nu tensor: (the largest difference in
+bfloat16 units, the median tensor's largest difference in units of the policy's own params dtype), a unit being
+the last place at the size of the values involved.
+- bfloat16-mixed: the gradients agree (above) and torch.optim.AdamW (lerp, decay first) and optax.adamw (weighted
+  sum, decay added to the update) write the same float32 maths differently. Measured: largest 0.0035 bfloat16
+  units (231 float32 units, where a step cancelled most of a value), median 1 float32 unit.
+- bfloat16: each library rounds the steps of its own update formula to bfloat16 (torch op by op, XLA with
+  float32 in between). Measured: largest 6.5 units (parameters), 5 (mu), 2 (nu); median 1."""
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_adamw_steps_from_the_same_state(policy: str) -> None:
+    """10 steps; before each, flax is given torch's weights and AdamW state, then both step on the same batch."""
+    precision, (largest, median) = POLICIES[policy], STEP_UNITS[policy]
+    lead = torch_trainer(bfloat16_weights(STEP_CONFIG), precision)
+    medians = []
+    for step in range(STEPS):
+        before, state = canonical_copy(lead.model), copied(lead.optimizer_state())
+        follower = flax_trainer(before, precision)
+        follower.load_optimizer_state(state)
+        data = batch(STEP_CONFIG, seed=step)
+        lead.step(*data)
+        follower.step(*data)
+        after_torch, after_flax = rosetta_torch.to_canonical(lead.model), rosetta_flax.to_canonical(follower.model)
+        torch_state, flax_state = lead.optimizer_state(), follower.optimizer_state()
+        for name in before:
+            if is_exactly_zero(name):  # noise in, noise out: AdamW turns it into steps of size lr
+                continue
+            groups = (
+                (after_torch[name], after_flax[name], before[name]),
+                (torch_state.mu[name], flax_state.mu[name], state.mu[name]),
+                (torch_state.nu[name], flax_state.nu[name], state.nu[name]),
+            )
+            for a, b, c in groups:
+                assert a.dtype == b.dtype == np.dtype(precision.params)
+                assert units_apart(a, b, c, "bfloat16") <= largest, (step, name)
+                medians.append(units_apart(a, b, c, precision.params))
+    assert float(np.median(medians)) <= median
+
+
+TRAJECTORY_BOUND = 0.06
+"""After 10 free-running steps (lr 1e-2), relative L2 of all parameters (concatenated) from the float64 run's.
+Measured: 0.041 (bfloat16-mixed) and 0.043 (bfloat16), torch and flax alike; every loss within 2.0% of float64's
+(bound 3%).
+Torch vs flax is not 1/4 of that: measured 0.0098 (mixed: 0.24 of it) and 0.019 (pure: 0.43). A difference of
+one unit in a step changes that element's next AdamW steps by up to lr (AdamW divides by sqrt(v)), so the
+trajectories separate as fast as either leaves float64's; bounded here by 1/2."""
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_ten_adamw_steps(policy: str) -> None:
+    precision = POLICIES[policy]
+    weights = bfloat16_weights(STEP_CONFIG)
+    runs = {
+        "float64": torch_trainer(float64(weights), None),
+        "torch": torch_trainer(weights, precision),
+        "flax": flax_trainer(weights, precision),
+    }
+    losses = {key: [float(run.step(*batch(STEP_CONFIG, seed=s))) for s in range(STEPS)] for key, run in runs.items()}
+    for key in ("torch", "flax"):
+        np.testing.assert_allclose(losses[key], losses["float64"], rtol=0.03)
+    to_canonical = {"float64": rosetta_torch.to_canonical, "torch": rosetta_torch.to_canonical}
+    to_canonical["flax"] = rosetta_flax.to_canonical
+    flat = {
+        key: np.concatenate([v.astype(np.float64).ravel() for v in to_canonical[key](run.model).values()])
+        for key, run in runs.items()
+    }
+    distances = [relative_l2(flat[key], flat["float64"], flat["float64"]) for key in ("torch", "flax")]
+    assert max(distances) <= TRAJECTORY_BOUND, distances
+    assert relative_l2(flat["torch"], flat["flax"], flat["float64"]) <= min(distances) / 2
