@@ -181,18 +181,20 @@ def test_a_sharded_checkpoint_reads_like_one_file(tmp_path: Path) -> None:
         np.testing.assert_array_equal(sharded[name], value, err_msg=name)
 
 
-def test_bfloat16_needs_an_explicit_cast_and_float32_holds_it_exactly(tmp_path: Path, capsys) -> None:
+def test_bfloat16_checkpoint_stays_bfloat16_and_float32_holds_it_exactly(tmp_path: Path, capsys) -> None:
     model = bert().to(torch.bfloat16)
     model.save_pretrained(tmp_path / "hf")
-    code = main(["convert", str(tmp_path / "hf"), str(tmp_path / "x.safetensors"), "--to", "rosetta"])
-    err = capsys.readouterr().err
-    assert code == 2 and "bfloat16 tensors" in err and "pass --dtype float32" in err
-    code = main(
-        ["convert", str(tmp_path / "hf"), str(tmp_path / "x.safetensors"), "--to", "rosetta", "--dtype", "float32"]
-    )
-    assert code == 0
-    _, tensors = load_canonical(tmp_path / "x.safetensors")
     expected = model.embeddings.word_embeddings.weight.detach().float().numpy()
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "x.safetensors"), "--to", "rosetta"]) == 0
+    _, tensors = load_canonical(tmp_path / "x.safetensors")
+    assert tensors["embedding.weight"].dtype.name == "bfloat16"
+    np.testing.assert_array_equal(tensors["embedding.weight"].astype(np.float32), expected)
+    capsys.readouterr()
+    code = main(
+        ["convert", str(tmp_path / "hf"), str(tmp_path / "y.safetensors"), "--to", "rosetta", "--dtype", "float32"]
+    )
+    assert code == 0 and "to float32: exact" in capsys.readouterr().out
+    _, tensors = load_canonical(tmp_path / "y.safetensors")
     assert tensors["embedding.weight"].dtype == np.float32
     np.testing.assert_array_equal(tensors["embedding.weight"], expected)
 

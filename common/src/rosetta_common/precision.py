@@ -23,12 +23,17 @@ import ml_dtypes
 import numpy as np
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32), "bfloat16": BFLOAT16}
+DTYPES = {
+    "float64": np.dtype(np.float64),
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": BFLOAT16,
+}
 """The dtypes a canonical file, a cast or a policy may name."""
 
 
 def numpy_dtype(name: str) -> np.dtype:
-    """'float64', 'float32' or 'bfloat16' -> the NumPy dtype; ValueError naming the choices otherwise."""
+    """'float64', 'float32', 'float16' or 'bfloat16' -> the NumPy dtype; ValueError naming the choices otherwise."""
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}: expected one of {', '.join(DTYPES)}")
     return DTYPES[name]
@@ -42,8 +47,8 @@ class Precision:
     compute: str
 
     def __post_init__(self) -> None:
-        for field in ("params", "compute"):
-            numpy_dtype(getattr(self, field))
+        if self.params not in ("float32", "bfloat16"):
+            raise ValueError(f"Precision.params={self.params!r}: expected 'float32' (master weights) or 'bfloat16'")
         if self.compute != "bfloat16":
             raise ValueError(
                 f"Precision.compute={self.compute!r}: a policy computes in bfloat16 (float32 and float64 models "

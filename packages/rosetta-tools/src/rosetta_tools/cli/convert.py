@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_option(parser)
     parser.add_argument(
         "--dtype",
-        choices=["float16", "float32", "float64"],
-        help="cast the weights, rounding to nearest even (default: keep; a bfloat16 checkpoint needs one: float32 "
-        "holds it exactly)",
+        choices=["float64", "float32", "float16", "bfloat16"],
+        help="cast the weights, rounding to nearest even; a note says whether the cast was exact or how much it "
+        "rounded away (default: keep the stored dtype; bfloat16 -> float32 is exact)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing destination")
 

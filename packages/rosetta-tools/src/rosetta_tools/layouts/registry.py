@@ -24,6 +24,7 @@ import numpy as np
 from rosetta_common import EncoderConfig, WeightFormatError, check_tensors, load_canonical
 from rosetta_common.io import CONFIG_KEY, NotSafetensorsError
 from rosetta_common.name_tables import NameTable
+from rosetta_common.precision import cast_tensors
 
 Tensors = dict[str, np.ndarray]
 
@@ -121,16 +122,16 @@ def load(
 ) -> tuple[EncoderConfig, Tensors, str]:
     """Any layout -> (config, canonical tensors, layout name), every name, shape, dtype and value checked.
 
-    `dtype` casts the stored tensors first (the way to read a bfloat16 checkpoint: float32 holds it exactly);
-    `on_note` hears what reading left out (a task model's head)."""
+    `dtype` casts the stored tensors first (round to nearest even: `rosetta_common.precision.cast_tensors`);
+    `on_note` hears what reading left out (a task model's head) and what a cast lost (or that it was exact)."""
     weights = read(path, config)
-    for note in weights.notes:
+    notes = list(weights.notes)
+    if dtype is not None:
+        weights.tensors, report = cast_tensors(weights.tensors, dtype)
+        notes.append(report.describe())
+    for note in notes:
         if on_note is not None:
             on_note(note)
-    if dtype is not None:
-        weights.tensors = {name: value.astype(dtype) for name, value in weights.tensors.items()}
-    else:
-        _refuse_bfloat16(weights)
     if weights.config is None:
         raise WeightFormatError(f"{weights.path} ({weights.description}) stores no config: pass --config config.json")
     if weights.layout.name == "rosetta" and CONFIG_KEY in weights.metadata and dtype is None:
@@ -152,14 +153,6 @@ def save(
         raise IsADirectoryError(f"{path} is a directory")
     check_tensors(config, tensors)
     return LAYOUTS[layout].write(path, config, tensors)
-
-
-def _refuse_bfloat16(weights: WeightFile) -> None:
-    if any(value.dtype.name == "bfloat16" for value in weights.tensors.values()):
-        raise WeightFormatError(
-            f"{weights.path}: bfloat16 tensors; the canonical format holds float16/32/64: pass --dtype float32 "
-            "(exact: every bfloat16 value is a float32 one) or --dtype float64"
-        )
 
 
 def agreeing_config(path: Path, stored: EncoderConfig | None, given: EncoderConfig | None) -> EncoderConfig | None:
