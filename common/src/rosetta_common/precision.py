@@ -68,6 +68,15 @@ POLICIES: dict[str, Precision] = {
 """(a) bfloat16 compute with float32 master weights and AdamW moments; (b) pure bfloat16 (weights and moments too)."""
 
 
+def model_precision(dtype: np.dtype, precision: Precision | None) -> Precision | None:
+    """The policy a model built from tensors of `dtype` runs under: `precision` when given; pure bfloat16 for
+    bfloat16 tensors without one (a bfloat16 model always rounds at the policy's places); None (plain: compute in
+    the tensors' dtype) otherwise."""
+    if precision is None and np.dtype(dtype) == BFLOAT16:
+        return POLICIES["bfloat16"]
+    return precision
+
+
 def policy(name: str) -> Precision:
     """A policy by name; ValueError naming the choices otherwise."""
     if name not in POLICIES:

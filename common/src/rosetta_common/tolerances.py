@@ -41,3 +41,33 @@ def float32_bound(estimate: float, against_oracle: bool) -> float:
     """
     fixed = FLOAT32_ORACLE if against_oracle else FLOAT32_CROSS
     return max(fixed, FLOAT32_ROUNDING_FACTOR * estimate)
+
+
+BFLOAT16_ISLAND = 1e-6
+"""bfloat16 policies: relative L2 (||a - b|| / ||oracle||) of a float32-island component (the embedding front),
+either framework vs the oracle and torch vs flax: float32 rounding of a gather, a scale and a sum or two
+(2^-24 = 6e-8 each; measured <= 7.1e-8 vs the oracle, <= 9.1e-8 torch vs flax)."""
+
+BFLOAT16_LAYER = 1e-2
+"""bfloat16 policies: relative L2 against the oracle of a component after the front, per sqrt(layers passed). Each
+layer rounds its linear outputs, probabilities, residual sums and LayerNorm outputs to bfloat16 (at most 2^-9 =
+2e-3 relative each), and independent roundings add up like a random walk over the layers. Measured over the
+stored vectors (weights rounded to bfloat16), both policies, torch and flax: <= 4.8e-3 after one layer, <= 6.2e-3
+after two or three."""
+
+BFLOAT16_CROSS_FRACTION = 0.25
+"""bfloat16 policies: torch vs flax, per component and per gradient, at most this fraction of the smaller of the
+two distances to the oracle (both frameworks round at the same places). Measured: 0 on the components after the
+front (bit-identical), <= 2.1e-5 on gradients."""
+
+FLOAT32_ISLAND_COMPONENTS = ("embedding", "positional", "embedding_norm")
+"""The components a bfloat16 policy computes in float32 (the embedding front)."""
+
+
+def bfloat16_bound(component: str, n_layers: int) -> float:
+    """The relative-L2 bound of one component under a bfloat16 policy against the oracle: `BFLOAT16_ISLAND` for the
+    embedding front, `BFLOAT16_LAYER * sqrt(layers passed)` after it ("layers.{i}.*": i + 1; the rest: n_layers)."""
+    if component in FLOAT32_ISLAND_COMPONENTS:
+        return BFLOAT16_ISLAND
+    passed = int(component.split(".")[1]) + 1 if component.startswith("layers.") else n_layers
+    return BFLOAT16_LAYER * passed**0.5

@@ -14,7 +14,7 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
 from rosetta_common.name_tables import FLAX_ENCODER
-from rosetta_common.precision import Precision, cast_tensors
+from rosetta_common.precision import Precision, cast_tensors, model_precision
 from rosetta_flax.encoder import Encoder
 
 
@@ -47,10 +47,12 @@ def from_canonical(
     """Build an Encoder holding exactly `tensors`; the model takes their dtype (float64 needs JAX x64).
 
     With a `precision` policy the tensors are cast to `precision.params` first (round to nearest even: exact from
-    bfloat16 to float32, lossy the other way) and the model computes as the policy says. `rngs` seeds dropout
+    bfloat16 to float32, lossy the other way) and the model computes as the policy says; bfloat16 tensors without
+    one get the pure bfloat16 policy (`rosetta_common.precision.model_precision`). `rngs` seeds dropout
     (default `nnx.Rngs(0)`).
     """
     dtype = check_tensors(config, tensors)
+    precision = model_precision(dtype, precision)
     compute = None
     if precision is not None:
         tensors, _ = cast_tensors(tensors, precision.params)

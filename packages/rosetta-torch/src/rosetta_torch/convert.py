@@ -11,7 +11,7 @@ import torch
 
 from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
 from rosetta_common.name_tables import TORCH_ENCODER
-from rosetta_common.precision import BFLOAT16, Precision, cast_tensors
+from rosetta_common.precision import BFLOAT16, Precision, cast_tensors, model_precision
 from rosetta_torch.embedding import PositionalEncoding
 from rosetta_torch.encoder import Encoder
 
@@ -61,9 +61,11 @@ def from_canonical(
     """Build an Encoder holding exactly `tensors`; the model takes their dtype (float64 in, float64 model out).
 
     With a `precision` policy the tensors are cast to `precision.params` first (round to nearest even: exact from
-    bfloat16 to float32, lossy the other way) and the model computes as the policy says.
+    bfloat16 to float32, lossy the other way) and the model computes as the policy says; bfloat16 tensors without
+    one get the pure bfloat16 policy (`rosetta_common.precision.model_precision`).
     """
     dtype = check_tensors(config, tensors)
+    precision = model_precision(dtype, precision)
     compute_dtype = None
     if precision is not None:
         tensors, _ = cast_tensors(tensors, precision.params)

@@ -4,6 +4,10 @@ component.
 With one file, torch and flax both run A. With two, torch runs A, flax runs B and the oracle runs A, so a
 difference introduced by a conversion shows at the first component it reaches. With one framework installed it
 runs B (or A) against the oracle running A, and the output names the package that would add the other.
+
+`--dtype bfloat16-mixed` or `--dtype bfloat16` runs the frameworks under that precision policy on the weights
+rounded to bfloat16 (the oracle runs the same values in float64) and compares relative L2 per component against
+`rosetta_common.tolerances.bfloat16_bound`; torch vs flax must stay within 1/4 of the smaller distance.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 from rich.table import Table
 
 from rosetta_common import EncoderConfig, encoder_forward, tolerances
+from rosetta_common.precision import POLICIES, Precision, cast_tensors
 from rosetta_common.vectors import random_inputs
 from rosetta_tools import frameworks, layouts
 from rosetta_tools.cli import terminal
@@ -33,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=positive_int, default=2, help="sequences in the random input (default 2)")
     parser.add_argument("--seq", type=positive_int, help="sequence length (default: 16, or max_len if smaller)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids and padding")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="precision of both runs")
+    parser.add_argument(
+        "--dtype",
+        choices=["float64", "float32", *POLICIES],
+        default="float64",
+        help="precision of both runs: a dtype, or a bfloat16 policy (bfloat16-mixed: float32 weights, bfloat16 "
+        "compute; bfloat16: bfloat16 weights too), run on the weights rounded to bfloat16 (default float64)",
+    )
 
 
 def make_inputs(config: EncoderConfig, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +56,12 @@ def make_inputs(config: EncoderConfig, batch: int, seq: int, seed: int) -> tuple
 
 
 def framework_activations(
-    framework: str, config: EncoderConfig, tensors: Mapping[str, np.ndarray], ids: np.ndarray, mask: np.ndarray
+    framework: str,
+    config: EncoderConfig,
+    tensors: Mapping[str, np.ndarray],
+    ids: np.ndarray,
+    mask: np.ndarray,
+    precision: Precision | None = None,
 ) -> Activations:
     """One framework's activations through its NumPy runner (Flax compiled, inputs checked before)."""
     if framework == "flax":
@@ -53,14 +70,21 @@ def framework_activations(
         jax.config.update("jax_enable_x64", True)
         from rosetta_flax import Runner
 
-        return Runner(config, tensors, jit=True).activations(ids, mask)
+        return Runner(config, tensors, precision=precision, jit=True).activations(ids, mask)
     from rosetta_torch import Runner
 
-    return Runner(config, tensors).activations(ids, mask)
+    return Runner(config, tensors, precision=precision).activations(ids, mask)
 
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+def relative_l2(a: np.ndarray, oracle: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / ||oracle||."""
+    norm = float(np.linalg.norm(oracle))
+    diff = float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+    return diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def weight_changes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -93,15 +117,24 @@ def run(args: argparse.Namespace) -> int:
 
     seq = args.seq or min(16, config.max_len)
     ids, mask = make_inputs(config, args.batch, seq, args.seed)
-    dtype = np.dtype(args.dtype)
-    cast_a = {name: value.astype(dtype) for name, value in tensors_a.items()}
-    cast_b = {name: value.astype(dtype) for name, value in tensors_b.items()}
+    precision = POLICIES.get(args.dtype)
+    dtype = "bfloat16" if precision is not None else args.dtype
+    cast_a, report = cast_tensors(tensors_a, dtype)
+    cast_b, _ = cast_tensors(tensors_b, dtype)
+    if precision is not None:
+        console.print(f"weights: {report.describe()}")
     # torch runs A, flax runs B; a framework alone runs B, so that a conversion's difference meets the oracle
     runs = {"torch": cast_a if len(present) == 2 else cast_b, "flax": cast_b}
-    acts = {framework: framework_activations(framework, config, runs[framework], ids, mask) for framework in present}
-    acts["oracle"] = encoder_forward(config, cast_a, ids, mask)  # float64, from the same (cast) weights
+    acts = {
+        framework: framework_activations(framework, config, runs[framework], ids, mask, precision)
+        for framework in present
+    }
+    exact = {name: value.astype(np.float64) for name, value in cast_a.items()}
+    acts["oracle"] = encoder_forward(config, exact, ids, mask)  # float64, from the same (cast) weights
     pairs = [(x, y) for x, y in (("torch", "flax"), ("torch", "oracle"), ("flax", "oracle")) if x in acts and y in acts]
     columns = [f"{x} vs {y}" for x, y in pairs]
+    if precision is not None:
+        return _policy_table(console, config, acts, pairs, columns, args, seq, mask)
 
     bounds = [tolerances.output_bound(args.dtype, against_oracle=y == "oracle") for _, y in pairs]
     if len(present) == 2:
@@ -132,4 +165,51 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     name, failing = first_over
     console.print(f"DIFFERENCE OVER BOUND, first at {name} ({', '.join(failing)})")
+    return EXIT_CHECK_FAILED
+
+
+def _policy_table(
+    console: Console,
+    config: EncoderConfig,
+    acts: dict[str, Activations],
+    pairs: list[tuple[str, str]],
+    columns: list[str],
+    args: argparse.Namespace,
+    seq: int,
+    mask: np.ndarray,
+) -> int:
+    """The table under a bfloat16 policy: relative L2 per component against `tolerances.bfloat16_bound` (oracle
+    columns) and `BFLOAT16_CROSS_FRACTION` of the smaller oracle distance (torch vs flax, after the front)."""
+    console.print(
+        f"{args.dtype} policy, both frameworks and the oracle on the rounded weights; input batch {args.batch} x seq "
+        f"{seq} (seed {args.seed}), {int(mask.sum())} of {mask.size} positions are padding"
+    )
+    console.print(
+        "relative L2 per component; bounds: vs oracle 1e-6 in the float32 front, 1e-2 x sqrt(layers passed) after "
+        "it; torch vs flax 1/4 of the smaller distance to the oracle (1e-6 in the front)"
+    )
+    table = Table("component", *columns, show_edge=False)
+    first_over = None
+    for name, exact in acts["oracle"].items():
+        row = [relative_l2(acts[x][name], exact, acts[y][name]) for x, y in pairs]
+        bounds = []
+        for x, y in pairs:
+            if y == "oracle":
+                bounds.append(tolerances.bfloat16_bound(name, config.n_layers))
+            elif name in tolerances.FLOAT32_ISLAND_COMPONENTS:
+                bounds.append(tolerances.BFLOAT16_ISLAND)
+            else:
+                to_oracle = [relative_l2(acts[z][name], exact, exact) for z in (x, y)]
+                bounds.append(tolerances.BFLOAT16_CROSS_FRACTION * min(to_oracle))
+        over = [not value <= bound for value, bound in zip(row, bounds, strict=True)]
+        if any(over) and first_over is None:
+            first_over = name
+        table.add_row(
+            name, *(f"{value:.1e}" + (" !" if is_over else "") for value, is_over in zip(row, over, strict=True))
+        )
+    console.print(table)
+    if first_over is None:
+        console.print("every component within its bound")
+        return EXIT_OK
+    console.print(f"DIFFERENCE OVER BOUND, first at {first_over}")
     return EXIT_CHECK_FAILED
