@@ -6,18 +6,21 @@ values in float64: what is measured is the rounding of the computation, not of t
 relative L2 (||a - b|| / ||oracle||) and the max-abs difference, per component or per tensor.
 
 What holds (measured on a 2-core AMD EPYC, torch 2.13, jaxlib 0.10.2; the bounds below say where each comes from):
-- forward, every component after the embedding front: torch and flax (op by op and jitted) are bit-identical, and
-  so within 1/4 of either's distance to the oracle. The front is a float32 island: there the two frameworks differ
-  by float32 rounding (XLA fuses it), as the float32 tests allow, not by bfloat16 rounding.
+- forward: every component within `tolerances.bfloat16_bound` of the oracle. Each sub-layer given the same input:
+  torch vs flax within 1/4 of the smaller distance to the oracle (bit-identical at the stored vectors' sizes,
+  <= 0.14 of it at d_model 512, where the GEMMs' float32 accumulation orders differ and flip a few roundings). In a
+  whole run those flips cascade through the layers (tolerances.BFLOAT16_CASCADE_FRACTION): the stored vectors stay
+  bit-identical, a d_model-512 model of six layers ends 1.15x the distance to the oracle apart. The front is a
+  float32 island: there the two differ by float32 rounding (XLA fuses it).
 - gradients: bit-identical under pure bfloat16; under bfloat16-mixed the float32 master gradients of the float32
-  islands' parameters (LayerNorms, embeddings) differ by float32 rounding, which can flip a later bfloat16 rounding
-  by one unit: measured torch-flax <= 1.3e-5 of the distance to float64.
+  islands' parameters (LayerNorms, embeddings) differ by float32 rounding: measured torch-flax <= 2.1e-5 of the
+  distance to float64.
 - one AdamW step from the same state (10 steps, each restarted from torch's state): bfloat16-mixed updates agree
   to float32 rounding (torch.optim.AdamW and optax.adamw write the update differently); pure bfloat16 parameters
   and moments agree within a few bfloat16 units of the values involved, because each library rounds its update
   formula's steps to bfloat16 in its own order, and an update is a difference of nearly equal numbers.
 - 10 free-running AdamW steps: the trajectories stay close to float64 (bounds below) but torch vs flax is not
-  1/4 of that: a one-unit difference in one step changes that element's next AdamW step by up to lr (AdamW
+  1/4 of that: a one-unit difference in one step changes that element's next AdamW steps by up to lr (AdamW
   divides by sqrt(v)), so after a few steps torch and flax are as far apart as either is from float64.
 """
 
@@ -94,8 +97,8 @@ def forward_distances(name: str, precision: Precision) -> dict[str, dict[str, fl
 @pytest.mark.parametrize("name", [case.name for case in CASES])
 def test_forward_per_component(name: str, policy: str) -> None:
     """Every component within `tolerances.bfloat16_bound` of the oracle; after the float32 front, torch vs flax
-    within `BFLOAT16_CROSS_FRACTION` of the smaller distance (relative L2 and max-abs); in the front (float32),
-    within the float32-island bound of each other."""
+    within `bfloat16_cross_fraction` of the smaller relative-L2 distance (at these sizes measured 0: bit-identical);
+    in the front (float32), within the float32-island bound of each other."""
     config = stored_vector(name).config
     for component, row in forward_distances(name, POLICIES[policy]).items():
         bound = tolerances.bfloat16_bound(component, config.n_layers)
@@ -105,10 +108,30 @@ def test_forward_per_component(name: str, policy: str) -> None:
             if component in tolerances.FLOAT32_ISLAND_COMPONENTS:
                 assert row[f"torch-{key} rel"] <= tolerances.BFLOAT16_ISLAND, (component, key, row)
                 continue
-            for metric in ("rel", "max"):  # the same rounding points: far closer to each other than to the oracle
-                closest = min(row[f"torch {metric}"], row[f"{key} {metric}"])
-                fraction = tolerances.BFLOAT16_CROSS_FRACTION
-                assert row[f"torch-{key} {metric}"] <= fraction * closest, (component, key, metric, row)
+            closest = min(row["torch rel"], row[f"{key} rel"])
+            fraction = tolerances.bfloat16_cross_fraction(component)
+            assert row[f"torch-{key} rel"] <= fraction * closest, (component, key, row)
+
+
+def test_whole_run_at_paper_base_width() -> None:
+    """Six layers of d_model 512: every component within its bound of the oracle, torch vs flax within 1/4 of that
+    distance in the first layer and within `BFLOAT16_CASCADE_FRACTION` after it (measured 0.03 and 0.14 in the first
+    layer, 1.15 at the output: the flips of GEMM accumulation order cascade, see rosetta_common.tolerances)."""
+    config = EncoderConfig(vocab_size=200, d_model=512, n_heads=8, n_layers=6, d_ff=2048, dropout=0.0)
+    weights = bfloat16_weights(config, seed=1)
+    token_ids, padding = random_inputs(config, 16, (0, 5), seed=3)
+    exact = encoder_forward(config, float64(weights), token_ids, padding)
+    precision = POLICIES["bfloat16-mixed"]
+    torch_acts = rosetta_torch.Runner(config, weights, precision=precision).activations(token_ids, padding)
+    flax_acts = rosetta_flax.Runner(config, weights, precision=precision, jit=True).activations(token_ids, padding)
+    for component, reference in exact.items():
+        to_torch = relative_l2(torch_acts[component], reference, reference)
+        to_flax = relative_l2(flax_acts[component], reference, reference)
+        assert max(to_torch, to_flax) <= tolerances.bfloat16_bound(component, config.n_layers), component
+        if component not in tolerances.FLOAT32_ISLAND_COMPONENTS:
+            between = relative_l2(torch_acts[component], flax_acts[component], reference)
+            fraction = tolerances.bfloat16_cross_fraction(component)
+            assert between <= fraction * min(to_torch, to_flax), (component, between, to_torch, to_flax)
 
 
 def test_forward_rounds_at_the_policy_points() -> None:
@@ -122,6 +145,76 @@ def test_forward_rounds_at_the_policy_points() -> None:
     assert acts["layers.0.attn"].dtype.name == "bfloat16" and acts["embedding"].dtype == np.float32
     row = forward_distances(name, POLICIES["bfloat16-mixed"])["output"]
     assert row["torch rel"] > 1e-4
+
+
+SUBLAYER_CASES = {
+    "post_norm_relu": stored_vector("post_norm_relu").config,
+    "pre_norm_gelu": stored_vector("pre_norm_gelu").config,
+    "wide": EncoderConfig(vocab_size=200, d_model=512, n_heads=8, n_layers=2, d_ff=2048, dropout=0.0),
+}
+"""Sub-layers from the same input: two stored vectors' configs and one of paper-base width, where the GEMMs are
+long enough (K = 512, 2048) for accumulation order to flip some roundings."""
+
+
+def oracle_sublayers(config: EncoderConfig, weights: dict[str, np.ndarray], x: np.ndarray, h: np.ndarray, mask):
+    """The float64 oracle's attention sub-layer on x and feed-forward sub-layer on h (one layer's weights)."""
+    from rosetta_common import oracle
+
+    def norm(name: str, value: np.ndarray) -> np.ndarray:
+        return oracle.layer_norm(value, weights[f"{name}.scale"], weights[f"{name}.bias"], config.layer_norm_eps)
+
+    def attend(value: np.ndarray) -> np.ndarray:
+        return oracle.attention(value, weights, config.n_heads, mask)
+
+    def feed(value: np.ndarray) -> np.ndarray:
+        return oracle.feed_forward(value, weights, config.activation)
+
+    if config.norm_first:
+        return x + attend(norm("norm1", x)), h + feed(norm("norm2", h))
+    return norm("norm1", x + attend(x)), norm("norm2", h + feed(h))
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("case", sorted(SUBLAYER_CASES))
+def test_each_sublayer_from_the_same_input(case: str, policy: str) -> None:
+    """Each layer's attention and feed-forward sub-layer, given torch's bfloat16 input, in torch, flax and the
+    oracle: torch vs flax within `BFLOAT16_CROSS_FRACTION` of the smaller distance to the oracle (relative L2). This
+    is the same-rounding-points claim without the cascade a whole run adds (tolerances.BFLOAT16_CASCADE_FRACTION)."""
+    import jax.numpy as jnp
+
+    from rosetta_flax.attention import attention_bias as flax_bias
+    from rosetta_torch.attention import attention_bias as torch_bias
+
+    config, precision = SUBLAYER_CASES[case], POLICIES[policy]
+    weights = bfloat16_weights(config, seed=1)
+    token_ids, padding = random_inputs(config, min(12, config.max_len), (0, 5), seed=2)
+    torch_model = rosetta_torch.from_canonical(config, weights, precision=precision).eval()
+    flax_model = rosetta_flax.from_canonical(config, weights, precision=precision)
+    flax_model.eval()
+    with torch.no_grad():
+        acts = torch_model.activations(torch.as_tensor(token_ids), torch.as_tensor(padding))
+        front = torch_model.compute.round(acts["embedding_norm" if config.embedding_norm else "positional"])
+    t_bias, f_bias = torch_bias(torch.as_tensor(padding), torch.float32), flax_bias(jnp.asarray(padding), jnp.float32)
+    exact_weights = float64(weights)
+    for i in range(config.n_layers):
+        x = front if i == 0 else acts[f"layers.{i - 1}.ffn"]
+        h = acts[f"layers.{i}.attn"]
+        with torch.no_grad():
+            torch_out = [torch_model.layers[i].attention_block(x, t_bias), torch_model.layers[i].feed_forward_block(h)]
+        flax_layer = flax_model.layers[i]
+        x_np, h_np = (rosetta_torch.convert.tensor_to_numpy(t) for t in (x, h))
+        flax_out = [
+            flax_layer.attention_block(jnp.asarray(x_np), f_bias),
+            flax_layer.feed_forward_block(jnp.asarray(h_np)),
+        ]
+        prefix = f"layers.{i}."
+        layer_weights = {name[len(prefix) :]: v for name, v in exact_weights.items() if name.startswith(prefix)}
+        exact = oracle_sublayers(config, layer_weights, x_np.astype(np.float64), h_np.astype(np.float64), padding)
+        for which, t, f, e in zip(("attn", "ffn"), torch_out, flax_out, exact, strict=True):
+            t, f = rosetta_torch.convert.tensor_to_numpy(t), np.asarray(f)
+            to_torch, to_flax = relative_l2(t, e, e), relative_l2(f, e, e)
+            between = relative_l2(t, f, e)
+            assert between <= tolerances.BFLOAT16_CROSS_FRACTION * min(to_torch, to_flax), (i, which, between, to_torch)
 
 
 # -------------------------------------------------------------------------------------------------- gradients
