@@ -89,6 +89,8 @@ def test_json_has_every_figure(bench_run) -> None:
             assert entry["check"]["ok"]
             numbers.append(entry["vs_baseline"])  # the compiled peer ran: every row has its ratio
         assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers), entry
+        if sys.platform == "linux":  # the timed calls' peak resident set (memory.py)
+            assert isinstance(entry["peak_memory_bytes"], int) and entry["peak_memory_bytes"] > 2**20, entry
         calls = gemms_per_call(model, case["batch"], case["seq"], entry["ceiling_of"]) if entry["ceiling"] else 1
         assert len(entry["times_s"]) == 2 * calls  # a GEMM block does as many FLOPs as an encoder block
     statuses = {e["status"] for e in case["results"]}
@@ -103,9 +105,12 @@ def test_plot_written(bench_run) -> None:
 
 
 @pytest.mark.slow
-def test_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "rosetta_tools", "bench", "--preset", "tiny", "--batch", "2"]
-    command += ["--sweep-seq", "8", "16", "--mode", "forward", "--impl", "rosetta_torch", "rosetta_flax.jit"]
+def test_bfloat16_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> None:
+    """A bfloat16 sweep: the rosetta rows run the bfloat16-mixed policy and pass the check, every case records its
+    peak memory, and the line plot (tokens/s, ratio, memory) is written."""
+    command = [sys.executable, "-m", "rosetta_tools", "bench", "--preset", "tiny", "--batch", "2", "--dtype"]
+    command += ["bfloat16", "--sweep-seq", "8", "16", "--mode", "forward", "--impl", "rosetta_torch"]
+    command += ["rosetta_flax.jit"]
     command += ["--repeats", "2", "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -114,6 +119,10 @@ def test_sweep_writes_one_case_per_length_and_the_line_plot(tmp_path: Path) -> N
     for case in results["cases"]:
         timed = {e["impl"] for e in case["results"] if not e["ceiling"] and e["status"] == "ok" and e["check"]["ok"]}
         assert {"rosetta_torch", "rosetta_flax.jit"} <= timed
+        for entry in case["results"]:
+            if entry["impl"] in timed:
+                assert entry["precision"].startswith("bfloat16-mixed policy"), entry["precision"]
+                assert sys.platform != "linux" or entry["peak_memory_bytes"] > 2**20
     assert (tmp_path / "tokens_vs_seq.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "tokens_vs_batch.png").exists()
 

@@ -14,12 +14,13 @@ import matplotlib.pyplot as plt
 from rosetta_tools.throughput.impls import ALL, BASELINE, Model
 from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult
 
-Point = tuple[int, float, float, float, float]  # x, tokens/s, IQR low, IQR high, speed vs the baseline
+Point = tuple[int, float, float, float, float, float]  # x, tokens/s, IQR low, IQR high, vs the baseline, peak MiB
 
 
 def _points(results: BenchResults, mode: str, axis: str) -> dict[str, list[Point]]:
-    """impl -> [(x, tokens/s, low, high, vs baseline)] along `axis` ("seq" or "batch"), the other axis at the
-    run's base value. Only the first padding level is drawn; vs baseline is NaN where the baseline did not run.
+    """impl -> [(x, tokens/s, low, high, vs baseline, peak memory MiB)] along `axis` ("seq" or "batch"), the other
+    axis at the run's base value. Only the first padding level is drawn; vs baseline and memory are NaN where the
+    baseline did not run or the platform gave no peak.
     """
     fixed = "batch" if axis == "seq" else "seq"
     config = results.config
@@ -33,7 +34,9 @@ def _points(results: BenchResults, mode: str, axis: str) -> dict[str, list[Point
             rates = row.rates
             low, high = rates.tokens_per_s_iqr
             ratio = rates.vs_baseline if rates.vs_baseline is not None else math.nan
-            lines.setdefault(row.impl.name, []).append((getattr(case, axis), rates.tokens_per_s, low, high, ratio))
+            peak = row.peak_memory_bytes / 2**20 if row.peak_memory_bytes is not None else math.nan
+            point = (getattr(case, axis), rates.tokens_per_s, low, high, ratio, peak)
+            lines.setdefault(row.impl.name, []).append(point)
     return {impl: sorted(points) for impl, points in lines.items() if len(points) > 1}
 
 
@@ -58,21 +61,23 @@ def _style(impl: str) -> dict[str, Any]:
 def sweep_plot(results: BenchResults, axis: str, path: Path) -> Path | None:
     """tokens/s against `axis` ("seq" or "batch"), one column per mode; None if the run did not sweep it.
 
-    The lower row is each implementation's speed relative to the baseline timed in the same rounds: on a shared
-    machine the absolute rates drift with background load, the ratios do not.
+    The middle row is each implementation's speed relative to the baseline timed in the same rounds (on a shared
+    machine the absolute rates drift with background load, the ratios do not); the lower row its peak memory
+    during the timed calls (`memory`: process RSS on a CPU, the device allocator's on a GPU).
     """
     modes = results.config.modes
     per_mode = {mode: _points(results, mode, axis) for mode in modes}
     if not any(per_mode.values()):
         return None
-    figure, axes = plt.subplots(2, len(modes), figsize=(6.5 * len(modes), 8), squeeze=False, sharex="col")
+    figure, axes = plt.subplots(3, len(modes), figsize=(6.5 * len(modes), 11), squeeze=False, sharex="col")
     for column, mode in enumerate(modes):
-        rates, ratios = axes[0][column], axes[1][column]
+        rates, ratios, peaks = axes[0][column], axes[1][column], axes[2][column]
         for impl, points in per_mode[mode].items():
-            xs, ys, lows, highs, vs_baseline = zip(*points, strict=True)
+            xs, ys, lows, highs, vs_baseline, peak_mib = zip(*points, strict=True)
             rates.plot(xs, ys, label=impl, **_style(impl))
             rates.fill_between(xs, lows, highs, alpha=0.15)
             ratios.plot(xs, vs_baseline, label=impl, **_style(impl))
+            peaks.plot(xs, peak_mib, label=impl, **_style(impl))
         if _wide_range(per_mode[mode]):
             rates.set_yscale("log")
         rates.set_ylabel("tokens/s (median, IQR shaded)")
@@ -80,8 +85,9 @@ def sweep_plot(results: BenchResults, axis: str, path: Path) -> Path | None:
         rates.legend(fontsize=8)
         ratios.axhline(1.0, color="grey", linewidth=0.8)
         ratios.set_ylabel(f"speed vs {BASELINE}")
-        ratios.set_xlabel("sequence length" if axis == "seq" else "batch size")
-        for ax in (rates, ratios):
+        peaks.set_ylabel("peak memory, MiB (timed calls)")
+        peaks.set_xlabel("sequence length" if axis == "seq" else "batch size")
+        for ax in (rates, ratios, peaks):
             ax.set_xscale("log", base=2)
             ax.grid(True, alpha=0.3)
     return _save(figure, results, path)

@@ -71,9 +71,11 @@ class Worker:
         """Build and check the implementation for `spec`; raises CommandFailed with the worker's error."""
         return SetupReply.from_message(self._request(spec.to_message()), spec.mode)
 
-    def time(self, reps: int) -> list[float]:
-        """Seconds of each of `reps` calls of the last setup; raises CommandFailed with the worker's error."""
-        return self._request({"cmd": "time", "reps": reps})["times"]
+    def time(self, reps: int) -> tuple[list[float], int | None]:
+        """Seconds of each of `reps` calls of the last setup, and the peak memory during them (bytes, None where
+        unknown: `memory`); raises CommandFailed with the worker's error."""
+        reply = self._request({"cmd": "time", "reps": reps})
+        return reply["times"], reply.get("peak_bytes")
 
     def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         if self.process.stdin is None or self.process.poll() is not None:

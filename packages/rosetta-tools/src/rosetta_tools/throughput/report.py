@@ -62,6 +62,7 @@ def _ceiling_row(row: ImplResult, gpu: bool) -> list[str]:
         "",
         *([""] if gpu else []),
         "",
+        "",
         _fmt(first_call_s, ".1f"),
         "-" if row.status == "ok" else row.status,
     ]
@@ -71,7 +72,7 @@ def _row(row: ImplResult, gpu: bool, unsure: bool) -> tuple[list[str], str | Non
     """The table cells of one row and their style; `unsure`: its ratio rests on an unstable timing."""
     if row.impl.ceiling:
         return _ceiling_row(row, gpu), "dim"
-    blank = [""] * (9 if gpu else 8)
+    blank = [""] * (10 if gpu else 9)
     if row.status != "ok" or row.rates is None or row.setup is None:
         return [row.impl.name, row.mode, *blank, f"{row.status.upper()}: {row.reason}"], "red"
     rates = row.rates
@@ -93,6 +94,7 @@ def _row(row: ImplResult, gpu: bool, unsure: bool) -> tuple[list[str], str | Non
         _fmt(own and 100 * own, ".0f"),
         *([_fmt(mfu and 100 * mfu, ".1f")] if gpu else []),
         "-" if ratio is None else f"{ratio:.2f}x" + ("?" if unsure else ""),
+        _fmt(row.peak_memory_bytes and row.peak_memory_bytes / 2**20, ",.0f"),
         _fmt(row.setup.first_call_s, ".1f"),
         _check_cell(row),
     ]
@@ -120,6 +122,7 @@ def case_table(results: BenchResults, case: CaseResult) -> Table:
         "% own",
         *gpu_columns,
         "vs peer",
+        "peak MiB",
         "1st call s",
         "check",
     ]

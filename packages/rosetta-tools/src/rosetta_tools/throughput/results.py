@@ -55,6 +55,7 @@ class ImplResult:
     gflops: float | None = None
     rates: Rates | None = None  # encoder rows
     is_machine_ceiling: bool | None = None  # ceiling probes: the best GEMM of the case and mode
+    peak_memory_bytes: int | None = None  # during the timed calls: process RSS on a CPU, the allocator's on a GPU
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ def _row(row: ImplResult) -> dict[str, Any]:
         data["ceiling_of"] = row.ceiling_of
     if row.timing is not None:
         data.update(dataclasses.asdict(row.timing), times_s=list(row.timing.times_s))
+        data["peak_memory_bytes"] = row.peak_memory_bytes
     if row.gflops is not None:
         data.update(flops=row.flops, gflops=row.gflops)
     if row.rates is not None:

@@ -224,6 +224,7 @@ def _time_rounds(
     active = [row.impl for row in rows if row.status == "ok"]
     gemms = flops.gemms_per_call(config.model, case.batch, case.seq, mode)
     times: dict[str, list[float]] = {impl.name: [] for impl in active}
+    peaks: dict[str, int] = {}
     failures: dict[str, str] = {}
     for round_index in range(config.rounds):
         shift = round_index % max(len(active), 1)
@@ -233,7 +234,10 @@ def _time_rounds(
             reporter.step(f"{case.label} {mode}: round {round_index + 1}/{config.rounds} {impl.name}")
             reps = config.reps_per_round * (gemms if impl.ceiling else 1)
             try:
-                times[impl.name].extend(workers[impl.name].time(reps))
+                block, peak = workers[impl.name].time(reps)
+                times[impl.name].extend(block)
+                if peak is not None:
+                    peaks[impl.name] = max(peak, peaks.get(impl.name, 0))
             except CommandFailed as failure:
                 failures[impl.name] = failure.error
     timed = []
@@ -241,6 +245,6 @@ def _time_rounds(
         if row.impl.name in failures:
             row = replace(row, status="error", reason=failures[row.impl.name])
         elif row.status == "ok":
-            row = replace(row, timing=summarise(times[row.impl.name]))
+            row = replace(row, timing=summarise(times[row.impl.name]), peak_memory_bytes=peaks.get(row.impl.name))
         timed.append(row)
     return timed

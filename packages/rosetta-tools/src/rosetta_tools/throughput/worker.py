@@ -45,6 +45,8 @@ class Backend(Protocol):
     def info(self) -> dict[str, Any]: ...
     def release(self) -> None: ...
     def prepare(self, spec: SetupSpec) -> Prepared: ...
+    def reset_peak_memory(self) -> None: ...
+    def peak_memory_bytes(self) -> int | None: ...
 
 
 def _claim_stdout() -> TextIO:
@@ -110,7 +112,9 @@ def main(argv: list[str]) -> int:
             elif message["cmd"] == "time":
                 if prepared is None:
                     raise RuntimeError("time before a successful setup")
-                _send(channel, {"ok": True, "times": time_calls(prepared.call, prepared.sync, message["reps"])})
+                backend.reset_peak_memory()
+                times = time_calls(prepared.call, prepared.sync, message["reps"])
+                _send(channel, {"ok": True, "times": times, "peak_bytes": backend.peak_memory_bytes()})
             else:
                 raise ValueError(f"unknown command {message['cmd']!r}")
         except Exception as err:  # one failed setup must not end the other cases

@@ -1,8 +1,10 @@
 """The JAX side of the harness: rosetta_flax under `jax.jit` over `nnx.split` state, HF Flax BERT, the JAX GEMM.
 
 Imported only inside a JAX worker process (never next to torch). `nnx.jit` is not used: it walks the object
-graph in Python on every call. `--dtype bfloat16` keeps float32 parameters and casts them to bfloat16 inside
-the jitted function (JAX has no autocast); the loss is taken in float32.
+graph in Python on every call. `--dtype bfloat16`: the rosetta rows run the bfloat16-mixed policy
+(`rosetta_common.precision`: float32 master weights, bfloat16 compute rounded at the policy's places); the HF peer
+keeps float32 parameters and casts them to bfloat16 inside the jitted function (JAX has no autocast). The loss is
+taken in float32.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import optax
 from flax import nnx
 
 from rosetta_common import EncoderConfig, load_canonical
+from rosetta_common.precision import POLICIES
 from rosetta_common.training import AdamWConfig
 from rosetta_flax import Encoder, load
+from rosetta_tools.throughput import memory
 from rosetta_tools.throughput.hf_bert_jax import Apply, hf_flax_bert_peer
 from rosetta_tools.throughput.impls import Impl, Model
 from rosetta_tools.throughput.loss_jax import masked_mean_square
@@ -57,7 +61,9 @@ class Backend:
         jax.config.update("jax_default_device", self.device)
         if device == "cuda":
             jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
-        self.cast = compute_cast(dtype)
+        policy = dtype == "bfloat16" and impl.model is Model.ROSETTA
+        self.precision = POLICIES["bfloat16-mixed"] if policy else None
+        self.cast = compute_cast("float32" if policy else dtype)  # the policy rounds for itself
 
     def info(self) -> dict[str, Any]:
         """Versions, visible CPUs and precision settings, for the results."""
@@ -72,7 +78,9 @@ class Backend:
             "visible_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "default_matmul_precision": jax.config.jax_default_matmul_precision,
             "attention": self.impl.attention,
-            "precision": "bfloat16 compute (float32 parameters cast in the jitted function)"
+            "precision": "bfloat16-mixed policy (float32 master weights, explicit bfloat16 rounding)"
+            if self.precision is not None
+            else "bfloat16 compute (float32 parameters cast in the jitted function)"
             if self.dtype == "bfloat16"
             else "float32",
         }
@@ -81,6 +89,19 @@ class Backend:
         """Forget the previous setup's compiled functions and buffers."""
         jax.clear_caches()
         gc.collect()
+
+    def reset_peak_memory(self) -> None:
+        """Before a block of timed calls: the process's RSS peak on a CPU (XLA's GPU peak cannot be reset)."""
+        if self.device.platform == "cpu":
+            memory.reset_peak_rss()
+
+    def peak_memory_bytes(self) -> int | None:
+        """The process's resident-set peak on a CPU; on a GPU, XLA's allocator peak (since the process began)."""
+        if self.device.platform == "cpu":
+            return memory.peak_rss_bytes()
+        stats = self.device.memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+        return None if peak is None else int(peak)
 
     @staticmethod
     def sync(result: object) -> None:
@@ -101,7 +122,7 @@ class Backend:
             apply, params = self._hf_bert(config, spec.weights)
             check = lambda: None
         else:
-            model = load(spec.weights)
+            model = load(spec.weights, precision=self.precision)
             check = functools.partial(model.check_inputs, host_ids, host_mask)  # outside jit, as the contract says
             apply, params = self._rosetta(model, training=spec.mode == "train")
         if spec.mode == "train":

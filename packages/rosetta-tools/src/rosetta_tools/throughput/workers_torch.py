@@ -1,8 +1,10 @@
 """The torch side of the harness: rosetta_torch (eager, compiled), torch.nn.TransformerEncoder peers, HF BERT, GEMM.
 
-Imported only inside a torch worker process (never next to JAX). Every forward runs under inference_mode;
-`--dtype bfloat16` is autocast (float32 weights, bfloat16 matmuls), except the inference fast path, which
-autocast disables: it runs on bfloat16 copies of the weights instead.
+Imported only inside a torch worker process (never next to JAX). Every forward runs under inference_mode.
+`--dtype bfloat16`: the rosetta rows run the bfloat16-mixed policy (`rosetta_common.precision`: float32 master
+weights, bfloat16 compute rounded at the policy's places, common/DESIGN.md); the peers run as their users would,
+under autocast (float32 weights, bfloat16 matmuls), except the inference fast path, which autocast disables: it
+runs on bfloat16 copies of the weights instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch._functorch.config
 import torch._inductor.config
 
 from rosetta_common import EncoderConfig
+from rosetta_common.precision import POLICIES
+from rosetta_tools.throughput import memory
 from rosetta_tools.throughput.hf_bert_torch import Forward, hf_bert_peer
 from rosetta_tools.throughput.impls import Impl, Model
 from rosetta_tools.throughput.loss_torch import masked_mean_square
@@ -41,6 +45,8 @@ class Backend:
                 f"{torch.version.cuda}); run on a machine with a GPU or use --device cpu"
             )
         self.impl, self.device, self.dtype, self.tf32 = impl, torch.device(device), dtype, tf32
+        policy = dtype == "bfloat16" and impl.model is Model.ROSETTA
+        self.precision = POLICIES["bfloat16-mixed"] if policy else None
         self.compile: CompileSettings | None = None  # the current setup's
         self._gemms: dict[tuple[int, int, int, str], Prepared] = {}
         if device == "cuda":
@@ -66,6 +72,8 @@ class Backend:
             "attention": self.impl.attention,
             "precision": "autocast bfloat16" if self.dtype == "bfloat16" else "float32",
         }
+        if self.precision is not None:
+            info["precision"] = "bfloat16-mixed policy (float32 master weights, explicit bfloat16 rounding)"
         if self.impl.fastpath and self.dtype == "bfloat16":
             info["precision"] = "bfloat16 weights (autocast disables the fast path)"
         if self.device.type == "cuda":
@@ -93,14 +101,28 @@ class Backend:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def reset_peak_memory(self) -> None:
+        """Before a block of timed calls: the device allocator's peak on a GPU, the process's RSS peak on a CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            memory.reset_peak_rss()
+
+    def peak_memory_bytes(self) -> int | None:
+        """The peak since `reset_peak_memory`: torch's CUDA allocator, or the process's resident set."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return memory.peak_rss_bytes()
+
     def sync(self, _result: object) -> None:
         """Wait for the device's queued work."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast where this row computes in bfloat16 (the fast path holds bfloat16 weights instead)."""
-        if self.dtype == "bfloat16" and not self.impl.fastpath:
+        """bfloat16 autocast for a peer that computes in bfloat16 (the fast path holds bfloat16 weights instead; the
+        rosetta rows round where their policy says, without autocast)."""
+        if self.dtype == "bfloat16" and not self.impl.fastpath and self.precision is None:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -114,7 +136,7 @@ class Backend:
         inputs = np.load(spec.inputs)
         token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
         padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
-        model = load(spec.weights, device=self.device)
+        model = load(spec.weights, precision=self.precision, device=self.device)
         training = spec.mode == "train"
         self.compile = compile_settings(spec.torch_compile, spec.mode, self.device.type)
         torch._inductor.config.freezing = self.compile.freezing
