@@ -4,10 +4,13 @@
 `Compute(None)` is a model without a policy: every method is the plain operation in the parameters' dtype.
 `Compute(jnp.bfloat16)` rounds as the policy says, and says so explicitly: XLA's compilers may keep float32
 between ops that JAX's types say are bfloat16 (`xla_allow_excess_precision`, on by default: a convert to bfloat16
-and back is removed), so a rounding here is `jax.lax.reduce_precision`, which XLA keeps, and every matmul takes
-float32 operands widened from bfloat16 ones (products of bfloat16 values are exact in float32, so this is a
-bfloat16 matmul with float32 accumulation). The gradients round where the forward changed dtype, by the custom
-VJPs of `rounded` and `widened`; jitted and op-by-op runs then round at the same places as eager torch.
+and back is removed), so a rounding here is `jax.lax.reduce_precision`, which XLA keeps. The linear layers and
+p @ v are `accumulate`: bfloat16 operands, `preferred_element_type=float32` (on XLA's CPU backend the one form that
+runs a bfloat16 GEMM kernel, YNNPACK's; a bfloat16 dot with a bfloat16 result is upcast to float32 there, at half the
+rate), rounded once by the caller. The attention scores take float32 operands widened from bfloat16 ones (the same
+exact products; their gradient is float32 and needs a float32 matmul anyway). The gradients round where the forward
+changed dtype, by the custom VJPs of `rounded`, `widened` and `accumulate`; jitted and op-by-op runs then round at
+the same places as eager torch.
 """
 
 from __future__ import annotations
@@ -62,6 +65,33 @@ def _widened_backward(dtype: jnp.dtype, _: None, cotangent: jax.Array) -> tuple[
 
 
 widened.defvjp(_widened_forward, _widened_backward)
+
+
+@jax.custom_vjp
+def accumulate(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a `[..., m, k]` @ b `[k, n]` or `[..., k, n]` (the compute dtype) -> float32 `[..., m, n]`: exact products,
+    float32 accumulation. The caller rounds the result once (`Compute.linear`, `Compute.matmul`), so the cotangent
+    coming back holds compute-dtype values and the backward runs the same kind of matmul: da and db accumulate in
+    float32 and are rounded once each, as torch's bfloat16 matmul backward."""
+    return jnp.matmul(a, b, preferred_element_type=ISLAND)
+
+
+def _accumulate_forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return accumulate(a, b), (a, b)
+
+
+def _accumulate_backward(operands: tuple[jax.Array, jax.Array], cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
+    a, b = operands
+    g = _reduce(cotangent, a.dtype)  # exact: the forward's result was rounded to this dtype by the caller
+    da = jnp.matmul(g, jnp.swapaxes(b, -1, -2), preferred_element_type=ISLAND)
+    if b.ndim == 2:  # a weight: sum its gradient over every leading (token) dimension of a
+        db = jnp.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]), preferred_element_type=ISLAND)
+    else:
+        db = jnp.matmul(jnp.swapaxes(a, -1, -2), g, preferred_element_type=ISLAND)
+    return _reduce(da, a.dtype), _reduce(db, b.dtype)
+
+
+accumulate.defvjp(_accumulate_forward, _accumulate_backward)
 
 
 @jax.custom_vjp
@@ -124,8 +154,8 @@ class Compute:
         float32, one rounding (as torch's bfloat16 `F.linear`; the backward rounds dx, dW and db once each)."""
         if self.dtype is None:
             return layer(x)
-        kernel = self.widen(self.weight(layer.kernel[...]))
-        return self.round(self.widen(x) @ kernel + self.widen(self.weight(layer.bias[...])))
+        kernel = self.weight(layer.kernel[...])
+        return self.round(accumulate(x, kernel) + self.widen(self.weight(layer.bias[...])))
 
     def linears(self, layers: tuple[nnx.Linear, ...], x: jax.Array) -> tuple[jax.Array, ...]:
         """Several linear layers reading the same x (q, k, v). Under a policy, one linear over the concatenated
@@ -133,10 +163,10 @@ class Compute:
         uses would round two partial sums, in an order each framework's autodiff picks)."""
         if self.dtype is None:
             return tuple(layer(x) for layer in layers)
-        kernel = self.widen(jnp.concatenate([self.weight(layer.kernel[...]) for layer in layers], axis=1))
+        kernel = jnp.concatenate([self.weight(layer.kernel[...]) for layer in layers], axis=1)
         bias = self.widen(jnp.concatenate([self.weight(layer.bias[...]) for layer in layers]))
         sizes = [layer.out_features for layer in layers]
-        return tuple(jnp.split(self.round(self.widen(x) @ kernel + bias), np.cumsum(sizes)[:-1], axis=-1))
+        return tuple(jnp.split(self.round(accumulate(x, kernel) + bias), np.cumsum(sizes)[:-1], axis=-1))
 
     def fan_out(self, x: jax.Array) -> jax.Array:
         """Marks a tensor read twice (the residual stream: the sum and the sub-layer). Its two gradients are summed
@@ -148,7 +178,7 @@ class Compute:
         """a @ b in the compute dtype: float32 accumulation, one rounding."""
         if self.dtype is None:
             return a @ b
-        return self.round(self.widen(a) @ self.widen(b))
+        return self.round(accumulate(a, b))
 
     def add(self, x: jax.Array, y: jax.Array) -> jax.Array:
         """A residual sum: in float32, one rounding (as torch adds bfloat16 tensors)."""

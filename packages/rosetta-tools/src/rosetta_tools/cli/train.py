@@ -62,7 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip-norm", type=float, default=1.0, help="global gradient norm (0: no clipping) (default %(default)s)"
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default %(default)s")
+    run.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "bfloat16-mixed", "bfloat16"),
+        default="float32",
+        help="float32, float64, or a bfloat16 policy (bfloat16-mixed: float32 master weights and AdamW moments; "
+        "bfloat16: those in bfloat16 too; common/DESIGN.md) (default %(default)s)",
+    )
     run.add_argument(
         "--seed", type=int, default=0, help="seeds the initial weights and the batches (default %(default)s)"
     )
@@ -175,10 +181,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"{summary['max_rel_diff_first_steps']:.2e} (bound {summary['loss_bound']:.0e})",
     )
     whole_run = f"{summary['max_rel_diff']:.2e}"
-    if config["dtype"] == "float32":
+    if config["dtype"] != "float64":
         whole_run += (
-            " (not checked: float32 runs drift apart by design, rounding differences grow over hundreds of Adam "
-            "steps; float64 without clipping agrees over the whole run)"
+            f" (not checked: {config['dtype']} runs drift apart by design, rounding differences grow over hundreds "
+            "of Adam steps; float64 without clipping agrees over the whole run)"
         )
     table.add_row("max rel. loss diff, whole run", whole_run)
     if summary["switch"]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from rosetta_common import EncoderConfig
+from rosetta_common.precision import Precision
 from rosetta_common.training import AdamWConfig, OptimizerState, load_optimizer_state, save_optimizer_state
 from rosetta_tools.sidebyside.task import Batch
 
@@ -124,27 +125,33 @@ class FlaxLane:
         self.trainer.load_optimizer_state(state)
 
 
-def new_lane(framework: str, config: EncoderConfig, weights: dict[str, np.ndarray], adamw: AdamWConfig) -> Lane:
-    """A lane in `framework` starting from canonical `weights` (their dtype is the model's)."""
+def new_lane(
+    framework: str,
+    config: EncoderConfig,
+    weights: dict[str, np.ndarray],
+    adamw: AdamWConfig,
+    precision: Precision | None = None,
+) -> Lane:
+    """A lane in `framework` starting from canonical `weights` (their dtype is the model's, or `precision`'s)."""
     if framework == "torch":
         import rosetta_torch
 
-        return TorchLane(rosetta_torch.from_canonical(config, weights), adamw)
+        return TorchLane(rosetta_torch.from_canonical(config, weights, precision=precision), adamw)
     import rosetta_flax
 
-    return FlaxLane(rosetta_flax.from_canonical(config, weights), adamw)
+    return FlaxLane(rosetta_flax.from_canonical(config, weights, precision=precision), adamw)
 
 
-def load_lane(framework: str, directory: Path) -> Lane:
-    """Continue, in `framework`, the run saved in `directory` by either framework."""
+def load_lane(framework: str, directory: Path, precision: Precision | None = None) -> Lane:
+    """Continue, in `framework`, the run saved in `directory` by either framework (under `precision`, as it ran)."""
     state = load_optimizer_state(directory / OPTIMIZER_FILE)
     if framework == "torch":
         import rosetta_torch
 
-        lane: Lane = TorchLane(rosetta_torch.load(directory / WEIGHTS_FILE), state.adamw)
+        lane: Lane = TorchLane(rosetta_torch.load(directory / WEIGHTS_FILE, precision=precision), state.adamw)
     else:
         import rosetta_flax
 
-        lane = FlaxLane(rosetta_flax.load(directory / WEIGHTS_FILE), state.adamw)
+        lane = FlaxLane(rosetta_flax.load(directory / WEIGHTS_FILE, precision=precision), state.adamw)
     lane.load_optimizer_state(state)
     return lane
