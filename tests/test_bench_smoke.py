@@ -214,3 +214,19 @@ def test_the_flax_reference_agrees_with_the_torch_reference(tmp_path: Path, devi
     assert np.abs(by_torch["output"] - by_flax["output"]).max() <= tolerances.FLOAT64
     assert np.abs(by_torch["losses"] - by_flax["losses"]).max() <= tolerances.FLOAT64
     assert by_torch["losses"][1] < by_torch["losses"][0]  # the step moved the weights: the losses compare a step
+
+
+def test_max_len_lengthens_the_preset_table_only(tmp_path: Path, capsys) -> None:
+    """`--max-len` makes a sequence past the preset's max_len valid (the sinusoidal table is longer, nothing else
+    changes); without it the same sequence is refused before any work."""
+    import argparse
+    import dataclasses
+
+    from rosetta_tools.cli import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    config = bench.config_from_args(parser.parse_args(["--preset", "tiny", "--seq", "200", "--max-len", "256"]))
+    assert config.model == dataclasses.replace(PRESETS["tiny"].config, max_len=256)
+    assert main(["bench", "--preset", "tiny", "--seq", "200", "--out", str(tmp_path / "out")]) == 2
+    assert "seq" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ one `rosetta: error:` line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 from pathlib import Path
 
@@ -36,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq", type=positive_int, help="sequence length (default: the preset's)")
     parser.add_argument("--sweep-seq", type=int, nargs="+", metavar="S", help="sequence lengths to sweep at --batch")
     parser.add_argument("--sweep-batch", type=int, nargs="+", metavar="B", help="batch sizes to sweep at --seq")
+    parser.add_argument(
+        "--max-len",
+        type=positive_int,
+        help="lengthen the preset's sinusoidal position table to N positions, for sequences past its max_len "
+        "(paper-base, bert-base: 512); the weights and the timed work do not change (default: the preset's)",
+    )
     parser.add_argument(
         "--dtype",
         choices=DTYPES,
@@ -92,9 +99,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The run the options describe (ValueError for options that do not make one)."""
     preset = PRESETS[args.preset]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    # The presets' sinusoidal positions are a table computed from max_len, not weights: --max-len lengthens it.
+    model = preset.config if args.max_len is None else dataclasses.replace(preset.config, max_len=args.max_len)
     return BenchConfig(
         preset=args.preset,
-        model=preset.config,
+        model=model,
         impls=tuple(args.impl or IMPLS),
         batch=args.batch or preset.batch,
         seq=args.seq or preset.seq,

@@ -32,9 +32,10 @@ LANES = ("a", "b")
 # |g| + 1e-6 where optax.clip_by_global_norm divides by |g|, a relative 1e-6/|g| on the clipped gradients
 # (tests/test_optimizer.py proves it is the only difference); the losses then differ by ~1e-9.
 # bfloat16 policies: the forward and the gradients round at the same places in both frameworks, but AdamW's update
-# is each library's own (see tests/test_bfloat16.py): from the second step the losses differ by bfloat16-sized
-# amounts (measured below the bound over the first 20 steps of the default run; see the README).
-LOSS_BOUNDS = {"float32": 1e-4, "float64": 1e-10, "bfloat16-mixed": 1e-2, "bfloat16": 1e-2}
+# is each library's own (tests/test_bfloat16.py): from the second step the losses part. bfloat16-mixed updates
+# float32 masters (the libraries differ by float32 rounding): measured 7.0e-5 over the first 20 steps of the default
+# run, 1.9e-4 at the switch. Pure bfloat16 rounds each library's update steps to bfloat16: measured 7.8e-3.
+LOSS_BOUNDS = {"float32": 1e-4, "float64": 1e-10, "bfloat16-mixed": 1e-3, "bfloat16": 3e-2}
 FLOAT64_CLIPPED_LOSS_BOUND = 1e-6
 
 
