@@ -26,7 +26,6 @@ What holds (measured on a 2-core AMD EPYC, torch 2.13, jaxlib 0.10.2; the bounds
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ import rosetta_flax
 import rosetta_torch
 from rosetta_common import EncoderConfig, encoder_forward, save_canonical, tolerances
 from rosetta_common.precision import POLICIES, Precision, cast_tensors
+from rosetta_common.tolerances import relative_l2
 from rosetta_common.training import AdamWConfig, OptimizerState
 from rosetta_common.vectors import CASES, random_inputs, random_tensors, stored_vector
 from rosetta_flax import training as flax_training
@@ -51,12 +51,6 @@ def bfloat16_weights(config: EncoderConfig, seed: int = 0) -> dict[str, np.ndarr
 
 def float64(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
-
-
-def relative_l2(a: np.ndarray, b: np.ndarray, reference: np.ndarray) -> float:
-    norm = float(np.linalg.norm(reference.astype(np.float64)))
-    diff = float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
-    return diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
 
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:

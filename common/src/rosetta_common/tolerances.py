@@ -1,4 +1,7 @@
-"""The bounds rosetta proves (common/DESIGN.md, "Tolerances"): max absolute difference on outputs of order 1."""
+"""The bounds rosetta proves (common/DESIGN.md, "Tolerances"): max absolute difference on outputs of order 1, and
+relative L2 (`relative_l2`) for bfloat16."""
+
+import numpy as np
 
 FLOAT64 = 1e-10
 """float64 torch vs float64 flax vs the float64 NumPy oracle (measured: ~1e-15)."""
@@ -101,3 +104,10 @@ def bfloat16_bound(component: str, n_layers: int) -> float:
     if component in FLOAT32_ISLAND_COMPONENTS:
         return BFLOAT16_ISLAND
     return BFLOAT16_LAYER * _layers_passed(component, n_layers) ** 0.5
+
+
+def relative_l2(a: np.ndarray, b: np.ndarray, reference: np.ndarray) -> float:
+    """||a - b|| / ||reference|| in float64 (0 for equal arrays, inf for unequal ones against a zero reference)."""
+    norm = float(np.linalg.norm(np.asarray(reference, dtype=np.float64)))
+    diff = float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
+    return diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))

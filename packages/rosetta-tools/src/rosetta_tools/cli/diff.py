@@ -14,7 +14,7 @@ distance (rounding flips of the two GEMM libraries cascade through a run: see th
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +81,6 @@ def max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
 
 
-def relative_l2(a: np.ndarray, oracle: np.ndarray, b: np.ndarray) -> float:
-    """||a - b|| / ||oracle||."""
-    norm = float(np.linalg.norm(oracle))
-    diff = float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
-    return diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))
-
-
 def weight_changes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Max |a - b| of each canonical tensor that differs between two weight sets."""
     changes = {name: max_abs(a[name], b[name]) for name in a}
@@ -134,27 +127,71 @@ def run(args: argparse.Namespace) -> int:
     acts["oracle"] = encoder_forward(config, exact, ids, mask)  # float64, from the same (cast) weights
     pairs = [(x, y) for x, y in (("torch", "flax"), ("torch", "oracle"), ("flax", "oracle")) if x in acts and y in acts]
     columns = [f"{x} vs {y}" for x, y in pairs]
-    if precision is not None:
-        return _policy_table(console, config, acts, pairs, columns, args, seq, mask)
-
-    bounds = [tolerances.output_bound(args.dtype, against_oracle=y == "oracle") for _, y in pairs]
     if len(present) == 2:
         who = "torch and flax run A" if args.b is None else "torch runs A, flax runs B, the oracle runs A"
     else:
         who = f"{present[0]} runs {'A' if args.b is None else 'B'}, the oracle runs A"
+    how = args.dtype if precision is None else f"{args.dtype} policy on the weights rounded to bfloat16"
     console.print(
-        f"{args.dtype}, {who}; input batch {args.batch} x seq {seq} (seed {args.seed}), "
+        f"{how}, {who}; input batch {args.batch} x seq {seq} (seed {args.seed}), "
         f"{int(mask.sum())} of {mask.size} positions are padding"
     )
     for framework in set(frameworks.PACKAGES) - set(present):
         console.print(f"{framework}: not run ({frameworks.missing_message(framework, 'its column')})")
-    bound_text = ", ".join(f"{column} {bound:.0e}" for column, bound in zip(columns, bounds, strict=True))
-    console.print(f"max |difference| per component; bounds: {bound_text}")
+    if precision is None:
+        bounds = [tolerances.output_bound(args.dtype, against_oracle=y == "oracle") for _, y in pairs]
+        bound_text = ", ".join(f"{column} {bound:.0e}" for column, bound in zip(columns, bounds, strict=True))
+        console.print(f"max |difference| per component; bounds: {bound_text}")
+
+        def measure(name: str) -> tuple[list[float], list[float]]:
+            return [max_abs(acts[x][name], acts[y][name]) for x, y in pairs], bounds
+
+    else:
+        console.print(
+            "relative L2 per component; bounds: vs oracle 1e-6 in the float32 front, 1e-2 x sqrt(layers passed) "
+            "after it; torch vs flax 1e-6 in the front, 1.5 x the smaller distance to the oracle after it (the "
+            "GEMMs' rounding flips cascade: rosetta_common.tolerances.BFLOAT16_CASCADE_FRACTION)"
+        )
+
+        def measure(name: str) -> tuple[list[float], list[float]]:
+            return _policy_row(config, acts, pairs, name)
+
+    return _verdict_table(console, acts["oracle"], columns, measure)
+
+
+def _policy_row(
+    config: EncoderConfig, acts: dict[str, Activations], pairs: list[tuple[str, str]], name: str
+) -> tuple[list[float], list[float]]:
+    """One component under a bfloat16 policy: the relative L2 of each pair and its bound,
+    `tolerances.bfloat16_bound` against the oracle, `BFLOAT16_CASCADE_FRACTION` of the smaller oracle distance
+    between the frameworks (`BFLOAT16_ISLAND` in the float32 front)."""
+    exact = acts["oracle"][name]
+    values, bounds = [], []
+    for x, y in pairs:
+        values.append(tolerances.relative_l2(acts[x][name], acts[y][name], exact))
+        if y == "oracle":
+            bounds.append(tolerances.bfloat16_bound(name, config.n_layers))
+        elif name in tolerances.FLOAT32_ISLAND_COMPONENTS:
+            bounds.append(tolerances.BFLOAT16_ISLAND)
+        else:
+            to_oracle = [tolerances.relative_l2(acts[z][name], exact, exact) for z in (x, y)]
+            bounds.append(tolerances.BFLOAT16_CASCADE_FRACTION * min(to_oracle))
+    return values, bounds
+
+
+def _verdict_table(
+    console: Console,
+    components: Activations,
+    columns: list[str],
+    measure: Callable[[str], tuple[list[float], list[float]]],
+) -> int:
+    """A row per component (`measure(name)`: each column's value and bound), over-bound cells marked `!`; the exit
+    code says whether every value is within its bound (NaN never is)."""
     table = Table("component", *columns, show_edge=False)
     first_over = None
-    for name in acts["oracle"]:
-        row = [max_abs(acts[x][name], acts[y][name]) for x, y in pairs]
-        over = [value > bound or not np.isfinite(value) for value, bound in zip(row, bounds, strict=True)]
+    for name in components:
+        row, bounds = measure(name)
+        over = [not value <= bound for value, bound in zip(row, bounds, strict=True)]
         if any(over) and first_over is None:
             first_over = (name, [column for column, is_over in zip(columns, over, strict=True) if is_over])
         table.add_row(
@@ -166,52 +203,4 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     name, failing = first_over
     console.print(f"DIFFERENCE OVER BOUND, first at {name} ({', '.join(failing)})")
-    return EXIT_CHECK_FAILED
-
-
-def _policy_table(
-    console: Console,
-    config: EncoderConfig,
-    acts: dict[str, Activations],
-    pairs: list[tuple[str, str]],
-    columns: list[str],
-    args: argparse.Namespace,
-    seq: int,
-    mask: np.ndarray,
-) -> int:
-    """The table under a bfloat16 policy: relative L2 per component against `tolerances.bfloat16_bound` (oracle
-    columns) and `BFLOAT16_CROSS_FRACTION` of the smaller oracle distance (torch vs flax, after the front)."""
-    console.print(
-        f"{args.dtype} policy, both frameworks and the oracle on the rounded weights; input batch {args.batch} x seq "
-        f"{seq} (seed {args.seed}), {int(mask.sum())} of {mask.size} positions are padding"
-    )
-    console.print(
-        "relative L2 per component; bounds: vs oracle 1e-6 in the float32 front, 1e-2 x sqrt(layers passed) after "
-        "it; torch vs flax 1e-6 in the front, 1.5 x the smaller distance to the oracle after it (the GEMMs' rounding "
-        "flips cascade: rosetta_common.tolerances.BFLOAT16_CASCADE_FRACTION)"
-    )
-    table = Table("component", *columns, show_edge=False)
-    first_over = None
-    for name, exact in acts["oracle"].items():
-        row = [relative_l2(acts[x][name], exact, acts[y][name]) for x, y in pairs]
-        bounds = []
-        for x, y in pairs:
-            if y == "oracle":
-                bounds.append(tolerances.bfloat16_bound(name, config.n_layers))
-            elif name in tolerances.FLOAT32_ISLAND_COMPONENTS:
-                bounds.append(tolerances.BFLOAT16_ISLAND)
-            else:
-                to_oracle = [relative_l2(acts[z][name], exact, exact) for z in (x, y)]
-                bounds.append(tolerances.BFLOAT16_CASCADE_FRACTION * min(to_oracle))
-        over = [not value <= bound for value, bound in zip(row, bounds, strict=True)]
-        if any(over) and first_over is None:
-            first_over = name
-        table.add_row(
-            name, *(f"{value:.1e}" + (" !" if is_over else "") for value, is_over in zip(row, over, strict=True))
-        )
-    console.print(table)
-    if first_over is None:
-        console.print("every component within its bound")
-        return EXIT_OK
-    console.print(f"DIFFERENCE OVER BOUND, first at {first_over}")
     return EXIT_CHECK_FAILED

@@ -64,7 +64,7 @@ class Backend:
             jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
         policy = dtype == "bfloat16" and impl.model is Model.ROSETTA
         self.precision = POLICIES["bfloat16-mixed"] if policy else None
-        self.cast = compute_cast("float32" if policy else dtype)  # the policy rounds for itself
+        self.cast = compute_cast("float32" if policy else dtype)  # identity under the policy: it rounds itself
 
     def info(self) -> dict[str, Any]:
         """Versions, visible CPUs and precision settings, for the results."""
