@@ -7,7 +7,8 @@ The train step is `jax.jit` over the `nnx.split` state (common/DESIGN.md: `nnx.j
 The public functions have the same names, parameters and order in both modules:
 
     token_logits(model, hidden)
-    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
+    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
+                  denominator=None)
     predict(model, token_ids, padding_mask=None, *, token_type_ids=None)
     evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None) -> float
     loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
@@ -78,10 +79,13 @@ def sequence_loss(
     loss_mask: jax.Array | None = None,
     *,
     token_type_ids: jax.Array | None = None,
+    denominator: float | None = None,
 ) -> jax.Array:
     """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
 
-    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding.
+    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding. `denominator`: the
+    count to divide the summed loss by (default: the counted positions of this batch; a data-parallel shard passes
+    the global batch's, so that the shards' losses sum to the global mean).
     """
     padding_mask = model.padding_mask_for(token_ids, padding_mask, token_type_ids=token_type_ids)
     if loss_mask is None:
@@ -89,7 +93,7 @@ def sequence_loss(
     logits = token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
     per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, S]
     weights = loss_mask.astype(per_token.dtype)
-    return (per_token * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+    return (per_token * weights).sum() / (jnp.maximum(weights.sum(), 1.0) if denominator is None else denominator)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -265,12 +269,12 @@ def _build_optimizer(adamw: AdamWConfig, dtype: jnp.dtype) -> optax.GradientTran
 TrainStep = Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array]]
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> TrainStep:
-    """`step(params, rest, opt_state, token_ids, targets, loss_mask, token_type_ids=None)
-    -> (params, rest, opt_state, loss)`, jitted.
-
-    `rest` (dropout RNG counters) is threaded through, so dropout draws new masks at every step.
-    """
+def train_step_function(
+    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation
+) -> Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array, nnx.State]]:
+    """The train step before `jax.jit`: `(params, rest, opt_state, token_ids, targets, loss_mask,
+    token_type_ids=None) -> (params, rest, opt_state, loss, grads)`. `make_train_step` jits it on one device,
+    `rosetta_flax.parallel` with shardings."""
 
     def step(
         params: nnx.State,
@@ -280,7 +284,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         targets: jax.Array,
         loss_mask: jax.Array,
         token_type_ids: jax.Array | None = None,
-    ) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array]:
+    ) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array, nnx.State]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
             loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask, token_type_ids=token_type_ids)
@@ -288,7 +292,21 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
         (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_rest, opt_state, loss
+        return optax.apply_updates(params, updates), new_rest, opt_state, loss, grads
+
+    return step
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> TrainStep:
+    """`step(params, rest, opt_state, token_ids, targets, loss_mask, token_type_ids=None)
+    -> (params, rest, opt_state, loss)`, jitted.
+
+    `rest` (dropout RNG counters) is threaded through, so dropout draws new masks at every step.
+    """
+    step_with_gradients = train_step_function(graphdef, optimizer)
+
+    def step(*args: jax.Array | nnx.State | optax.OptState) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array]:
+        return step_with_gradients(*args)[:4]  # the gradients unused: XLA drops them
 
     return jax.jit(step)
 

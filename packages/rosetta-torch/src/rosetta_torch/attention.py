@@ -49,15 +49,16 @@ class MultiHeadSelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         d = config.d_model
-        self.n_heads, self.dropout = config.n_heads, config.dropout
+        self.d_head, self.dropout = config.d_head, config.dropout
         self.compute = Compute(compute_dtype)
         self.q, self.k, self.v, self.out = (nn.Linear(d, d, dtype=dtype, device=device) for _ in range(4))
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        batch, seq, d_model = x.shape
+        batch, seq, _ = x.shape
 
-        def heads(projected: torch.Tensor) -> torch.Tensor:  # [B, S, D] -> [B, H, S, d_head]
-            return projected.view(batch, seq, self.n_heads, -1).transpose(1, 2)
+        def heads(projected: torch.Tensor) -> torch.Tensor:  # [B, S, H * d_head] -> [B, H, S, d_head]
+            # H from the projection's width: under tensor parallelism a rank holds n_heads / model whole heads
+            return projected.view(batch, seq, -1, self.d_head).transpose(1, 2)
 
         query, key, value = (heads(projected) for projected in self.compute.linears((self.q, self.k, self.v), x))
         query, bias = uniform_where_all_padding(query, bias)
@@ -66,7 +67,7 @@ class MultiHeadSelfAttention(nn.Module):
             context = self.policy_attention(query, key, value, bias)
         else:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
-        return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, d_model))
+        return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, -1))
 
     def policy_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention under a precision policy: q, k, v `[B, H, S, d_head]` (compute dtype), bias float32

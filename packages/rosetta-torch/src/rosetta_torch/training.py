@@ -6,7 +6,8 @@ NumPy arrays), so gradients and optimizer state compare and cross frameworks lik
 The public functions have the same names, parameters and order in both modules:
 
     token_logits(model, hidden)
-    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
+    sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
+                  denominator=None)
     predict(model, token_ids, padding_mask=None, *, token_type_ids=None)
     evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None) -> float
     loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
@@ -72,10 +73,13 @@ def sequence_loss(
     loss_mask: torch.Tensor | None = None,
     *,
     token_type_ids: torch.Tensor | None = None,
+    denominator: float | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
 
-    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding.
+    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding. `denominator`: the
+    count to divide the summed loss by (default: the counted positions of this batch; a data-parallel shard passes
+    the global batch's, so that the shards' losses sum to the global mean).
     """
     padding_mask = model.padding_mask_for(token_ids, padding_mask, token_type_ids=token_type_ids)
     if loss_mask is None:
@@ -83,7 +87,7 @@ def sequence_loss(
     logits = token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
     per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # [B, S]
     weights = loss_mask.to(per_token.dtype)
-    return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
+    return (per_token * weights).sum() / (weights.sum().clamp_min(1.0) if denominator is None else denominator)
 
 
 def predict(

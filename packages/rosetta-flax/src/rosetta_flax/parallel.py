@@ -1,0 +1,157 @@
+"""Training on many devices with jax.sharding: `rosetta_common.parallel`'s plan as NNX sharding metadata and
+`NamedSharding`s, one `jax.jit` step that GSPMD partitions.
+
+Mirrors `rosetta_torch.parallel`. JAX sees one global program: the batch is laid out over `data`, the parameters
+and AdamW moments as the plan says, and XLA inserts the collectives (all-gather, all-reduce, reduce-scatter).
+The step is `rosetta_flax.training`'s own, so the loss is the global mean as on one device. On a CPU,
+`XLA_FLAGS=--xla_force_host_platform_device_count=N` (set before jax is imported) simulates N devices; several
+processes or hosts join through `jax.distributed.initialize`. Everything leaving this module is gathered and
+canonical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rosetta_common.name_tables import FLAX_ENCODER
+from rosetta_common.parallel import MESH_AXES, Mesh, PlanError, check_batch, check_device_count, native_plan, plan
+from rosetta_common.training import AdamWConfig, OptimizerState
+from rosetta_flax.encoder import Encoder
+from rosetta_flax.training import (
+    _build_optimizer,
+    _parameter_dtype,
+    params_from_canonical,
+    params_to_canonical,
+    train_step_function,
+)
+
+BATCH = PartitionSpec("data")
+"""Token ids, targets and the loss mask `[B, S]`: rows split over `data`."""
+
+
+def device_mesh(mesh: Mesh, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A `jax.sharding.Mesh` with axes ("data", "model") over `devices` (default: all of the process group's);
+    PlanError unless `mesh` uses every device."""
+    devices = list(jax.devices() if devices is None else devices)
+    check_device_count(mesh, len(devices), "JAX devices (on a CPU, --devices N simulates N)")
+    return jax.sharding.Mesh(np.array(devices).reshape(mesh.shape), MESH_AXES)
+
+
+def mesh_of(jax_mesh: jax.sharding.Mesh) -> Mesh:
+    return Mesh(**{axis: jax_mesh.shape[axis] for axis in MESH_AXES})
+
+
+def annotate(model: Encoder, strategy: str, mesh: Mesh) -> None:
+    """Write the plan into the model's NNX sharding metadata: each `nnx.Param`'s `out_sharding`, the mesh axis
+    splitting each of its dimensions (what `nnx.get_partition_spec` reads)."""
+    if model.compute.active:
+        raise PlanError("parallel training runs float32 or float64 models; a bfloat16 policy is not supported yet")
+    placements = native_plan(FLAX_ENCODER, model.config, plan(model.config, strategy, mesh))
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Param):
+            node.set_metadata(out_sharding=placements[".".join(map(str, path))])
+
+
+class ParallelTrainer:
+    """`rosetta_flax.training.Trainer` on a mesh: `step(global batch) -> global mean loss before the update`.
+
+    The parameters and AdamW moments live sharded as the plan says; one jitted step with those shardings in and
+    out. `keep_gradients=True` keeps each step's canonical gradients in `last_gradients`.
+    """
+
+    def __init__(self, model: Encoder, adamw: AdamWConfig, strategy: str, mesh: jax.sharding.Mesh) -> None:
+        self.config, self.adamw, self.strategy, self.mesh = model.config, adamw, strategy, mesh
+        model.train()
+        self._checker = model
+        annotate(model, strategy, mesh_of(mesh))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.graphdef = graphdef
+        replicated = NamedSharding(mesh, PartitionSpec())
+        self.param_shardings = nnx.get_named_sharding(params, mesh)
+        self.rest_shardings = jax.tree.map(lambda _: replicated, rest)
+        self.optimizer = _build_optimizer(adamw, _parameter_dtype(model))
+        self.opt_shardings = optax.tree.map_params(
+            self.optimizer,
+            lambda _, sharding: sharding,
+            jax.eval_shape(self.optimizer.init, params),
+            self.param_shardings,
+            transform_non_params=lambda _: replicated,
+            is_leaf=lambda x: isinstance(x, NamedSharding),
+        )
+        self.params = jax.device_put(params, self.param_shardings)
+        self.rest = jax.device_put(rest, self.rest_shardings)
+        self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
+        batch = NamedSharding(mesh, BATCH)
+        self.batch_sharding = batch
+        self._step = jax.jit(
+            train_step_function(graphdef, self.optimizer),
+            in_shardings=(self.param_shardings, self.rest_shardings, self.opt_shardings, batch, batch, batch),
+            out_shardings=(self.param_shardings, self.rest_shardings, self.opt_shardings, replicated, self.param_shardings),
+        )
+        self.steps_done = 0
+        self.last_gradients: dict[str, np.ndarray] | None = None
+
+    def _batch(self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> tuple[jax.Array, ...]:
+        check_batch(np.shape(token_ids)[0], mesh_of(self.mesh))
+        self._checker.check_inputs(np.asarray(token_ids))
+        return tuple(jax.device_put(np.asarray(a), self.batch_sharding) for a in (token_ids, targets, loss_mask))
+
+    def step(
+        self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, *, keep_gradients: bool = False
+    ) -> float:
+        """One update on one global batch (NumPy); the global mean loss before it."""
+        self.params, self.rest, self.opt_state, loss, grads = self._step(
+            self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask)
+        )
+        if keep_gradients:
+            self.last_gradients = params_to_canonical(self.config, grads)
+        self.steps_done += 1
+        return float(loss)
+
+    def compiled_text(self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> str:
+        """The optimised HLO of the step for this batch shape: what the devices run, collectives included."""
+        args = (self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask))
+        return self._step.lower(*args).compile().as_text()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The weights, gathered, canonical."""
+        return params_to_canonical(self.config, self.params)
+
+    def optimizer_state(self) -> OptimizerState:
+        """AdamW's moments, gathered, canonical, and the step count."""
+        mu, nu = optax.tree.get(self.opt_state, "mu"), optax.tree.get(self.opt_state, "nu")
+        return OptimizerState(
+            self.config,
+            self.adamw,
+            self.steps_done,
+            params_to_canonical(self.config, mu),
+            params_to_canonical(self.config, nu),
+        )
+
+    def load_weights(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Canonical weights in, laid out as the plan says."""
+        self.params = jax.device_put(params_from_canonical(self.config, self.params, tensors), self.param_shardings)
+
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        """Continue from a canonical `state` (any framework, any mesh), laid out as the plan says."""
+        if state.config != self.config or state.adamw != self.adamw:
+            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
+        fresh = self.optimizer.init(self.params)
+        mu = params_from_canonical(self.config, optax.tree.get(fresh, "mu"), state.mu)
+        nu = params_from_canonical(self.config, optax.tree.get(fresh, "nu"), state.nu)
+        count = np.asarray(state.step, dtype=np.int32)  # optax's counts are int32
+        self.opt_state = jax.device_put(optax.tree.set(fresh, mu=mu, nu=nu, count=count), self.opt_shardings)
+        self.steps_done = state.step
+
+    def placements(self) -> dict[str, Any]:
+        """Each parameter's PartitionSpec as the arrays hold it, by NNX path."""
+        return {
+            ".".join(map(str, path)): variable[...].sharding.spec for path, variable in nnx.to_flat_state(self.params)
+        }
