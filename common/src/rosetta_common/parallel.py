@@ -15,9 +15,13 @@ one), `tp` (`heads` and `mlp` over `model`), and the two 2-D combinations `fsdp+
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rosetta_common.canonical import expected_shapes
 from rosetta_common.config import EncoderConfig
@@ -220,3 +224,70 @@ def native_plan(
         placement = resolved[name]
         native[entry.native] = placement[::-1] if entry.transform == TRANSPOSE else placement
     return native
+
+
+RUN_FILE = "run.json"
+"""Beside a sharded checkpoint's state: what it was written for (framework, config, AdamW, step, strategy, mesh)."""
+
+
+@dataclass(frozen=True)
+class ShardedCheckpointInfo:
+    """What a sharded checkpoint (Orbax or torch.distributed.checkpoint) holds, written beside it as JSON."""
+
+    framework: str
+    config: EncoderConfig
+    adamw: Any
+    step: int
+    strategy: str
+    mesh: Mesh
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "framework": self.framework,
+                "config": self.config.to_dict(),
+                "adamw": json.loads(self.adamw.to_json()),
+                "step": self.step,
+                "strategy": self.strategy,
+                "mesh": str(self.mesh),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def read(cls, directory: str | os.PathLike) -> ShardedCheckpointInfo:
+        from rosetta_common.canonical import WeightFormatError
+        from rosetta_common.training import AdamWConfig
+
+        path = Path(directory) / RUN_FILE
+        if not path.is_file():
+            raise WeightFormatError(f"{directory}: not a rosetta sharded checkpoint ('{RUN_FILE}' is missing)")
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                framework=data["framework"],
+                config=EncoderConfig.from_dict(data["config"]),
+                adamw=AdamWConfig.from_json(json.dumps(data["adamw"])),
+                step=int(data["step"]),
+                strategy=data["strategy"],
+                mesh=Mesh.parse(data["mesh"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise WeightFormatError(f"{path}: invalid: {err}") from err
+
+    def check_resumes(self, framework: str, config: EncoderConfig, adamw: Any, where: str) -> None:
+        """WeightFormatError unless a run of `framework` with `config` and `adamw` can continue from here (any
+        strategy and mesh: the state is laid out anew)."""
+        from rosetta_common.canonical import WeightFormatError
+
+        problems = []
+        if framework != self.framework:
+            problems.append(f"it was written by {self.framework}, not {framework} (resume from the canonical files)")
+        if config != self.config:
+            changed = sorted(k for k, v in config.to_dict().items() if self.config.to_dict().get(k) != v)
+            problems.append(f"its encoder config differs in {', '.join(changed)}")
+        if adamw != self.adamw:
+            problems.append("its AdamW settings differ")
+        if problems:
+            raise WeightFormatError(f"{where}: cannot resume this run: " + "; ".join(problems))

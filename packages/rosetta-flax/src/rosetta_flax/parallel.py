@@ -11,17 +11,32 @@ canonical.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from rosetta_common import write_directory_atomically
 from rosetta_common.name_tables import FLAX_ENCODER
-from rosetta_common.parallel import MESH_AXES, Mesh, PlanError, check_batch, check_device_count, native_plan, plan
+from rosetta_common.parallel import (
+    MESH_AXES,
+    RUN_FILE,
+    Mesh,
+    PlanError,
+    ShardedCheckpointInfo,
+    check_batch,
+    check_device_count,
+    native_plan,
+    plan,
+)
 from rosetta_common.training import AdamWConfig, OptimizerState
 from rosetta_flax.encoder import Encoder
 from rosetta_flax.training import (
@@ -90,10 +105,11 @@ class ParallelTrainer:
         self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
         batch = NamedSharding(mesh, BATCH)
         self.batch_sharding = batch
+        state = (self.param_shardings, self.rest_shardings, self.opt_shardings)
         self._step = jax.jit(
             train_step_function(graphdef, self.optimizer),
-            in_shardings=(self.param_shardings, self.rest_shardings, self.opt_shardings, batch, batch, batch),
-            out_shardings=(self.param_shardings, self.rest_shardings, self.opt_shardings, replicated, self.param_shardings),
+            in_shardings=(*state, batch, batch, batch),
+            out_shardings=(*state, replicated, self.param_shardings),  # ..., loss, gradients
         )
         self.steps_done = 0
         self.last_gradients: dict[str, np.ndarray] | None = None
@@ -155,3 +171,46 @@ class ParallelTrainer:
         return {
             ".".join(map(str, path)): variable[...].sharding.spec for path, variable in nnx.to_flat_state(self.params)
         }
+
+
+STATE_DIR = "state"
+
+
+def save_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> Path:
+    """An Orbax checkpoint of the parameters and AdamW state as they lie sharded (each device's shards written as
+    they are), with `run.json` beside it. Atomic: an interrupted save leaves `directory` as it was."""
+    info = ShardedCheckpointInfo(
+        "flax", trainer.config, trainer.adamw, trainer.steps_done, trainer.strategy, mesh_of(trainer.mesh)
+    )
+    state = {"params": trainer.params, "opt_state": trainer.opt_state}
+
+    def write(tmp: Path) -> None:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp.resolve() / STATE_DIR, state)
+        (tmp / RUN_FILE).write_text(info.to_json() + "\n")
+
+    return write_directory_atomically(directory, write)
+
+
+def restore_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> None:
+    """Continue from `save_sharded`'s checkpoint, on this trainer's mesh and strategy (any of them: Orbax reads
+    each array into the shardings asked for). WeightFormatError if it was written for another run."""
+    info = ShardedCheckpointInfo.read(directory)
+    info.check_resumes("flax", trainer.config, trainer.adamw, str(directory))
+    state = {"params": trainer.params, "opt_state": trainer.opt_state}
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(Path(directory).resolve() / STATE_DIR, target)
+    trainer.params, trainer.opt_state = restored["params"], restored["opt_state"]
+    trainer.steps_done = info.step
+
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def collectives(hlo_text: str) -> dict[str, int]:
+    """How many of each collective an optimised HLO module holds (async pairs counted once, by their start)."""
+    counts = {}
+    for name in COLLECTIVES:
+        counts[name] = len(re.findall(rf"= [^=]*? {name}(?:-start)?\(", hlo_text))
+    return counts

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -24,15 +26,18 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 from torch.nn.parallel import DistributedDataParallel
 
+from rosetta_common import write_directory_atomically
 from rosetta_common.name_tables import TORCH_ENCODER
 from rosetta_common.parallel import (
     DATA,
     MESH_AXES,
     MODEL,
+    RUN_FILE,
     SHARDS_PARAMETERS_OVER_DATA,
     TENSOR_PARALLEL,
     Mesh,
     PlanError,
+    ShardedCheckpointInfo,
     check_batch,
     check_device_count,
     native_plan,
@@ -276,3 +281,65 @@ class ParallelTrainer:
 
 
 MOMENTS = (("exp_avg", "mu"), ("exp_avg_sq", "nu"))
+
+
+STATE_DIR = "state"
+
+
+def sharded_state(trainer: ParallelTrainer) -> dict[str, torch.Tensor]:
+    """The parameters and AdamW moments by torch name (`param.`, `exp_avg.`, `exp_avg_sq.`), each a DTensor where
+    the plan splits it (what `torch.distributed.checkpoint` saves shard by shard and reshards on load), sharing
+    storage with the trainer's tensors; moments not created yet are created as zeros."""
+    state: dict[str, torch.Tensor] = {}
+    for name, param in trainer.named_parameters:
+        slots = trainer.optimizer.state.setdefault(param, {})
+        for key, _ in MOMENTS:
+            slots.setdefault(key, torch.zeros_like(param, memory_format=torch.preserve_format))
+        slots.setdefault("step", torch.tensor(float(trainer.steps_done), dtype=torch.get_default_dtype()))
+        state[f"param.{name}"] = trainer.as_dtensor(param, param.detach())
+        for key, _ in MOMENTS:
+            state[f"{key}.{name}"] = trainer.as_dtensor(param, slots[key])
+    return state
+
+
+def save_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> Path:
+    """A `torch.distributed.checkpoint` of the parameters and AdamW state, each rank writing its own shards, with
+    `run.json` beside it. Every rank calls it. Atomic: the ranks write into a temporary directory that rank 0
+    renames into place once all shards are written; a rank dying mid-save leaves `directory` as it was."""
+    info = ShardedCheckpointInfo(
+        "torch", trainer.config, trainer.adamw, trainer.steps_done, trainer.strategy, mesh_of(trainer.mesh)
+    )
+    state = sharded_state(trainer)
+
+    def write(tmp: Path) -> None:
+        dist.broadcast_object_list([str(tmp)], src=0)
+        dcp.save(state, checkpoint_id=tmp / STATE_DIR)  # returns once every rank's shards and the metadata are written
+        (tmp / RUN_FILE).write_text(info.to_json() + "\n")
+
+    if dist.get_rank() == 0:
+        write_directory_atomically(directory, write)
+    else:
+        where: list[Any] = [None]
+        dist.broadcast_object_list(where, src=0)
+        dcp.save(state, checkpoint_id=Path(where[0]) / STATE_DIR)
+    dist.barrier()  # the directory is in place for every rank
+    return Path(directory)
+
+
+def restore_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> None:
+    """Continue from `save_sharded`'s checkpoint on this trainer's mesh and strategy (any of them:
+    `torch.distributed.checkpoint` reads each rank's part of every tensor). WeightFormatError if it was written for
+    another run. Every rank calls it."""
+    info = ShardedCheckpointInfo.read(directory)
+    info.check_resumes("torch", trainer.config, trainer.adamw, str(directory))
+    state = sharded_state(trainer)
+    dcp.load(state, checkpoint_id=Path(directory) / STATE_DIR)  # in place, into the trainer's own storage
+    for param in trainer.optimizer.state.values():
+        param["step"] = torch.tensor(float(info.step), dtype=torch.get_default_dtype())
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group.pop("initial_lr", group["lr"])
+    trainer.scheduler = build_schedule(trainer.adamw, trainer.optimizer)
+    if trainer.scheduler is not None:
+        for _ in range(info.step):
+            trainer.scheduler.step()
+    trainer.steps_done = info.step

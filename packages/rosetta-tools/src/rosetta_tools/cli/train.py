@@ -1,4 +1,6 @@
-"""`rosetta train`: the same encoder trained side by side in PyTorch and JAX/Flax on a sequence-reversal task.
+"""`rosetta train`: the same encoder trained side by side in PyTorch and JAX/Flax on a sequence-reversal task
+(`--framework torch|flax`: one framework alone, on one device or, with `--parallel`, on a mesh: see
+`rosetta_tools.cli.train_one`).
 
 Both start from the same weights (torch's initialisation, converted through the canonical format) and see the
 same batches; the per-step losses, their difference and the accuracy go to `log.jsonl`, the two loss curves
@@ -61,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument(
         "--clip-norm", type=float, default=1.0, help="global gradient norm (0: no clipping) (default %(default)s)"
     )
+    add_parallel_arguments(parser)
     run = parser.add_argument_group("run")
     run.add_argument(
         "--dtype",
@@ -90,6 +93,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (default 1: tiny ops)")
     run.add_argument("--out", type=Path, help="output folder (default results/train-<timestamp>/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
+
+
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    from rosetta_common.parallel import STRATEGIES
+
+    group = parser.add_argument_group("one framework, on one device or many (common/DESIGN.md, 'Parallel training')")
+    group.add_argument(
+        "--framework",
+        choices=("both", "torch", "flax"),
+        default="both",
+        help="both: the side-by-side run; torch or flax: that framework alone (default %(default)s)",
+    )
+    group.add_argument(
+        "--parallel",
+        choices=STRATEGIES,
+        metavar="STRATEGY",
+        help=f"shard the training over a mesh: {', '.join(STRATEGIES)} (torch: under torchrun, one process per "
+        "device; flax: the process's devices)",
+    )
+    group.add_argument("--mesh", type=mesh_option, metavar="data=N,model=M", help="the mesh's axis sizes")
+    group.add_argument(
+        "--devices", type=positive_int, metavar="N", help="flax: simulate N devices on the CPU (set before JAX starts)"
+    )
+    group.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue from a checkpoint folder: canonical (either framework's checkpoint/) or this framework's "
+        "sharded/ (onto any strategy and mesh)",
+    )
+    group.add_argument(
+        "--stop-at",
+        type=positive_int,
+        metavar="N",
+        help="stop after step N and write the checkpoints (the schedule still runs to --steps; --resume continues)",
+    )
+
+
+def mesh_option(text: str) -> Any:
+    from rosetta_common.parallel import Mesh, PlanError
+
+    try:
+        return Mesh.parse(text)
+    except PlanError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -228,6 +276,14 @@ def train_with_progress(config: RunConfig, args: argparse.Namespace, console: Co
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.framework != "both":
+        from rosetta_tools.cli.train_one import run_one_framework
+
+        return run_one_framework(args)
+    for option in ("parallel", "mesh", "devices", "resume", "stop_at"):
+        if getattr(args, option) is not None:
+            flag = option.replace("_", "-")
+            raise CommandError(f"train: --{flag} needs --framework torch or --framework flax")
     require_all(("torch", "flax"), "rosetta train (torch and flax side by side)")
     import torch
 

@@ -1,0 +1,66 @@
+"""Starting each framework's distributed engine, with clear errors before any work.
+
+JAX: the process's devices (`--devices N` simulates N CPU devices; it must be set before JAX starts its backend).
+torch: one process per device under torchrun (`WORLD_SIZE`, `RANK`, `MASTER_ADDR` set by it); gloo on CPU, NCCL
+on GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from rosetta_common.parallel import PlanError
+
+
+def use_jax_devices(count: int | None) -> None:
+    """Give JAX `count` CPU devices (None: leave it as it is). PlanError if JAX has started with another count."""
+    import jax
+
+    if count is None:
+        return
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        have = jax.device_count()
+        if have != count:
+            raise PlanError(
+                f"--devices {count}: JAX has already started with {have} device(s) in this process "
+                "(--devices must be set before JAX is used)"
+            )
+        return
+    jax.config.update("jax_num_cpu_devices", count)
+
+
+def torch_world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start_torch_process_group(expected: int) -> None:
+    """Join torchrun's process group (gloo on CPU, NCCL on CUDA). PlanError if the launch has another number
+    of processes than the mesh needs, or none was launched for a mesh of several."""
+    import torch
+    import torch.distributed as dist
+
+    _, world = torch_world()
+    if world != expected:
+        how = "" if "WORLD_SIZE" in os.environ else " (run it under torchrun)"
+        raise PlanError(
+            f"the mesh needs {expected} processes, but this launch has {world}{how}: "
+            f"torchrun --nproc-per-node {expected} -m rosetta_tools train --framework torch ..."
+        )
+    if "MASTER_ADDR" not in os.environ:  # one process, no torchrun: a local group of one
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29500"))
+        os.environ.update(RANK="0", WORLD_SIZE="1")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    # DTensor warns at every two-step redistribution of a 2-D mesh (fsdp+tp's gathers); informative, not actionable
+    logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
+
+
+def stop_torch_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
