@@ -166,11 +166,16 @@ class ParallelTrainer:
         self.opt_state = jax.device_put(optax.tree.set(fresh, mu=mu, nu=nu, count=count), self.opt_shardings)
         self.steps_done = state.step
 
-    def placements(self) -> dict[str, Any]:
-        """Each parameter's PartitionSpec as the arrays hold it, by NNX path."""
-        return {
-            ".".join(map(str, path)): variable[...].sharding.spec for path, variable in nnx.to_flat_state(self.params)
-        }
+    def placements(self) -> dict[str, dict[str, Any]]:
+        """By NNX path, as the arrays lie: each parameter's PartitionSpec and the shape of one device's part."""
+        result = {}
+        for path, variable in nnx.to_flat_state(self.params):
+            array = variable[...]
+            result[".".join(map(str, path))] = {
+                "placements": str(array.sharding.spec),
+                "local_shape": list(array.sharding.shard_shape(array.shape)),
+            }
+        return result
 
 
 STATE_DIR = "state"

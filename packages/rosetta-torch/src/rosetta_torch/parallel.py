@@ -11,6 +11,7 @@ Everything leaving this module is gathered and canonical (`full_tensor()` is a c
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def parallelize(encoder: Encoder, strategy: str, mesh: DeviceMesh) -> nn.Module:
         return objective
     if strategy == "tp":
         return objective  # no data axis: nothing to replicate
-    return DistributedDataParallel(objective, device_mesh=mesh[DATA])
+    # broadcast_buffers off: the one buffer, the sinusoidal table, is built the same on every rank
+    return DistributedDataParallel(objective, device_mesh=mesh[DATA], broadcast_buffers=False)
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:
@@ -258,9 +260,7 @@ class ParallelTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group.pop("initial_lr", group["lr"])
         self.scheduler = build_schedule(self.adamw, self.optimizer)
-        if self.scheduler is not None:
-            for _ in range(state.step):
-                self.scheduler.step()
+        advance(self.scheduler, state.step)
         self.steps_done = state.step
 
     def local_part(self, param: nn.Parameter, whole: torch.Tensor) -> torch.Tensor:
@@ -272,15 +272,29 @@ class ParallelTrainer:
         shard = distribute_tensor(whole, view.device_mesh, view.placements)
         return shard if isinstance(param, DTensor) else shard.to_local()
 
-    def placements(self) -> dict[str, tuple[Any, ...] | None]:
-        """Each parameter's placements by torch name (None: a whole tensor), as the engine holds it."""
+    def placements(self) -> dict[str, dict[str, Any]]:
+        """By torch name, as the engine holds each parameter: its DTensor placements ("None" for a plain tensor,
+        which DDP's tensor-parallel hooks also leave as the local shard) and the shape of this rank's part."""
         return {
-            name: tuple(param.placements) if isinstance(param, DTensor) else None
+            name: {
+                "placements": str(tuple(param.placements)) if isinstance(param, DTensor) else "None",
+                "local_shape": list(param.to_local().shape if isinstance(param, DTensor) else param.shape),
+            }
             for name, param in self.named_parameters
         }
 
 
 MOMENTS = (("exp_avg", "mu"), ("exp_avg_sq", "nu"))
+
+
+def advance(scheduler: torch.optim.lr_scheduler.LRScheduler | None, steps: int) -> None:
+    """A fresh schedule moved to update `steps`, as `rosetta_torch.training.Trainer.load_optimizer_state` does."""
+    if scheduler is None:
+        return
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            scheduler.step()
 
 
 STATE_DIR = "state"
@@ -339,7 +353,5 @@ def restore_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> N
     for group in trainer.optimizer.param_groups:
         group["lr"] = group.pop("initial_lr", group["lr"])
     trainer.scheduler = build_schedule(trainer.adamw, trainer.optimizer)
-    if trainer.scheduler is not None:
-        for _ in range(info.step):
-            trainer.scheduler.step()
+    advance(trainer.scheduler, info.step)
     trainer.steps_done = info.step

@@ -39,7 +39,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 
 def run_one_framework(args: argparse.Namespace) -> int:
-    from rosetta_common.parallel import PlanError
+    from rosetta_common.parallel import PlanError, check_device_count
     from rosetta_tools.cli.train import check_option_pairs, run_config_from_args
     from rosetta_tools.distributed import engines
     from rosetta_tools.distributed.run import FrameworkRun, train
@@ -69,6 +69,8 @@ def run_one_framework(args: argparse.Namespace) -> int:
             import jax
 
             engines.use_jax_devices(args.devices)
+            if config.mesh is not None:
+                check_device_count(config.mesh, jax.device_count(), "JAX devices (on a CPU, --devices N simulates N)")
             if config.run.dtype == "float64":
                 jax.config.update("jax_enable_x64", True)
         elif args.devices is not None:
@@ -80,8 +82,6 @@ def run_one_framework(args: argparse.Namespace) -> int:
             raise CommandError("train: several torchrun processes need --parallel STRATEGY --mesh ...")
         rank = engines.torch_world()[0] if args.framework == "torch" else 0
         out_dir = output_folder(args.out, started_group)
-        if rank == 0:
-            out_dir.mkdir(parents=True, exist_ok=True)
         summary = train(config, out_dir, is_writer=rank == 0)
     except PlanError as err:
         raise CommandError(f"train: {err}") from err

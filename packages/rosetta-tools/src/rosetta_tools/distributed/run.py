@@ -116,7 +116,9 @@ def train(
 ) -> dict[str, Any]:
     """Run the steps left, write the files (rank 0: `is_writer`), return the summary."""
     run = config.run
-    session = start(config)
+    session = start(config)  # every check done: only now is anything written
+    if is_writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
     first = session.steps_done
     records, ms = [], []
     log_file = open(out_dir / "log.jsonl", "a" if first else "w") if is_writer else contextlib.nullcontext()  # noqa: SIM115

@@ -98,8 +98,7 @@ class OnMesh:
 
     def describe(self, batch: Batch) -> dict[str, Any]:
         """The layout as the engine holds it, and (JAX) the collectives of the compiled step."""
-        placements = {name: str(value) for name, value in self.trainer.placements().items()}
-        facts: dict[str, Any] = {"placements": placements}
+        facts: dict[str, Any] = {"placements": self.trainer.placements()}
         if self.framework == "flax":
             from rosetta_flax.parallel import collectives
 
