@@ -207,10 +207,10 @@ def check_batch(batch_size: int, mesh: Mesh) -> None:
         raise PlanError(f"batch size {batch_size} is not divisible by mesh axis 'data' ({mesh.data})")
 
 
-def check_device_count(mesh: Mesh, available: int, what: str) -> None:
-    """The mesh must use exactly the devices (JAX) or processes (torch) there are."""
+def check_device_count(mesh: Mesh, available: int, what: str, hint: str = "") -> None:
+    """The mesh must use exactly the devices (JAX) or processes (torch) there are; `hint` says how to get more."""
     if mesh.size != available:
-        raise PlanError(f"mesh {mesh} needs {mesh.size} {what}, but there are {available}")
+        raise PlanError(f"mesh {mesh} needs {mesh.size} {what}, but there are {available}{hint}")
 
 
 def native_plan(

@@ -55,7 +55,7 @@ def device_mesh(mesh: Mesh, devices: Sequence[jax.Device] | None = None) -> jax.
     """A `jax.sharding.Mesh` with axes ("data", "model") over `devices` (default: all of the process group's);
     PlanError unless `mesh` uses every device."""
     devices = list(jax.devices() if devices is None else devices)
-    check_device_count(mesh, len(devices), "JAX devices (on a CPU, --devices N simulates N)")
+    check_device_count(mesh, len(devices), "JAX devices", " (on a CPU, --devices N simulates N)")
     return jax.sharding.Mesh(np.array(devices).reshape(mesh.shape), MESH_AXES)
 
 

@@ -56,7 +56,7 @@ LINEARS = ("attn.q", "attn.k", "attn.v", "attn.out", "ffn.up", "ffn.down")
 def device_mesh(mesh: Mesh, device_type: str = "cpu") -> DeviceMesh:
     """The process group's `DeviceMesh` with axes ("data", "model"); PlanError unless `mesh` uses every process."""
     world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
-    check_device_count(mesh, world, "processes (torchrun --nproc-per-node)")
+    check_device_count(mesh, world, "processes", " (torchrun --nproc-per-node N)")
     return init_device_mesh(device_type, mesh.shape, mesh_dim_names=MESH_AXES)
 
 
@@ -114,8 +114,8 @@ def parallelize(encoder: Encoder, strategy: str, mesh: DeviceMesh) -> nn.Module:
         return objective
     if strategy == "tp":
         return objective  # no data axis: nothing to replicate
-    # broadcast_buffers off: the one buffer, the sinusoidal table, is built the same on every rank
-    return DistributedDataParallel(objective, device_mesh=mesh[DATA], broadcast_buffers=False)
+    # no buffer sync at each forward: the one buffer, the sinusoidal table, is built the same on every rank
+    return DistributedDataParallel(objective, device_mesh=mesh[DATA], forward_sync_buffers=False)
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:

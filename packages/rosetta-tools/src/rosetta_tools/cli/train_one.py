@@ -70,7 +70,9 @@ def run_one_framework(args: argparse.Namespace) -> int:
 
             engines.use_jax_devices(args.devices)
             if config.mesh is not None:
-                check_device_count(config.mesh, jax.device_count(), "JAX devices (on a CPU, --devices N simulates N)")
+                check_device_count(
+                    config.mesh, jax.device_count(), "JAX devices", " (on a CPU, --devices N simulates N)"
+                )
             if config.run.dtype == "float64":
                 jax.config.update("jax_enable_x64", True)
         elif args.devices is not None:

@@ -55,6 +55,11 @@ class FrameworkRun:
         if self.strategy is None:
             if self.mesh is not None:
                 raise PlanError("--mesh needs --parallel STRATEGY")
+            if self.resume is not None and (self.resume / RUN_FILE).is_file():
+                raise PlanError(
+                    f"--resume {self.resume}: a sharded checkpoint resumes on a mesh (--parallel, --mesh); "
+                    f"one device resumes from the run's canonical {CHECKPOINT_DIR}/"
+                )
             return
         if self.mesh is None:
             raise PlanError(f"--parallel {self.strategy} needs --mesh (e.g. --mesh data=2,model=2)")
