@@ -54,7 +54,7 @@ TENSOR_AXES: dict[str, tuple[str | None, ...]] = {
     "ffn.out.kernel": ("mlp", "embed"),
     "ffn.out.bias": ("embed",),
     "pooler.kernel": ("embed", None),
-    "pooler.bias": (None,),
+    "pooler.bias": ("embed",),
 }
 """Logical axes by canonical name, with `layers.{i}.` left out and every LayerNorm under `norm`."""
 
