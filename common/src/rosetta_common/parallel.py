@@ -8,7 +8,7 @@ tensor, which mesh axis (or None) splits each of its dimensions; rosetta_flax tu
 metadata and `NamedSharding`s, rosetta_torch into `parallelize_module` / `fully_shard` plans.
 
 Logical axes: `vocab` (token rows), `embed` (d_model), `heads` (the attention's n_heads * d_head columns), `mlp`
-(d_ff); None for a dimension no strategy splits (position and token-type rows, the pooler's output).
+(d_ff); None for a dimension no strategy splits (position and token-type rows, the pooler kernel's columns).
 Strategies: `dp` (parameters replicated), `fsdp` (every tensor split once over `data`, along `embed` where it has
 one), `tp` (`heads` and `mlp` over `model`), and the two 2-D combinations `fsdp+tp` and `dp+tp`.
 """
