@@ -27,8 +27,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from rosetta_common import write_directory_atomically
 from rosetta_common.name_tables import FLAX_ENCODER
 from rosetta_common.parallel import (
+    DATA,
     MESH_AXES,
     RUN_FILE,
+    SHARDS_PARAMETERS_OVER_DATA,
     Mesh,
     PlanError,
     ShardedCheckpointInfo,
@@ -48,6 +50,7 @@ from rosetta_flax.training import (
 )
 
 BATCH = PartitionSpec("data")
+
 """Token ids, targets and the loss mask `[B, S]`: rows split over `data`."""
 
 
@@ -57,6 +60,11 @@ def device_mesh(mesh: Mesh, devices: Sequence[jax.Device] | None = None) -> jax.
     devices = list(jax.devices() if devices is None else devices)
     check_device_count(mesh, len(devices), "JAX devices", " (on a CPU, --devices N simulates N)")
     return jax.sharding.Mesh(np.array(devices).reshape(mesh.shape), MESH_AXES)
+
+
+def without_axis(spec: PartitionSpec, axis: str) -> PartitionSpec:
+    """`spec` with mesh axis `axis` taken out (that dimension whole over it)."""
+    return PartitionSpec(*(None if entry == axis else entry for entry in spec))
 
 
 def mesh_of(jax_mesh: jax.sharding.Mesh) -> Mesh:
@@ -100,6 +108,14 @@ class ParallelTrainer:
             transform_non_params=lambda _: replicated,
             is_leaf=lambda x: isinstance(x, NamedSharding),
         )
+        # FSDP: the forward and backward compute with each tensor whole over `data` (an all-gather), the gradient
+        # goes back to its shard (the transposed constraint: a reduce-scatter); the activations stay split by
+        # batch. Without it GSPMD may keep the weights split and move activations instead (all-to-alls).
+        self.use_shardings = jax.tree.map(
+            lambda sharding: NamedSharding(mesh, without_axis(sharding.spec, DATA)),
+            self.param_shardings,
+            is_leaf=lambda x: isinstance(x, NamedSharding),
+        )
         self.params = jax.device_put(params, self.param_shardings)
         self.rest = jax.device_put(rest, self.rest_shardings)
         self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
@@ -107,12 +123,18 @@ class ParallelTrainer:
         self.batch_sharding = batch
         state = (self.param_shardings, self.rest_shardings, self.opt_shardings)
         self._step = jax.jit(
-            train_step_function(graphdef, self.optimizer),
+            train_step_function(graphdef, self.optimizer, self.gathered_over_data),
             in_shardings=(*state, batch, batch, batch),
             out_shardings=(*state, replicated, self.param_shardings),  # ..., loss, gradients
         )
         self.steps_done = 0
         self.last_gradients: dict[str, np.ndarray] | None = None
+
+    def gathered_over_data(self, params: nnx.State) -> nnx.State:
+        """The parameters as the model computes with them: whole over `data` (split over `model` as planned)."""
+        if self.strategy not in SHARDS_PARAMETERS_OVER_DATA:
+            return params
+        return jax.lax.with_sharding_constraint(params, self.use_shardings)
 
     def _batch(self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> tuple[jax.Array, ...]:
         check_batch(np.shape(token_ids)[0], mesh_of(self.mesh))

@@ -270,11 +270,14 @@ TrainStep = Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array]
 
 
 def train_step_function(
-    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    params_for_use: Callable[[nnx.State], nnx.State] | None = None,
 ) -> Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array, nnx.State]]:
     """The train step before `jax.jit`: `(params, rest, opt_state, token_ids, targets, loss_mask,
     token_type_ids=None) -> (params, rest, opt_state, loss, grads)`. `make_train_step` jits it on one device,
-    `rosetta_flax.parallel` with shardings."""
+    `rosetta_flax.parallel` with shardings. `params_for_use` maps the stored parameters to the ones the model
+    computes with, inside the differentiated function (`rosetta_flax.parallel`: FSDP's all-gather)."""
 
     def step(
         params: nnx.State,
@@ -286,7 +289,8 @@ def train_step_function(
         token_type_ids: jax.Array | None = None,
     ) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array, nnx.State]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
-            model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
+            used = params if params_for_use is None else params_for_use(params)
+            model = nnx.merge(graphdef, used, rest, copy=True)  # fresh Variables at this trace level
             loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask, token_type_ids=token_type_ids)
             return loss, nnx.split(model, nnx.Param, ...)[2]
 
