@@ -101,8 +101,11 @@ def run_case(framework: str, config: Any, weights: dict, out: Path, case: str) -
     facts: dict[str, Any] = {"placements": train.placements()}
     if framework == "flax":
         from rosetta_flax.parallel import collectives
+        from rosetta_tools.distributed.costs import measured_sent_bytes
 
-        facts["collectives"] = collectives(train.compiled_text(*batches[0]))
+        hlo = train.compiled_text(*batches[0])
+        facts["collectives"] = collectives(hlo)
+        facts["sent_bytes"] = measured_sent_bytes(hlo, DEVICES)
     else:  # one more step, profiled (the arrays are recorded already)
         facts["collectives"] = torch_collectives(lambda: train.step(*batches[0]))
     write_facts(framework, out, case, facts)

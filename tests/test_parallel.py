@@ -277,3 +277,18 @@ def test_replicated_run_fails_the_layout_and_collective_checks(sharded_runs: Pat
             assert_laid_out(replicated, framework, strategy, mesh)
     with pytest.raises(AssertionError):
         assert_collectives(replicated, "tp")
+
+
+@pytest.mark.parametrize("case", [case for case, (_, _, clipped) in worker.CASES.items() if not clipped])
+def test_compiled_traffic_matches_the_cost_model(sharded_runs: Path, case: str) -> None:
+    """The bytes the compiled JAX step sends (its HLO's collectives, ring algorithm) against
+    `rosetta_tools.distributed.costs`' model: within 5% plus 2 KiB (the loss and the clipping scalars and the
+    float64 step's small extra reductions the model leaves out)."""
+    from rosetta_tools.distributed.costs import cost
+
+    strategy, mesh, _ = worker.CASES[case]
+    mesh = Mesh(**mesh)
+    tokens = worker.BATCH_SIZE // mesh.data * CONFIG.max_len
+    analytical = cost(CONFIG, strategy, mesh, tokens).sent_bytes * 2  # float64: twice the model's float32 bytes
+    measured = load_result(sharded_runs, "flax", case)["sent_bytes"]
+    assert abs(measured - analytical) <= 0.05 * analytical + 2048, f"{case}: {measured:.0f} vs {analytical:.0f} bytes"

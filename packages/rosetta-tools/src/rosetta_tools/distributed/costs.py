@@ -88,7 +88,8 @@ def mesh_for(config: EncoderConfig, strategy: str, devices: int) -> Mesh:
     return Mesh(data=devices // model, model=model)
 
 
-def cost(config: EncoderConfig, strategy: str, mesh: Mesh) -> Cost:
+def cost(config: EncoderConfig, strategy: str, mesh: Mesh, tokens_per_shard: int = BATCH * SEQ) -> Cost:
+    """Memory and traffic per device for `strategy` on `mesh`, a data shard being `tokens_per_shard` tokens."""
     local = local_parameters(config, strategy, mesh)
     sent = 0.0
     if strategy in SHARDS_PARAMETERS_OVER_DATA:  # the model-axis shard of every tensor, gathered and scattered
@@ -98,7 +99,7 @@ def cost(config: EncoderConfig, strategy: str, mesh: Mesh) -> Cost:
     elif mesh.data > 1:
         sent += ring("all-reduce", local * BYTES, mesh.data)
     if strategy in TENSOR_PARALLEL:
-        activations = BATCH * SEQ * config.d_model * BYTES
+        activations = tokens_per_shard * config.d_model * BYTES
         sent += TP_ALL_REDUCES_PER_LAYER * config.n_layers * ring("all-reduce", activations, mesh.model)
     return Cost(mesh, STATE_COPIES * BYTES * local, sent)
 
@@ -174,24 +175,24 @@ def measured_sent_bytes(hlo_text: str, devices: int) -> float:
 
 def measure(devices: int = 4) -> list[list[str]]:
     """Compile the CLI's default model's float32 step on `devices` simulated devices per strategy; return rows
-    of (strategy, mesh, analytical MiB, measured MiB)."""
+    of (strategy, mesh, analytical KiB, measured KiB)."""
     import jax
 
     jax.config.update("jax_num_cpu_devices", devices)
+    from flax import nnx
+
     import rosetta_flax
     from rosetta_common.training import AdamWConfig
     from rosetta_flax.parallel import ParallelTrainer, device_mesh
     from rosetta_tools.sidebyside.task import ReversalTask
 
-    global BATCH, SEQ
     task = ReversalTask(batch_size=64)
     config = EncoderConfig(16, 64, 4, 2, 128, max_len=task.max_len, padding_idx=0, dropout=0.0)
-    weights = rosetta_flax.to_canonical(rosetta_flax.Encoder(config, rngs=__import__("flax").nnx.Rngs(0)))
+    weights = rosetta_flax.to_canonical(rosetta_flax.Encoder(config, rngs=nnx.Rngs(0)))
     rows = []
     for strategy in STRATEGIES:
         mesh = {"dp": Mesh(devices), "fsdp": Mesh(devices), "tp": Mesh(model=devices)}.get(strategy, Mesh(2, 2))
-        BATCH, SEQ = task.batch_size // mesh.data, task.max_len
-        analytical = cost(config, strategy, mesh).sent_bytes
+        analytical = cost(config, strategy, mesh, task.batch_size // mesh.data * task.max_len).sent_bytes
         trainer = ParallelTrainer(
             rosetta_flax.from_canonical(config, weights), AdamWConfig(), strategy, device_mesh(mesh)
         )
