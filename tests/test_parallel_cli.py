@@ -10,6 +10,7 @@ same command within 1e-13 (losses relative; final weights and AdamW moments rela
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -122,6 +123,20 @@ def test_torch_resumes_flax_canonical_checkpoint_on_a_mesh(runs: Path) -> None:
         "sharded",
         "summary.json",
     ]
+
+
+def test_flax_on_two_processes(runs: Path, tmp_path: Path) -> None:
+    """2 JAX processes x 2 devices on localhost (jax.distributed.initialize, gloo between them), fsdp+tp: the
+    single-device run; process 0 alone writes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    common = [*TRAIN, "--framework", "flax", "--parallel", "fsdp+tp", "--mesh", "data=2,model=2", "--devices", "2"]
+    common += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--out", str(tmp_path / "multi")]
+    test_parallel.run_bounded_together([rosetta(*common, "--process-id", str(index)) for index in range(2)])
+    assert_same_losses(losses(tmp_path / "multi"), losses(runs / "single"))
+    assert_same_state(tmp_path / "multi", runs / "single")
+    assert (tmp_path / "multi" / "sharded" / "run.json").is_file()
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,31 @@ def annotate(model: Encoder, strategy: str, mesh: Mesh) -> None:
             node.set_metadata(out_sharding=placements[".".join(map(str, path))])
 
 
+def place(tree: Any, shardings: Any) -> Any:
+    """Values every process holds alike, laid out as `shardings`: each process hands over its own devices' parts
+    (`jax.make_array_from_callback`), so this also works when the mesh spans several processes or hosts."""
+
+    def one(value: Any, sharding: NamedSharding) -> jax.Array:
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):  # an RNG key: place its raw data
+            return jax.random.wrap_key_data(one(jax.random.key_data(value), sharding), impl=jax.random.key_impl(value))
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree, shardings)
+
+
+def on_host(tree: Any) -> Any:
+    """Every array whole, as NumPy, on every process (a collective when the mesh spans several processes)."""
+    from jax.experimental import multihost_utils
+
+    def one(array: jax.Array) -> Any:
+        if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key) or array.is_fully_addressable:
+            return array
+        return multihost_utils.process_allgather(array, tiled=True)
+
+    return jax.tree.map(one, tree)
+
+
 class ParallelTrainer:
     """`rosetta_flax.training.Trainer` on a mesh: `step(global batch) -> global mean loss before the update`.
 
@@ -116,8 +141,8 @@ class ParallelTrainer:
             self.param_shardings,
             is_leaf=lambda x: isinstance(x, NamedSharding),
         )
-        self.params = jax.device_put(params, self.param_shardings)
-        self.rest = jax.device_put(rest, self.rest_shardings)
+        self.params = place(params, self.param_shardings)
+        self.rest = place(rest, self.rest_shardings)
         self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
         batch = NamedSharding(mesh, BATCH)
         self.batch_sharding = batch
@@ -139,7 +164,7 @@ class ParallelTrainer:
     def _batch(self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> tuple[jax.Array, ...]:
         check_batch(np.shape(token_ids)[0], mesh_of(self.mesh))
         self._checker.check_inputs(np.asarray(token_ids))
-        return tuple(jax.device_put(np.asarray(a), self.batch_sharding) for a in (token_ids, targets, loss_mask))
+        return tuple(place(np.asarray(a), self.batch_sharding) for a in (token_ids, targets, loss_mask))
 
     def step(
         self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, *, keep_gradients: bool = False
@@ -149,7 +174,7 @@ class ParallelTrainer:
             self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask)
         )
         if keep_gradients:
-            self.last_gradients = params_to_canonical(self.config, grads)
+            self.last_gradients = params_to_canonical(self.config, on_host(grads))
         self.steps_done += 1
         return float(loss)
 
@@ -160,7 +185,7 @@ class ParallelTrainer:
 
     def weights(self) -> dict[str, np.ndarray]:
         """The weights, gathered, canonical."""
-        return params_to_canonical(self.config, self.params)
+        return params_to_canonical(self.config, on_host(self.params))
 
     def optimizer_state(self) -> OptimizerState:
         """AdamW's moments, gathered, canonical, and the step count."""
@@ -169,23 +194,23 @@ class ParallelTrainer:
             self.config,
             self.adamw,
             self.steps_done,
-            params_to_canonical(self.config, mu),
-            params_to_canonical(self.config, nu),
+            params_to_canonical(self.config, on_host(mu)),
+            params_to_canonical(self.config, on_host(nu)),
         )
 
     def load_weights(self, tensors: Mapping[str, np.ndarray]) -> None:
         """Canonical weights in, laid out as the plan says."""
-        self.params = jax.device_put(params_from_canonical(self.config, self.params, tensors), self.param_shardings)
+        self.params = place(params_from_canonical(self.config, on_host(self.params), tensors), self.param_shardings)
 
     def load_optimizer_state(self, state: OptimizerState) -> None:
         """Continue from a canonical `state` (any framework, any mesh), laid out as the plan says."""
         if state.config != self.config or state.adamw != self.adamw:
             raise ValueError("the optimizer state was written for another encoder config or AdamW config")
-        fresh = self.optimizer.init(self.params)
+        fresh = self.optimizer.init(on_host(self.params))
         mu = params_from_canonical(self.config, optax.tree.get(fresh, "mu"), state.mu)
         nu = params_from_canonical(self.config, optax.tree.get(fresh, "nu"), state.nu)
         count = np.asarray(state.step, dtype=np.int32)  # optax's counts are int32
-        self.opt_state = jax.device_put(optax.tree.set(fresh, mu=mu, nu=nu, count=count), self.opt_shardings)
+        self.opt_state = place(optax.tree.set(fresh, mu=mu, nu=nu, count=count), self.opt_shardings)
         self.steps_done = state.step
 
     def placements(self) -> dict[str, dict[str, Any]]:
@@ -205,18 +230,46 @@ STATE_DIR = "state"
 
 def save_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> Path:
     """An Orbax checkpoint of the parameters and AdamW state as they lie sharded (each device's shards written as
-    they are), with `run.json` beside it. Atomic: an interrupted save leaves `directory` as it was."""
+    they are; every process calls it, on a filesystem they share), with `run.json` beside it. Atomic: the
+    processes write into a temporary directory that process 0 swaps into place once every shard is written; an
+    interrupted save leaves `directory` as it was."""
+    from jax.experimental import multihost_utils
+
     info = ShardedCheckpointInfo(
         "flax", trainer.config, trainer.adamw, trainer.steps_done, trainer.strategy, mesh_of(trainer.mesh)
     )
     state = {"params": trainer.params, "opt_state": trainer.opt_state}
 
-    def write(tmp: Path) -> None:
+    def write_shards(tmp: Path) -> None:
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(tmp.resolve() / STATE_DIR, state)
+        multihost_utils.sync_global_devices("rosetta: sharded checkpoint written")
+
+    def write(tmp: Path) -> None:
+        write_shards(Path(shared_text(str(tmp))))
         (tmp / RUN_FILE).write_text(info.to_json() + "\n")
 
-    return write_directory_atomically(directory, write)
+    if jax.process_index() == 0:
+        write_directory_atomically(directory, write)
+    else:
+        write_shards(Path(shared_text(None)))
+    multihost_utils.sync_global_devices("rosetta: sharded checkpoint in place")
+    return Path(directory)
+
+
+def shared_text(text: str | None, size: int = 4096) -> str:
+    """Process 0's `text` on every process (others pass None)."""
+    if jax.process_count() == 1:
+        assert text is not None
+        return text
+    from jax.experimental import multihost_utils
+
+    buffer = np.zeros(size, dtype=np.uint8)
+    if text is not None:
+        encoded = text.encode()
+        buffer[: len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    received = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return bytes(received[received != 0]).decode()
 
 
 def restore_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> None:

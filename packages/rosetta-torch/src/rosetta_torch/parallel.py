@@ -53,10 +53,15 @@ LINEARS = ("attn.q", "attn.k", "attn.v", "attn.out", "ffn.up", "ffn.down")
 """A layer's linear modules, the ones tensor parallelism splits."""
 
 
-def device_mesh(mesh: Mesh, device_type: str = "cpu") -> DeviceMesh:
-    """The process group's `DeviceMesh` with axes ("data", "model"); PlanError unless `mesh` uses every process."""
+def device_mesh(mesh: Mesh, device_type: str | None = None) -> DeviceMesh:
+    """The process group's `DeviceMesh` with axes ("data", "model"); PlanError unless `mesh` uses every process.
+    `device_type` defaults to "cuda" where torch sees a GPU (one per process, by LOCAL_RANK), else "cpu"."""
     world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
     check_device_count(mesh, world, "processes", " (torchrun --nproc-per-node N)")
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return init_device_mesh(device_type, mesh.shape, mesh_dim_names=MESH_AXES)
 
 
@@ -135,6 +140,11 @@ class ParallelTrainer:
     def __init__(self, encoder: Encoder, adamw: AdamWConfig, strategy: str, mesh: DeviceMesh) -> None:
         self.config, self.adamw, self.strategy, self.mesh = encoder.config, adamw, strategy, mesh
         self.encoder = encoder
+        self.device = (
+            mesh.device_type
+            if mesh.device_type == "cpu"
+            else torch.device(mesh.device_type, torch.cuda.current_device())
+        )
         self.native = native_plan(TORCH_ENCODER, encoder.config, plan(encoder.config, strategy, mesh_of(mesh)))
         self.objective = parallelize(encoder, strategy, mesh)
         # The parameters as the engine holds them, read once: under dp+tp, DDP's hooks put whole DTensors on the
@@ -166,7 +176,9 @@ class ParallelTrainer:
     def gather(self, param: nn.Parameter, tensor: torch.Tensor | None) -> torch.Tensor:
         """The whole of `tensor` (None: zeros of the parameter's shape) on every rank."""
         if tensor is None:
-            return torch.zeros(full(self.as_dtensor(param, param.detach())).shape, dtype=param.dtype)
+            return torch.zeros(
+                full(self.as_dtensor(param, param.detach())).shape, dtype=param.dtype, device=self.device
+            )
         return full(self.as_dtensor(param, tensor))
 
     @property
@@ -188,8 +200,10 @@ class ParallelTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         data = self.mesh[DATA].size()
         denominator = max(float(np.asarray(loss_mask).sum()), 1.0) / data
-        ids, labels = (torch.from_numpy(self.local_slice(np.asarray(a, dtype=np.int64))) for a in (token_ids, targets))
-        mask = torch.from_numpy(self.local_slice(np.asarray(loss_mask, dtype=bool)))
+        ids, labels, mask = (
+            torch.from_numpy(self.local_slice(np.asarray(array, dtype=dtype))).to(self.device)
+            for array, dtype in ((token_ids, np.int64), (targets, np.int64), (loss_mask, bool))
+        )
         loss = self.objective(ids, labels, mask, denominator)
         loss.backward()
         if keep_gradients:

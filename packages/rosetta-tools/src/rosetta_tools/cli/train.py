@@ -117,6 +117,13 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
         "--devices", type=positive_int, metavar="N", help="flax: simulate N devices on the CPU (set before JAX starts)"
     )
     group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="flax on several processes or hosts: process 0's address (jax.distributed.initialize)",
+    )
+    group.add_argument("--num-processes", type=positive_int, metavar="N", help="flax: how many processes join")
+    group.add_argument("--process-id", type=int_at_least(0), metavar="I", help="flax: this process's index")
+    group.add_argument(
         "--resume",
         type=Path,
         metavar="DIR",
@@ -280,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         from rosetta_tools.cli.train_one import run_one_framework
 
         return run_one_framework(args)
-    for option in ("parallel", "mesh", "devices", "resume", "stop_at"):
+    for option in ("parallel", "mesh", "devices", "resume", "stop_at", "coordinator", "num_processes", "process_id"):
         if getattr(args, option) is not None:
             flag = option.replace("_", "-")
             raise CommandError(f"train: --{flag} needs --framework torch or --framework flax")

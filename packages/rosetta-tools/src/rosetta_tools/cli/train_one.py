@@ -68,6 +68,7 @@ def run_one_framework(args: argparse.Namespace) -> int:
         if args.framework == "flax":
             import jax
 
+            engines.start_jax_processes(args.coordinator, args.num_processes, args.process_id)
             engines.use_jax_devices(args.devices)
             if config.mesh is not None:
                 check_device_count(
@@ -75,15 +76,18 @@ def run_one_framework(args: argparse.Namespace) -> int:
                 )
             if config.run.dtype == "float64":
                 jax.config.update("jax_enable_x64", True)
-        elif args.devices is not None:
-            raise CommandError("train: --devices is for flax; torch runs one process per device under torchrun")
+        else:
+            for option in ("devices", "coordinator", "num_processes", "process_id"):
+                if getattr(args, option) is not None:
+                    flag = option.replace("_", "-")
+                    raise CommandError(f"train: --{flag} is for flax; torch runs one process per device under torchrun")
         if args.framework == "torch" and args.parallel is not None:
             engines.start_torch_process_group(config.mesh.size)
             started_group = True
         elif args.framework == "torch" and engines.torch_world()[1] != 1:
             raise CommandError("train: several torchrun processes need --parallel STRATEGY --mesh ...")
-        rank = engines.torch_world()[0] if args.framework == "torch" else 0
-        out_dir = output_folder(args.out, started_group)
+        rank = engines.torch_world()[0] if args.framework == "torch" else jax_process_index()
+        out_dir = output_folder(args.out, args.framework, started_group)
         summary = train(config, out_dir, is_writer=rank == 0)
     except PlanError as err:
         raise CommandError(f"train: {err}") from err
@@ -100,13 +104,25 @@ def run_one_framework(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def output_folder(given: Path | None, in_group: bool) -> Path:
+def jax_process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def output_folder(given: Path | None, framework: str, in_torch_group: bool) -> Path:
     """`--out`, or results/train-<timestamp>/ chosen by rank 0 and sent to the others."""
     if given is not None:
         return given
-    chosen = [str(Path("results") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}")]
-    if in_group:
+    chosen = str(Path("results") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if in_torch_group:
         import torch.distributed as dist
 
-        dist.broadcast_object_list(chosen, src=0)
-    return Path(chosen[0])
+        shared = [chosen]
+        dist.broadcast_object_list(shared, src=0)
+        return Path(shared[0])
+    if framework == "flax":
+        from rosetta_flax.parallel import shared_text
+
+        return Path(shared_text(chosen if jax_process_index() == 0 else None))
+    return Path(chosen)

@@ -32,6 +32,20 @@ def use_jax_devices(count: int | None) -> None:
     jax.config.update("jax_num_cpu_devices", count)
 
 
+def start_jax_processes(coordinator: str | None, processes: int | None, process_id: int | None) -> None:
+    """Join a JAX process group (`jax.distributed.initialize`: one process per host, or several on one host), before
+    JAX starts its backend; on CPU the collectives between processes go over gloo. PlanError for a partial set."""
+    given = [value is not None for value in (coordinator, processes, process_id)]
+    if not any(given):
+        return
+    if not all(given):
+        raise PlanError("--coordinator, --num-processes and --process-id go together")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=processes, process_id=process_id)
+
+
 def torch_world() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -9,6 +9,7 @@ every sharded run is compared with.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -106,6 +107,12 @@ class OnMesh:
         return facts
 
 
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def open_session(
     framework: str,
     strategy: str | None,
@@ -121,7 +128,10 @@ def open_session(
     if framework == "torch":
         import rosetta_torch
 
-        model = rosetta_torch.from_canonical(config, weights, precision=precision)
+        device = None
+        if strategy is not None and torch_cuda():  # one GPU per process, as torchrun's LOCAL_RANK says
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        model = rosetta_torch.from_canonical(config, weights, precision=precision, device=device)
         if strategy is None:
             from rosetta_torch.training import Trainer
 
