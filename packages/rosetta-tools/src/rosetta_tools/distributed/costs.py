@@ -111,14 +111,20 @@ def table_rows() -> Iterator[list[str]]:
             for devices in DEVICE_COUNTS:
                 try:
                     result = cost(config, strategy, mesh_for(config, strategy, devices))
-                except PlanError:
-                    row.append(f"n/a (n_heads {config.n_heads})")
+                except PlanError as err:
+                    reason = re.search(r"(\w+) \((\d+)\) is not divisible by mesh axis '(\w+)' \((\d+)\)", str(err))
+                    assert reason is not None, err
+                    row.append(f"n/a: {reason[1]} {reason[2]} not divisible by {reason[3]}={reason[4]}")
                     continue
                 row.append(
-                    f"{result.mesh.data}x{result.mesh.model}: {result.state_bytes / 2**30:.2f} GiB, "
-                    f"{result.sent_bytes / 2**20:,.0f} MiB"
+                    f"{result.mesh.data}x{result.mesh.model}: {mib(result.state_bytes)}, {mib(result.sent_bytes)}"
                 )
             yield row
+
+
+def mib(size: float) -> str:
+    value = size / 2**20
+    return f"{value:,.0f} MiB" if value >= 10 else f"{value:.1f} MiB"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
