@@ -22,10 +22,9 @@ import torch.distributed.checkpoint as dcp
 
 import rosetta_flax
 import rosetta_torch
-from rosetta_common import load_canonical
 from rosetta_common.parallel import Mesh
 from rosetta_common.tolerances import relative_l2
-from rosetta_common.training import AdamWConfig, load_optimizer_state
+from rosetta_common.training import AdamWConfig, load_training_state
 from rosetta_tools.cli import main
 
 RELATIVE_BOUND = test_parallel.RELATIVE_BOUND
@@ -72,7 +71,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "rosetta_tools",
         *torch_args,
         "--resume",
-        str(out / "a" / "checkpoint"),
+        str(out / "a" / "checkpoint.safetensors"),
         "--out",
         str(out / "c"),
     ]
@@ -82,8 +81,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def final_state(folder: Path) -> tuple[dict[str, np.ndarray], object]:
-    _, weights = load_canonical(folder / "checkpoint" / "weights.safetensors")
-    return weights, load_optimizer_state(folder / "checkpoint" / "optimizer.safetensors")
+    return load_training_state(folder / "checkpoint.safetensors")
 
 
 def assert_same_state(folder: Path, reference: Path) -> None:
@@ -118,7 +116,7 @@ def test_torch_resumes_flax_canonical_checkpoint_on_a_mesh(runs: Path) -> None:
     summary = json.loads((runs / "c" / "summary.json").read_text())
     assert summary["placements"]["layers.0.attn.q.weight"]["local_shape"] == [16, 32]  # 32 rows over model=2
     assert sorted(path.name for path in (runs / "c").iterdir()) == [
-        "checkpoint",
+        "checkpoint.safetensors",
         "log.jsonl",
         "sharded",
         "summary.json",
@@ -209,7 +207,7 @@ def test_checkpoint_restored_onto_another_config_fails(tmp_path: Path, capsys: p
         ),
         ([*flax, "--parallel", "dp", "--mesh", "data=1", "--lr", "0.5"], "sharded", "AdamW settings differ"),
         (flax, "sharded", "a sharded checkpoint resumes on a mesh"),
-        ([*TRAIN, "--framework", "torch", "--d-ff", "32"], "checkpoint", "another encoder or AdamW config"),
+        ([*TRAIN, "--framework", "torch", "--d-ff", "32"], "checkpoint.safetensors", "another encoder or AdamW config"),
     ]
     for options, folder, message in cases:
         out = tmp_path / "resumed"

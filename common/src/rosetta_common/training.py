@@ -30,6 +30,7 @@ ADAMW_KEY = "rosetta.adamw"
 STEP_KEY = "rosetta.step"
 KIND_KEY = "rosetta.kind"
 OPTIMIZER_STATE_KIND = "adamw-state"
+TRAINING_STATE_KIND = "training-state"
 
 
 @dataclass(frozen=True)
@@ -133,29 +134,52 @@ class OptimizerState:
     nu: dict[str, np.ndarray]
 
 
-def save_optimizer_state(path: str | os.PathLike, state: OptimizerState) -> Path:
-    """Check the moments against the config (names, shapes, one dtype) and write them atomically."""
-    for group in ("mu", "nu"):
+MOMENT_GROUPS = ("mu", "nu")
+
+
+def _state_tensors(state: OptimizerState) -> dict[str, np.ndarray]:
+    """The moments, checked against the config (names, shapes, one dtype), as `mu.<name>` / `nu.<name>`."""
+    for group in MOMENT_GROUPS:
         check_tensors(state.config, getattr(state, group), source=f"optimizer state {group}")
     tensors = {}
     for name in expected_shapes(state.config):
-        tensors[f"mu.{name}"] = np.ascontiguousarray(state.mu[name])
-        tensors[f"nu.{name}"] = np.ascontiguousarray(state.nu[name])
-    metadata = {
+        for group in MOMENT_GROUPS:
+            tensors[f"{group}.{name}"] = np.ascontiguousarray(getattr(state, group)[name])
+    return tensors
+
+
+def _state_metadata(state: OptimizerState, kind: str) -> dict[str, str]:
+    return {
         CONFIG_KEY: state.config.to_json(),
         ADAMW_KEY: state.adamw.to_json(),
         STEP_KEY: str(int(state.step)),
-        KIND_KEY: OPTIMIZER_STATE_KIND,
+        KIND_KEY: kind,
     }
-    payload = save(tensors, metadata=metadata)
+
+
+def save_optimizer_state(path: str | os.PathLike, state: OptimizerState) -> Path:
+    """Check the moments against the config (names, shapes, one dtype) and write them atomically."""
+    payload = save(_state_tensors(state), metadata=_state_metadata(state, OPTIMIZER_STATE_KIND))
     return write_atomically(path, lambda tmp: tmp.write_bytes(payload))
 
 
-def load_optimizer_state(path: str | os.PathLike) -> OptimizerState:
-    """Read a file written by `save_optimizer_state`; every tensor is checked before returning."""
+def save_training_state(path: str | os.PathLike, weights: dict[str, np.ndarray], state: OptimizerState) -> Path:
+    """One safetensors file holding a run's whole state: the canonical weights (under their own names), AdamW's
+    moments (`mu.<name>`, `nu.<name>`), the step, the encoder config and the AdamW settings. Checked, then written
+    atomically: what `rosetta train --framework ...` gathers at its end and any framework resumes on any mesh."""
+    check_tensors(state.config, weights, source="the weights")
+    tensors = {name: np.ascontiguousarray(weights[name]) for name in expected_shapes(state.config)}
+    tensors.update(_state_tensors(state))
+    payload = save(tensors, metadata=_state_metadata(state, TRAINING_STATE_KIND))
+    return write_atomically(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def _read_state(path: str | os.PathLike, kind: str) -> tuple[OptimizerState, dict[str, np.ndarray]]:
+    """(the optimizer state, the tensors outside the moment groups) of a file of `kind`, every tensor checked."""
     metadata = read_metadata(path)
-    if metadata.get(KIND_KEY) != OPTIMIZER_STATE_KIND:
-        raise WeightFormatError(f"{path}: not a rosetta optimizer-state file (metadata {KIND_KEY!r} missing)")
+    if metadata.get(KIND_KEY) != kind:
+        what = {OPTIMIZER_STATE_KIND: "optimizer-state", TRAINING_STATE_KIND: "training-state"}[kind]
+        raise WeightFormatError(f"{path}: not a rosetta {what} file (metadata {KIND_KEY!r} is not {kind!r})")
     try:
         config = EncoderConfig.from_json(metadata[CONFIG_KEY])
         adamw = AdamWConfig.from_json(metadata[ADAMW_KEY])
@@ -165,11 +189,24 @@ def load_optimizer_state(path: str | os.PathLike) -> OptimizerState:
     tensors = read_safetensors(path)
     groups = {
         group: {name[len(group) + 1 :]: value for name, value in tensors.items() if name.startswith(f"{group}.")}
-        for group in ("mu", "nu")
+        for group in MOMENT_GROUPS
     }
-    stray = sorted(name for name in tensors if not name.startswith(("mu.", "nu.")))
-    if stray:
-        raise WeightFormatError(f"{path}: unexpected tensors: {', '.join(stray)}")
     for group, values in groups.items():
         check_tensors(config, values, source=f"{path} ({group})")
-    return OptimizerState(config=config, adamw=adamw, step=step, mu=groups["mu"], nu=groups["nu"])
+    rest = {name: value for name, value in tensors.items() if not name.startswith(("mu.", "nu."))}
+    return OptimizerState(config=config, adamw=adamw, step=step, mu=groups["mu"], nu=groups["nu"]), rest
+
+
+def load_optimizer_state(path: str | os.PathLike) -> OptimizerState:
+    """Read a file written by `save_optimizer_state`; every tensor is checked before returning."""
+    state, stray = _read_state(path, OPTIMIZER_STATE_KIND)
+    if stray:
+        raise WeightFormatError(f"{path}: unexpected tensors: {', '.join(sorted(stray))}")
+    return state
+
+
+def load_training_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], OptimizerState]:
+    """(canonical weights, optimizer state) from a file written by `save_training_state`, every tensor checked."""
+    state, weights = _read_state(path, TRAINING_STATE_KIND)
+    check_tensors(state.config, weights, source=f"{path} (weights)")
+    return weights, state

@@ -126,9 +126,9 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resume",
         type=Path,
-        metavar="DIR",
-        help="continue from a checkpoint folder: canonical (either framework's checkpoint/) or this framework's "
-        "sharded/ (onto any strategy and mesh)",
+        metavar="PATH",
+        help="continue from a checkpoint: either framework's checkpoint.safetensors (weights + AdamW state), or "
+        "this framework's sharded/ folder (onto any strategy and mesh), or a --switch-at folder",
     )
     group.add_argument(
         "--stop-at",

@@ -64,11 +64,12 @@ def start_torch_process_group(expected: int) -> None:
             f"the mesh needs {expected} processes, but this launch has {world}{how}: "
             f"torchrun --nproc-per-node {expected} -m rosetta_tools train --framework torch ..."
         )
-    if "MASTER_ADDR" not in os.environ:  # one process, no torchrun: a local group of one
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29500"))
-        os.environ.update(RANK="0", WORLD_SIZE="1")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if "WORLD_SIZE" in os.environ:
+            dist.init_process_group(backend)  # torchrun's rendezvous, from its environment
+        else:  # one process, no torchrun: a group of one in memory, no port opened
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     # DTensor warns at every two-step redistribution of a 2-D mesh (fsdp+tp's gathers); informative, not actionable
     logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
 

@@ -2,9 +2,10 @@
 
 The task, the batches and the initial canonical weights are the side-by-side run's, so any such run compares with
 the single-device run of either framework. Rank 0 alone writes: `log.jsonl` (one line per step: the global mean
-loss), `summary.json`, and at the end `checkpoint/` (the gathered canonical weights and AdamW state, the files
-`--switch-at` hands over, written once, atomically) and, on a mesh, `sharded/` (the framework's own sharded
-checkpoint, Orbax or torch.distributed.checkpoint, written by every rank). `--resume DIR` continues from either.
+loss), `summary.json`, and at the end `checkpoint.safetensors` (the gathered canonical weights and AdamW state in one
+file, written once, atomically) and, on a mesh, `sharded/` (the framework's own sharded checkpoint, Orbax or
+torch.distributed.checkpoint, written by every rank). `--resume` continues from either, or from a `--switch-at`
+folder (weights.safetensors + optimizer.safetensors).
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from rosetta_common import load_canonical, write_directory_atomically
+from rosetta_common import load_canonical
 from rosetta_common.parallel import RUN_FILE, Mesh, plan
-from rosetta_common.training import OptimizerState, load_optimizer_state, save_optimizer_state
+from rosetta_common.training import (
+    OptimizerState,
+    load_optimizer_state,
+    load_training_state,
+    save_training_state,
+)
 from rosetta_tools.distributed.sessions import Session, open_session
 from rosetta_tools.sidebyside.lanes import OPTIMIZER_FILE, WEIGHTS_FILE
 from rosetta_tools.sidebyside.loop import RunConfig, initial_weights
 
-CHECKPOINT_DIR, SHARDED_DIR = "checkpoint", "sharded"
+CHECKPOINT_FILE, SHARDED_DIR = "checkpoint.safetensors", "sharded"
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class FrameworkRun:
             if self.resume is not None and (self.resume / RUN_FILE).is_file():
                 raise PlanError(
                     f"--resume {self.resume}: a sharded checkpoint resumes on a mesh (--parallel, --mesh); "
-                    f"one device resumes from the run's canonical {CHECKPOINT_DIR}/"
+                    f"one device resumes from the run's {CHECKPOINT_FILE}"
                 )
             return
         if self.mesh is None:
@@ -69,18 +75,21 @@ class FrameworkRun:
         check_batch(self.run.task.batch_size, self.mesh)
 
 
-def read_resume(directory: Path) -> tuple[str, Any]:
-    """("sharded", None) for a sharded checkpoint; ("canonical", (weights, OptimizerState)) for a canonical one."""
+def read_resume(path: Path) -> tuple[str, Any]:
+    """("sharded", None) for a sharded checkpoint; ("canonical", (weights, OptimizerState)) for a canonical one:
+    a training-state file, or a `--switch-at` folder of weights and optimizer files."""
     from rosetta_common import WeightFormatError
 
-    if (directory / RUN_FILE).is_file():
+    if path.is_file():
+        return "canonical", load_training_state(path)
+    if (path / RUN_FILE).is_file():
         return "sharded", None
-    if (directory / WEIGHTS_FILE).is_file() and (directory / OPTIMIZER_FILE).is_file():
-        _, weights = load_canonical(directory / WEIGHTS_FILE)
-        return "canonical", (weights, load_optimizer_state(directory / OPTIMIZER_FILE))
+    if (path / WEIGHTS_FILE).is_file() and (path / OPTIMIZER_FILE).is_file():
+        _, weights = load_canonical(path / WEIGHTS_FILE)
+        return "canonical", (weights, load_optimizer_state(path / OPTIMIZER_FILE))
     raise WeightFormatError(
-        f"--resume {directory}: neither a canonical checkpoint ({WEIGHTS_FILE} + {OPTIMIZER_FILE}) nor a sharded one "
-        f"({RUN_FILE})"
+        f"--resume {path}: neither a training-state file ({CHECKPOINT_FILE}), nor a sharded checkpoint folder "
+        f"({RUN_FILE}), nor a --switch-at folder ({WEIGHTS_FILE} + {OPTIMIZER_FILE})"
     )
 
 
@@ -143,7 +152,7 @@ def train(
     wall = time.perf_counter() - began
     weights, state = session.weights(), session.optimizer_state()  # gathered: every rank takes part
     if is_writer:
-        write_canonical_checkpoint(out_dir / CHECKPOINT_DIR, weights, state)
+        save_training_state(out_dir / CHECKPOINT_FILE, weights, state)
     if config.strategy is not None:
         session.save_sharded(out_dir / SHARDED_DIR)
     facts = session.describe(run.task.batch(0))
@@ -161,18 +170,7 @@ def train(
         "wall_seconds": wall,
         "step_ms_median": float(np.median(ms[1:] if len(ms) > 1 else ms)),
         "first_step_ms": ms[0],
-        "checkpoint": str(out_dir / CHECKPOINT_DIR),
+        "checkpoint": str(out_dir / CHECKPOINT_FILE),
         "sharded_checkpoint": None if config.strategy is None else str(out_dir / SHARDED_DIR),
         **facts,
     }
-
-
-def write_canonical_checkpoint(directory: Path, weights: dict[str, np.ndarray], state: OptimizerState) -> Path:
-    """The gathered weights and AdamW state as one folder of canonical files, swapped into place at once."""
-    from rosetta_common import save_canonical
-
-    def write(tmp: Path) -> None:
-        save_canonical(tmp / WEIGHTS_FILE, state.config, weights)
-        save_optimizer_state(tmp / OPTIMIZER_FILE, state)
-
-    return write_directory_atomically(directory, write)
