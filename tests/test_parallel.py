@@ -40,6 +40,7 @@ import numpy as np
 import parallel_worker as worker
 import pytest
 import torch
+from jax.sharding import PartitionSpec
 
 import rosetta_flax
 import rosetta_torch
@@ -230,9 +231,12 @@ def assert_laid_out(result: dict[str, Any], framework: str, strategy: str, mesh:
     """Every parameter as the engine holds it has the local shape the plan gives (a replicated run fails this)."""
     shapes = TABLES[framework].native_shapes(CONFIG)
     assert set(result["placements"]) == set(shapes)
+    plan_axes = native_plan(TABLES[framework], CONFIG, plan(CONFIG, strategy, mesh))
     for name, held in result["placements"].items():
         expected = expected_local_shape(framework, strategy, mesh, name, shapes[name])
         assert held["local_shape"] == expected, f"{framework} {strategy}: {name} held {held}, plan says {expected}"
+        if framework == "flax":  # the PartitionSpec JAX holds is the plan's
+            assert held["placements"] == str(PartitionSpec(*plan_axes[name])), f"{strategy}: {name} {held}"
 
 
 EXPECTED_COLLECTIVES = {

@@ -29,6 +29,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"{summary['first_step']}..{summary['stopped_at'] - 1} of {summary['steps']}, {summary['dtype']}",
     )
     table.add_row("loss first, last", f"{summary['losses'][0]:.6f}, {summary['final_loss']:.6f}")
+    accuracy = summary["final_accuracy"]
+    table.add_row("held-out accuracy", f"{accuracy['token']:.1%} tokens, {accuracy['sequence']:.1%} sequences")
     table.add_row("step", f"{summary['step_ms_median']:.2f} ms median (first {summary['first_step_ms']:.0f} ms)")
     if "collectives" in summary:
         table.add_row("collectives in the step", ", ".join(f"{k} {v}" for k, v in summary["collectives"].items() if v))

@@ -151,8 +151,10 @@ def train(
                 on_step(record)
     wall = time.perf_counter() - began
     weights, state = session.weights(), session.optimizer_state()  # gathered: every rank takes part
+    accuracy = None
     if is_writer:
         save_training_state(out_dir / CHECKPOINT_FILE, weights, state)
+        accuracy = held_out_accuracy(config, weights)
     if config.strategy is not None:
         session.save_sharded(out_dir / SHARDED_DIR)
     facts = session.describe(run.task.batch(0))
@@ -167,6 +169,7 @@ def train(
         "resumed_from": None if config.resume is None else str(config.resume),
         "losses": [record["loss"] for record in records],
         "final_loss": records[-1]["loss"],
+        "final_accuracy": accuracy,
         "wall_seconds": wall,
         "step_ms_median": float(np.median(ms[1:] if len(ms) > 1 else ms)),
         "first_step_ms": ms[0],
@@ -174,3 +177,16 @@ def train(
         "sharded_checkpoint": None if config.strategy is None else str(out_dir / SHARDED_DIR),
         **facts,
     }
+
+
+def held_out_accuracy(config: FrameworkRun, weights: dict[str, np.ndarray]) -> dict[str, float]:
+    """Token and sequence accuracy of the gathered weights on the task's held-out batch (one device, the run's
+    framework), as the side-by-side run reports it."""
+    from rosetta_tools.sidebyside.lanes import new_lane
+    from rosetta_tools.sidebyside.task import accuracy
+
+    run = config.run
+    lane = new_lane(config.framework, run.encoder, weights, run.adamw, run.precision)
+    token_ids, targets, mask = run.task.eval_batch()
+    tokens, sequences = accuracy(lane.predict(token_ids), targets, mask)
+    return {"token": tokens, "sequence": sequences}
