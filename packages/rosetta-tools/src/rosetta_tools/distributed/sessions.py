@@ -66,7 +66,8 @@ class SingleDevice:
     def save_sharded(self, directory: Path) -> None:
         raise ValueError("a single-device run has no sharded checkpoint (its canonical checkpoint is the whole state)")
 
-    restore_sharded = save_sharded
+    def restore_sharded(self, directory: Path) -> None:
+        raise ValueError("a sharded checkpoint resumes on a mesh (--parallel, --mesh)")
 
     def describe(self, batch: Batch) -> dict[str, Any]:
         return {"devices": 1}
