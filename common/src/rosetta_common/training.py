@@ -133,6 +133,11 @@ class OptimizerState:
     mu: dict[str, np.ndarray]
     nu: dict[str, np.ndarray]
 
+    def check_fits(self, config: EncoderConfig, adamw: AdamWConfig) -> None:
+        """ValueError unless this state was written for `config` and `adamw` (what a trainer resuming it has)."""
+        if self.config != config or self.adamw != adamw:
+            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
+
 
 MOMENT_GROUPS = ("mu", "nu")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from rosetta_flax.encoder import Encoder
 from rosetta_flax.training import (
     _build_optimizer,
     _parameter_dtype,
-    params_from_canonical,
+    canonical_optimizer_state,
+    opt_state_from_canonical,
     params_to_canonical,
     train_step_function,
 )
@@ -189,28 +190,13 @@ class ParallelTrainer:
 
     def optimizer_state(self) -> OptimizerState:
         """AdamW's moments, gathered, canonical, and the step count."""
-        mu, nu = optax.tree.get(self.opt_state, "mu"), optax.tree.get(self.opt_state, "nu")
-        return OptimizerState(
-            self.config,
-            self.adamw,
-            self.steps_done,
-            params_to_canonical(self.config, on_host(mu)),
-            params_to_canonical(self.config, on_host(nu)),
-        )
-
-    def load_weights(self, tensors: Mapping[str, np.ndarray]) -> None:
-        """Canonical weights in, laid out as the plan says."""
-        self.params = place(params_from_canonical(self.config, on_host(self.params), tensors), self.param_shardings)
+        return canonical_optimizer_state(self.config, self.adamw, self.steps_done, self.opt_state, on_host)
 
     def load_optimizer_state(self, state: OptimizerState) -> None:
         """Continue from a canonical `state` (any framework, any mesh), laid out as the plan says."""
-        if state.config != self.config or state.adamw != self.adamw:
-            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
-        fresh = self.optimizer.init(on_host(self.params))
-        mu = params_from_canonical(self.config, optax.tree.get(fresh, "mu"), state.mu)
-        nu = params_from_canonical(self.config, optax.tree.get(fresh, "nu"), state.nu)
-        count = np.asarray(state.step, dtype=np.int32)  # optax's counts are int32
-        self.opt_state = place(optax.tree.set(fresh, mu=mu, nu=nu, count=count), self.opt_shardings)
+        state.check_fits(self.config, self.adamw)
+        host_state = opt_state_from_canonical(self.optimizer, on_host(self.params), state)
+        self.opt_state = place(host_state, self.opt_shardings)
         self.steps_done = state.step
 
     def placements(self) -> dict[str, dict[str, Any]]:

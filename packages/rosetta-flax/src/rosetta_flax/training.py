@@ -32,8 +32,10 @@ Where the frameworks differ, by necessity:
   its LR schedulers drive.)
 - The objects returned are optax's and JAX's own: `optax.GradientTransformation`, an `optax.Schedule` (or a
   constant), arrays.
-Only here: `params_to_canonical` / `params_from_canonical` (a parameter-shaped State <-> canonical arrays) and
-`make_train_step` (the jitted step over split state), which torch's eager, stateful objects do not need.
+Only here: `params_to_canonical` / `params_from_canonical` (a parameter-shaped State <-> canonical arrays),
+`canonical_optimizer_state` / `opt_state_from_canonical` (optax's state <-> canonical moments) and
+`train_step_function` / `make_train_step` (the step over split state, jitted), which torch's eager, stateful
+objects do not need. (Only in rosetta_torch: `restart_schedule`, a scheduler moved to a resumed step.)
 """
 
 from __future__ import annotations
@@ -375,22 +377,34 @@ class Trainer:
 
     def optimizer_state(self) -> OptimizerState:
         """AdamW's moments in canonical names and layout (zeros before the first step) and the step count."""
-        mu, nu = optax.tree.get(self.opt_state, "mu"), optax.tree.get(self.opt_state, "nu")
-        return OptimizerState(
-            self.config,
-            self.adamw,
-            self.steps_done,
-            params_to_canonical(self.config, mu),
-            params_to_canonical(self.config, nu),
-        )
+        return canonical_optimizer_state(self.config, self.adamw, self.steps_done, self.opt_state)
 
     def load_optimizer_state(self, state: OptimizerState) -> None:
         """Continue from `state` (e.g. written by the other framework): moments, step count and schedule."""
-        if state.config != self.config or state.adamw != self.adamw:
-            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
-        fresh = self.optimizer.init(self.params)
-        mu = params_from_canonical(self.config, optax.tree.get(fresh, "mu"), state.mu)
-        nu = params_from_canonical(self.config, optax.tree.get(fresh, "nu"), state.nu)
-        count = jnp.asarray(state.step, dtype=jnp.int32)  # optax's counts (Adam's and the schedule's) are int32
-        self.opt_state = optax.tree.set(fresh, mu=mu, nu=nu, count=count)
+        state.check_fits(self.config, self.adamw)
+        self.opt_state = opt_state_from_canonical(self.optimizer, self.params, state)
         self.steps_done = state.step
+
+
+def canonical_optimizer_state(
+    config: EncoderConfig,
+    adamw: AdamWConfig,
+    step: int,
+    opt_state: optax.OptState,
+    fetch: Callable[[nnx.State], nnx.State] = lambda moments: moments,
+) -> OptimizerState:
+    """optax AdamW's moments as a canonical OptimizerState; `fetch` brings each moment tree to this host first
+    (`rosetta_flax.parallel`: gathered from the devices of every process)."""
+    mu, nu = (fetch(optax.tree.get(opt_state, group)) for group in ("mu", "nu"))
+    return OptimizerState(config, adamw, step, params_to_canonical(config, mu), params_to_canonical(config, nu))
+
+
+def opt_state_from_canonical(
+    optimizer: optax.GradientTransformation, params: nnx.State, state: OptimizerState
+) -> optax.OptState:
+    """`optimizer`'s state for `params` (host arrays) holding the canonical moments and step of `state`."""
+    fresh = optimizer.init(params)
+    mu = params_from_canonical(state.config, optax.tree.get(fresh, "mu"), state.mu)
+    nu = params_from_canonical(state.config, optax.tree.get(fresh, "nu"), state.nu)
+    count = jnp.asarray(state.step, dtype=jnp.int32)  # optax's counts (Adam's and the schedule's) are int32
+    return optax.tree.set(fresh, mu=mu, nu=nu, count=count)

@@ -11,8 +11,7 @@ Everything leaving this module is gathered and canonical (`full_tensor()` is a c
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from rosetta_common.parallel import (
 from rosetta_common.training import AdamWConfig, OptimizerState
 from rosetta_torch.convert import canonical_to_parameters, tensor_to_numpy
 from rosetta_torch.encoder import Encoder
-from rosetta_torch.training import build_schedule, sequence_loss
+from rosetta_torch.training import build_optimizer, build_schedule, restart_schedule, sequence_loss
 
 LINEARS = ("attn.q", "attn.k", "attn.v", "attn.out", "ffn.up", "ffn.down")
 """A layer's linear modules, the ones tensor parallelism splits."""
@@ -151,14 +150,7 @@ class ParallelTrainer:
         # modules for each forward; the parameters it reduces (and AdamW updates) are the local shards listed here.
         self.named_parameters = list(encoder.named_parameters())
         self.names = {param: name for name, param in self.named_parameters}
-        self.optimizer = torch.optim.AdamW(
-            [param for _, param in self.named_parameters],
-            lr=adamw.lr,
-            betas=(adamw.b1, adamw.b2),
-            eps=adamw.eps,
-            weight_decay=adamw.weight_decay,
-            foreach=False,
-        )
+        self.optimizer = build_optimizer(adamw, encoder, foreach=False)
         self.scheduler = build_schedule(adamw, self.optimizer)
         self.steps_done = 0
         self.last_gradients: dict[str, np.ndarray] | None = None
@@ -176,9 +168,7 @@ class ParallelTrainer:
     def gather(self, param: nn.Parameter, tensor: torch.Tensor | None) -> torch.Tensor:
         """The whole of `tensor` (None: zeros of the parameter's shape) on every rank."""
         if tensor is None:
-            return torch.zeros(
-                full(self.as_dtensor(param, param.detach())).shape, dtype=param.dtype, device=self.device
-            )
+            return torch.zeros(self.as_dtensor(param, param.detach()).shape, dtype=param.dtype, device=self.device)
         return full(self.as_dtensor(param, tensor))
 
     @property
@@ -254,27 +244,16 @@ class ParallelTrainer:
 
         return OptimizerState(self.config, self.adamw, self.steps_done, moment("exp_avg"), moment("exp_avg_sq"))
 
-    def load_weights(self, tensors: Mapping[str, np.ndarray]) -> None:
-        """Copy canonical weights in (each rank keeps its shards)."""
-        values = canonical_to_parameters(self.encoder, tensors)
-        with torch.no_grad():
-            for name, param in self.named_parameters:
-                param.copy_(self.local_part(param, values[name]))
-
     def load_optimizer_state(self, state: OptimizerState) -> None:
         """Continue from a canonical `state` (any framework, any mesh): each rank keeps its shards of the moments."""
-        if state.config != self.config or state.adamw != self.adamw:
-            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
+        state.check_fits(self.config, self.adamw)
         moments = {key: canonical_to_parameters(self.encoder, getattr(state, group)) for key, group in MOMENTS}
         for name, param in self.named_parameters:
             self.optimizer.state[param] = {
                 "step": torch.tensor(float(state.step), dtype=torch.get_default_dtype()),
                 **{key: self.local_part(param, values[name]) for key, values in moments.items()},
             }
-        for group in self.optimizer.param_groups:
-            group["lr"] = group.pop("initial_lr", group["lr"])
-        self.scheduler = build_schedule(self.adamw, self.optimizer)
-        advance(self.scheduler, state.step)
+        self.scheduler = restart_schedule(self.adamw, self.optimizer, state.step)
         self.steps_done = state.step
 
     def local_part(self, param: nn.Parameter, whole: torch.Tensor) -> torch.Tensor:
@@ -299,16 +278,6 @@ class ParallelTrainer:
 
 
 MOMENTS = (("exp_avg", "mu"), ("exp_avg_sq", "nu"))
-
-
-def advance(scheduler: torch.optim.lr_scheduler.LRScheduler | None, steps: int) -> None:
-    """A fresh schedule moved to update `steps`, as `rosetta_torch.training.Trainer.load_optimizer_state` does."""
-    if scheduler is None:
-        return
-    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(steps):
-            scheduler.step()
 
 
 STATE_DIR = "state"
@@ -364,8 +333,5 @@ def restore_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> N
     dcp.load(state, checkpoint_id=Path(directory) / STATE_DIR)  # in place, into the trainer's own storage
     for param in trainer.optimizer.state.values():
         param["step"] = torch.tensor(float(info.step), dtype=torch.get_default_dtype())
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = group.pop("initial_lr", group["lr"])
-    trainer.scheduler = build_schedule(trainer.adamw, trainer.optimizer)
-    advance(trainer.scheduler, info.step)
+    trainer.scheduler = restart_schedule(trainer.adamw, trainer.optimizer, info.step)
     trainer.steps_done = info.step

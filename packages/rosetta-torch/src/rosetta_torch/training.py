@@ -154,11 +154,18 @@ def loss_and_gradients(
     return float(loss.detach()), grads
 
 
-def build_optimizer(adamw: AdamWConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+def build_optimizer(adamw: AdamWConfig, model: torch.nn.Module, *, foreach: bool | None = None) -> torch.optim.AdamW:
     """`torch.optim.AdamW` over `model`'s parameters with the config's maths: decay p <- p (1 - lr wd), eps
-    outside the square root. Clipping (`clip_norm`) is not part of it: `Trainer.step` clips before the update."""
+    outside the square root. Clipping (`clip_norm`) is not part of it: `Trainer.step` clips before the update.
+    `foreach` as torch's (None: its default; `rosetta_torch.parallel` needs False where DTensors and plain
+    tensors mix)."""
     return torch.optim.AdamW(
-        model.parameters(), lr=adamw.lr, betas=(adamw.b1, adamw.b2), eps=adamw.eps, weight_decay=adamw.weight_decay
+        model.parameters(),
+        lr=adamw.lr,
+        betas=(adamw.b1, adamw.b2),
+        eps=adamw.eps,
+        weight_decay=adamw.weight_decay,
+        foreach=foreach,
     )
 
 
@@ -190,6 +197,22 @@ def build_schedule(adamw: AdamWConfig, optimizer: torch.optim.Optimizer) -> lr_s
     if len(pieces) == 1:
         return pieces[0]
     return lr_scheduler.SequentialLR(optimizer, pieces, milestones=milestones)
+
+
+def restart_schedule(
+    adamw: AdamWConfig, optimizer: torch.optim.Optimizer, step: int
+) -> lr_scheduler.LRScheduler | None:
+    """A fresh `build_schedule` for `optimizer`, advanced to update `step` (resuming a run): the rate the next
+    update uses is `adamw.learning_rate(step)`."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.pop("initial_lr", group["lr"])
+    scheduler = build_schedule(adamw, optimizer)
+    if scheduler is not None:
+        with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(step):
+                scheduler.step()
+    return scheduler
 
 
 class Trainer:
@@ -248,8 +271,7 @@ class Trainer:
 
     def load_optimizer_state(self, state: OptimizerState) -> None:
         """Continue from `state` (e.g. written by the other framework): moments, step count and schedule."""
-        if state.config != self.config or state.adamw != self.adamw:
-            raise ValueError("the optimizer state was written for another encoder config or AdamW config")
+        state.check_fits(self.config, self.adamw)
         mu, nu = canonical_to_parameters(self.model, state.mu), canonical_to_parameters(self.model, state.nu)
         for name, param in self.model.named_parameters():
             self.optimizer.state[param] = {
@@ -257,14 +279,7 @@ class Trainer:
                 "exp_avg": mu[name].to(dtype=param.dtype, device=param.device),
                 "exp_avg_sq": nu[name].to(dtype=param.dtype, device=param.device),
             }
-        for group in self.optimizer.param_groups:  # a fresh schedule, advanced to the state's step
-            group["lr"] = group.pop("initial_lr", group["lr"])
-        self.scheduler = build_schedule(self.adamw, self.optimizer)
-        if self.scheduler is not None:
-            with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(state.step):
-                    self.scheduler.step()
+        self.scheduler = restart_schedule(self.adamw, self.optimizer, state.step)
         self.steps_done = state.step
 
 
