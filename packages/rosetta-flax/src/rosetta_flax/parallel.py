@@ -11,9 +11,11 @@ canonical.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +274,55 @@ def restore_sharded(trainer: ParallelTrainer, directory: str | os.PathLike) -> N
 
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+HLO_COLLECTIVE = re.compile(
+    rf"^\s*(?:ROOT )?%?[\w.-]+ = (?P<shape>.*?) (?P<kind>{'|'.join(COLLECTIVES)})(?:-start)?\((?P<rest>.*)$"
+)
+"""An instruction line of an optimised HLO module that runs a collective (an async pair counted by its start);
+the result shape may be a tuple, with `/*index=5*/` comments inside."""
+SHAPE = re.compile(r"(?P<dtype>[a-z]+\d+)\[(?P<dims>[\d,]*)\]")
+DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "pred": 1, "s8": 1, "u8": 1}
+
+
+@dataclass(frozen=True)
+class Collective:
+    """One collective of a compiled program: its kind, the bytes of its result, the devices of one group."""
+
+    kind: str
+    result_bytes: int
+    group: int
+
+
+def hlo_collectives(hlo_text: str, devices: int) -> list[Collective]:
+    """The collectives an optimised HLO module (`ParallelTrainer.compiled_text`) runs, in order."""
+    found = []
+    for line in hlo_text.splitlines():
+        match = HLO_COLLECTIVE.search(line)
+        if match:
+            result_bytes = sum(
+                DTYPE_BYTES.get(shape["dtype"], 4) * math.prod(int(d) for d in shape["dims"].split(",") if d)
+                for shape in SHAPE.finditer(match["shape"])
+            )
+            found.append(Collective(match["kind"], result_bytes, group_size(match["rest"], devices)))
+    return found
+
+
+def group_size(attributes: str, devices: int) -> int:
+    """The replica group size of an HLO collective: `replica_groups=mesh['axis_0'=2,'axis_1'=2] {'axis_1'}` (the
+    listed axes' sizes multiplied), `replica_groups=[a,b]<=[n]` (b) or `{{0,1},{2,3}}` (a group's length)."""
+    named = re.search(r"replica_groups=mesh\[([^\]]*)\] \{([^}]*)\}", attributes)
+    if named:
+        sizes = {axis: int(size) for axis, size in re.findall(r"'(\w+)'=(\d+)", named[1])}
+        return math.prod(sizes[axis] for axis in re.findall(r"'(\w+)'", named[2]))
+    iota = re.search(r"replica_groups=\[(\d+),(\d+)\]", attributes)
+    if iota:
+        return int(iota[2])
+    listed = re.search(r"replica_groups=\{\{([\d,]*)\}", attributes)
+    if listed and listed[1]:
+        return len(listed[1].split(","))
+    return devices
 
 
 def collectives(hlo_text: str) -> dict[str, int]:
-    """How many of each collective an optimised HLO module holds (async pairs counted once, by their start)."""
-    counts = {}
-    for name in COLLECTIVES:
-        counts[name] = len(re.findall(rf"= [^=]*? {name}(?:-start)?\(", hlo_text))
-    return counts
+    """How many of each collective an optimised HLO module holds."""
+    kinds = [collective.kind for collective in hlo_collectives(hlo_text, devices=1)]
+    return {name: kinds.count(name) for name in COLLECTIVES}

@@ -132,48 +132,20 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-HLO_COLLECTIVE = re.compile(
-    r"^\s*(?:ROOT )?%?[\w.-]+ = (?P<shape>.*?) (?P<kind>all-reduce|all-gather|reduce-scatter|all-to-all|"
-    r"collective-permute)(?:-start)?\((?P<rest>.*)$"
-)
-SHAPE = re.compile(r"(?P<dtype>[a-z]+\d+)\[(?P<dims>[\d,]*)\]")
-DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "pred": 1, "s8": 1, "u8": 1}
-
-
-def group_size(attributes: str, devices: int) -> int:
-    """The replica group size of an HLO collective: `replica_groups=mesh['axis_0'=2,'axis_1'=2] {'axis_1'}` (the
-    listed axes' sizes multiplied), `replica_groups=[a,b]<=[n]` (b) or `{{0,1},{2,3}}` (a group's length)."""
-    named = re.search(r"replica_groups=mesh\[([^\]]*)\] \{([^}]*)\}", attributes)
-    if named:
-        sizes = {axis: int(size) for axis, size in re.findall(r"'(\w+)'=(\d+)", named[1])}
-        return math.prod(sizes[axis] for axis in re.findall(r"'(\w+)'", named[2]))
-    iota = re.search(r"replica_groups=\[(\d+),(\d+)\]", attributes)
-    if iota:
-        return int(iota[2])
-    listed = re.search(r"replica_groups=\{\{([\d,]*)\}", attributes)
-    if listed and listed[1]:
-        return len(listed[1].split(","))
-    return devices
-
-
 def measured_sent_bytes(hlo_text: str, devices: int) -> float:
-    """Ring bytes one device sends for the collectives in an optimised HLO module (result shapes; an all-gather's
-    result is the gathered tensor, a reduce-scatter's the scattered part, so its payload is result x group)."""
+    """Ring bytes one device sends for the collectives in an optimised HLO module (an all-gather's result is the
+    gathered tensor, a reduce-scatter's the scattered part, so its payload is result x group)."""
+    from rosetta_flax.parallel import hlo_collectives
+
     sent = 0.0
-    for line in hlo_text.splitlines():
-        found = HLO_COLLECTIVE.search(line)
-        if not found:
-            continue
-        payload = sum(
-            DTYPE_BYTES.get(shape["dtype"], 4) * math.prod(int(d) for d in shape["dims"].split(",") if d)
-            for shape in SHAPE.finditer(found["shape"])
-        )
-        group = group_size(found["rest"], devices)
-        kind = found["kind"]
+    for collective in hlo_collectives(hlo_text, devices):
+        kind, payload, group = collective.kind, collective.result_bytes, collective.group
         if kind == "reduce-scatter":
             payload *= group
-        if kind in ("all-to-all", "collective-permute"):
-            sent += payload * ((group - 1) / group if kind == "all-to-all" else 1)
+        if kind == "all-to-all":
+            sent += payload * (group - 1) / group
+        elif kind == "collective-permute":
+            sent += payload
         else:
             sent += ring(kind, payload, group)
     return sent
