@@ -1,15 +1,160 @@
-"""EncoderConfig: the one frozen description of an encoder, shared by every implementation."""
+"""EncoderConfig: the one frozen description of an encoder, shared by every implementation.
+
+The JSON stays flat (as HF configs); `config.layer(i)` derives what differs from layer to layer (a local window,
+the rotary base, whether the attention sub-layer has its LayerNorm), so the canonical shapes, the oracle and both
+frameworks' layers read one answer instead of each recomputing `i % global_every`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
-POSITIONS = ("sinusoidal", "learned")
+POSITIONS = ("sinusoidal", "learned", "rotary")
 POSITION_IDS = ("sequential", "after_padding")
+FEED_FORWARDS = ("mlp", "glu")
+DEFAULT_ROPE_THETA = 10000.0
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def positive_int(value: object) -> str | None:
+    return None if _is_int(value) and value >= 1 else "a positive int"
+
+
+def int_at_least_zero(value: object) -> str | None:
+    return None if _is_int(value) and value >= 0 else "an int >= 0"
+
+
+def boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else "a bool"
+
+
+def optional(check: Callable[[object], str | None]) -> Callable[[object], str | None]:
+    def checked(value: object) -> str | None:
+        problem = None if value is None else check(value)
+        return None if problem is None else f"None or {problem}"
+
+    return checked
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[object], str | None]:
+    return lambda value: None if value in choices else f"one of {choices}"
+
+
+def float_in(low: float, high: float | None, *, low_open: bool = True, high_open: bool = True) -> Callable:
+    """A number in (low, high) (brackets by `*_open`; high None: unbounded)."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    words = f"a float in {left}{low}, {'inf' if high is None else high}{right}"
+
+    def check(value: object) -> str | None:
+        if not _is_number(value):
+            return words
+        above = value > low if low_open else value >= low
+        below = high is None or (value < high if high_open else value <= high)
+        return None if above and below else words
+
+    return check
+
+
+FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "vocab_size": positive_int,
+    "d_model": positive_int,
+    "n_heads": positive_int,
+    "n_layers": positive_int,
+    "d_ff": positive_int,
+    "max_len": positive_int,
+    "activation": one_of(ACTIVATIONS),
+    "norm_first": boolean,
+    "final_norm": optional(boolean),
+    "layer_norm_eps": float_in(0, 1),
+    "dropout": float_in(0, 1, low_open=False),
+    "scale_embedding": boolean,
+    "positions": one_of(POSITIONS),
+    "position_ids": one_of(POSITION_IDS),
+    "type_vocab_size": int_at_least_zero,
+    "embedding_norm": boolean,
+    "embedding_norm_eps": optional(float_in(0, 1)),
+    "pooler": boolean,
+    "feed_forward": one_of(FEED_FORWARDS),
+    "attention_bias": boolean,
+    "mlp_bias": boolean,
+    "norm_bias": boolean,
+    "rope_theta": float_in(0, None),
+    "local_rope_theta": optional(float_in(0, None)),
+    "local_window": int_at_least_zero,
+    "global_every": positive_int,
+    "first_attention_norm": boolean,
+}
+"""Each field's own check: None when the value is valid, else what it must be (the ValueError's words)."""
+
+COMBINATION_RULES: tuple[tuple[str, Callable[[EncoderConfig], bool], str], ...] = (
+    ("d_model", lambda c: c.d_model % c.n_heads == 0, "must be divisible by n_heads"),
+    (
+        "padding_idx",
+        lambda c: c.padding_idx is None or (_is_int(c.padding_idx) and 0 <= c.padding_idx < c.vocab_size),
+        "must be None or an int in [0, vocab_size)",
+    ),
+    (
+        "position_ids",
+        lambda c: c.position_ids != "after_padding" or (c.positions == "learned" and c.padding_idx is not None),
+        "='after_padding' (RoBERTa) needs positions='learned' and a padding_idx",
+    ),
+    ("positions", lambda c: c.positions != "rotary" or c.d_head % 2 == 0, "='rotary' needs an even d_head"),
+    (
+        "rope_theta",
+        lambda c: c.positions == "rotary" or c.rope_theta == DEFAULT_ROPE_THETA,
+        "is read only with positions='rotary'",
+    ),
+    (
+        "local_rope_theta",
+        lambda c: c.local_rope_theta is None or (c.positions == "rotary" and c.has_local_layers),
+        "is read only with positions='rotary' and local layers (local_window > 0, global_every > 1)",
+    ),
+    (
+        "global_every",
+        lambda c: (c.global_every == 1) == (c.local_window == 0),
+        "> 1 needs local_window > 0 and local_window > 0 needs global_every > 1 (layer i is global when "
+        "i % global_every == 0, local otherwise)",
+    ),
+    (
+        "first_attention_norm",
+        lambda c: c.first_attention_norm or c.norm_first,
+        "=False (layer 0 reads the embedding LayerNorm's output unnormalised) needs norm_first=True",
+    ),
+    (
+        "first_attention_norm",
+        lambda c: c.first_attention_norm or c.embedding_norm,
+        "=False needs embedding_norm=True: the embedding LayerNorm stands in for layer 0's",
+    ),
+)
+"""(field, holds, what it needs): the rules between fields, checked after every field's own check."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What layer `index` of a config is: `max_distance` None (global attention) or the largest |query - key|
+    a local layer attends over; `rope_theta` its rotary base (None: no rotary); `attention_norm` whether its
+    attention sub-layer has a LayerNorm (`norm1`)."""
+
+    index: int
+    max_distance: int | None
+    rope_theta: float | None
+    attention_norm: bool
+
+    @property
+    def is_local(self) -> bool:
+        return self.max_distance is not None
 
 
 @dataclass(frozen=True)
@@ -18,12 +163,20 @@ class EncoderConfig:
 
     `final_norm=None` follows `norm_first`: pre-norm stacks end with a LayerNorm, post-norm stacks do not.
 
-    The embedding front (defaults: the seeds' encoder): `positions` "sinusoidal" (a fixed table) or "learned" (a
-    trained `[position_table_size, d_model]` table, as BERT); `position_ids` "sequential" (0, 1, ...) or
+    The embedding front (defaults: the seeds' encoder): `positions` "sinusoidal" (a fixed table), "learned" (a
+    trained `[position_table_size, d_model]` table, as BERT) or "rotary" (no table: q and k rotated per head in
+    every attention, HF's rotate-half convention, base `rope_theta`); `position_ids` "sequential" (0, 1, ...) or
     "after_padding" (RoBERTa: padding_idx + 1, + 2, ... over the non-padding tokens, padding_idx at padding
     tokens; learned positions only); `type_vocab_size` token-type (segment) embeddings, 0 for none; an
     `embedding_norm` LayerNorm after the sum, with `embedding_norm_eps` (None: layer_norm_eps); a `pooler`
     (dense + tanh on the first position's output, as BERT's).
+
+    The layers (defaults: the seeds'): `feed_forward` "mlp" (in, activation, out) or "glu" (`act(in) * gate`,
+    then out: GeGLU with gelu); `attention_bias` / `mlp_bias` / `norm_bias` whether the attention's and the
+    feed-forward's linears and every LayerNorm have a bias; `local_window` > 0 with `global_every` N > 1: layer i
+    is global when i % N == 0, else local, attending only to keys within `local_window // 2` positions (its rotary
+    base `local_rope_theta`, None: rope_theta); `first_attention_norm=False`: layer 0 of a pre-norm stack has no
+    attention LayerNorm (the embedding LayerNorm stands in, as ModernBERT).
     """
 
     vocab_size: int
@@ -45,61 +198,25 @@ class EncoderConfig:
     embedding_norm: bool = False
     embedding_norm_eps: float | None = None
     pooler: bool = False
+    feed_forward: str = "mlp"
+    attention_bias: bool = True
+    mlp_bias: bool = True
+    norm_bias: bool = True
+    rope_theta: float = DEFAULT_ROPE_THETA
+    local_rope_theta: float | None = None
+    local_window: int = 0
+    global_every: int = 1
+    first_attention_norm: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"EncoderConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.padding_idx is not None and (
-            isinstance(self.padding_idx, bool)
-            or not isinstance(self.padding_idx, int)
-            or not 0 <= self.padding_idx < self.vocab_size
-        ):
-            raise ValueError(
-                f"EncoderConfig.padding_idx must be None or an int in [0, vocab_size={self.vocab_size}), "
-                f"got {self.padding_idx!r}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"EncoderConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        for name in ("norm_first", "scale_embedding"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"EncoderConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if self.final_norm is not None and not isinstance(self.final_norm, bool):
-            raise ValueError(f"EncoderConfig.final_norm must be None or a bool, got {self.final_norm!r}")
-        if (
-            isinstance(self.layer_norm_eps, bool)
-            or not isinstance(self.layer_norm_eps, (int, float))
-            or not (0 < self.layer_norm_eps < 1)
-        ):
-            raise ValueError(f"EncoderConfig.layer_norm_eps must be a float in (0, 1), got {self.layer_norm_eps!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (0 <= self.dropout < 1):
-            raise ValueError(f"EncoderConfig.dropout must be a float in [0, 1), got {self.dropout!r}")
-        self._check_embedding_front()
-
-    def _check_embedding_front(self) -> None:
-        if self.positions not in POSITIONS:
-            raise ValueError(f"EncoderConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
-        if self.position_ids not in POSITION_IDS:
-            raise ValueError(f"EncoderConfig.position_ids must be one of {POSITION_IDS}, got {self.position_ids!r}")
-        if self.position_ids == "after_padding" and (self.positions != "learned" or self.padding_idx is None):
-            raise ValueError(
-                "EncoderConfig.position_ids='after_padding' (RoBERTa) needs positions='learned' and a padding_idx"
-            )
-        if (
-            isinstance(self.type_vocab_size, bool)
-            or not isinstance(self.type_vocab_size, int)
-            or self.type_vocab_size < 0
-        ):
-            raise ValueError(f"EncoderConfig.type_vocab_size must be an int >= 0, got {self.type_vocab_size!r}")
-        for name in ("embedding_norm", "pooler"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"EncoderConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        eps = self.embedding_norm_eps
-        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < 1)):
-            raise ValueError(f"EncoderConfig.embedding_norm_eps must be None or a float in (0, 1), got {eps!r}")
+        for name, check in FIELD_CHECKS.items():
+            problem = check(getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"EncoderConfig.{name} must be {problem}, got {getattr(self, name)!r}")
+        for name, holds, needs in COMBINATION_RULES:
+            if not holds(self):
+                joiner = "" if needs.startswith(("=", ">")) else " "
+                raise ValueError(f"EncoderConfig.{name}{joiner}{needs}, got {name}={getattr(self, name)!r}")
 
     @property
     def d_head(self) -> int:
@@ -120,6 +237,30 @@ class EncoderConfig:
     def has_final_norm(self) -> bool:
         """Whether the stack ends with a LayerNorm (`final_norm`, defaulting to `norm_first`)."""
         return self.norm_first if self.final_norm is None else self.final_norm
+
+    @property
+    def has_local_layers(self) -> bool:
+        """Whether some layer can be local (the stack may still be too short to reach one)."""
+        return self.local_window > 0 and self.global_every > 1
+
+    def layer(self, index: int) -> LayerSpec:
+        """Layer `index`'s kind: global or local (and how far a local one sees), rotary base, attention norm."""
+        if not 0 <= index < self.n_layers:
+            raise IndexError(f"layer {index} of an encoder with n_layers={self.n_layers}")
+        local = self.local_window > 0 and index % self.global_every != 0
+        theta: float | None = None
+        if self.positions == "rotary":
+            theta = self.local_rope_theta if local and self.local_rope_theta is not None else self.rope_theta
+        return LayerSpec(
+            index=index,
+            max_distance=self.local_window // 2 if local else None,
+            rope_theta=theta,
+            attention_norm=self.first_attention_norm or index > 0,
+        )
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        return tuple(self.layer(i) for i in range(self.n_layers))
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return dataclasses.replace(self, **changes)

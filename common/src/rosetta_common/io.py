@@ -12,7 +12,14 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
-from rosetta_common.canonical import FORMAT_VERSION, WeightFormatError, check_tensors, expected_shapes
+from rosetta_common.canonical import (
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    WeightFormatError,
+    check_tensors,
+    expected_shapes,
+    version_2_options,
+)
 from rosetta_common.config import EncoderConfig
 
 CONFIG_KEY = "rosetta.config"
@@ -171,14 +178,17 @@ def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np
             f"{path}: a '{metadata[LAYOUT_KEY]}' weight file, not a canonical rosetta file; convert it with "
             f"`rosetta convert {path} OUT.safetensors --to rosetta`"
         )
-    if metadata.get(VERSION_KEY) != FORMAT_VERSION:
+    version = metadata.get(VERSION_KEY)
+    if version not in READABLE_VERSIONS:
         raise WeightFormatError(
-            f"{path}: format version {metadata.get(VERSION_KEY)!r}, this rosetta reads {FORMAT_VERSION!r}"
+            f"{path}: format version {version!r}, this rosetta reads {' and '.join(map(repr, READABLE_VERSIONS))}"
         )
     try:
         config = EncoderConfig.from_json(metadata[CONFIG_KEY])
     except (TypeError, ValueError) as err:
         raise WeightFormatError(f"{path}: the stored config is invalid: {err}") from err
+    if version == "1" and (newer := version_2_options(config)):
+        raise WeightFormatError(f"{path}: format version '1' cannot hold {', '.join(newer)} (version 2 options)")
     tensors = read_safetensors(path)
     check_tensors(config, tensors, source=str(path))
     return config, tensors

@@ -4,7 +4,7 @@ Every test compares the two frameworks against this third, independent implement
 also returns the activations at each component boundary, so a failing comparison names where it starts:
 
     embedding          token embedding (x sqrt(d_model) when scale_embedding)      [B, S, D]
-    positional         + positions (sinusoidal or learned), + token types if any  [B, S, D]
+    positional         + positions (sinusoidal or learned; rotary adds none here), + token types  [B, S, D]
     embedding_norm     after the embedding LayerNorm (only when configured)       [B, S, D]
     layers.{i}.attn    hidden state after the attention sub-layer (add & norm)   [B, S, D]
     layers.{i}.ffn     hidden state after the feed-forward sub-layer             [B, S, D]
@@ -26,7 +26,7 @@ import numpy as np
 
 from rosetta_common.config import EncoderConfig
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
-from rosetta_common.positional import position_ids, sinusoidal_table
+from rosetta_common.positional import position_ids, rotary_tables, rotate_half, sinusoidal_table, window_allowed
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -53,13 +53,14 @@ def activation(name: str, x: np.ndarray, *, rounding: Rounding = exact) -> np.nd
 
 
 def layer_norm(
-    x: np.ndarray, scale: np.ndarray, bias: np.ndarray, eps: float, *, rounding: Rounding = exact
+    x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, eps: float, *, rounding: Rounding = exact
 ) -> np.ndarray:
-    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis; var is the biased two-pass variance."""
+    """(x - mean) / sqrt(var + eps) * scale (+ bias) over the last axis; var is the biased two-pass variance."""
     r = rounding
     centred = r(x - r(x.mean(axis=-1, keepdims=True)))
     var = r((centred**2).mean(axis=-1, keepdims=True))
-    return r(r(centred / r(np.sqrt(r(var + eps)))) * scale + bias)
+    scaled = r(r(centred / r(np.sqrt(r(var + eps)))) * scale)
+    return scaled if bias is None else r(scaled + bias)
 
 
 def softmax(scores: np.ndarray, *, rounding: Rounding = exact) -> np.ndarray:
@@ -68,45 +69,81 @@ def softmax(scores: np.ndarray, *, rounding: Rounding = exact) -> np.ndarray:
     return r(shifted / r(shifted.sum(axis=-1, keepdims=True)))
 
 
+def linear(x: np.ndarray, weights: Mapping[str, np.ndarray], name: str, *, rounding: Rounding = exact) -> np.ndarray:
+    """x @ `name.kernel` (+ `name.bias` when the config has one: the canonical check makes the tensors match it)."""
+    r = rounding
+    y = r(x @ weights[f"{name}.kernel"])
+    return r(y + weights[f"{name}.bias"]) if f"{name}.bias" in weights else y
+
+
+def allowed_keys(padding_mask: np.ndarray, max_distance: int | None = None) -> np.ndarray:
+    """bool `[B, S, S]`: query i may attend to key j when j is not padding and, in a local layer, |i - j| is at
+    most `max_distance`."""
+    seq = padding_mask.shape[-1]
+    return ~padding_mask[:, None, :] & window_allowed(seq, max_distance)[None]
+
+
+def rotary(x: np.ndarray, theta: float, *, rounding: Rounding = exact) -> np.ndarray:
+    """Rotary positions on q or k `[B, H, S, d_head]` at positions 0, 1, ..., S-1: x cos + rotate_half(x) sin."""
+    r = rounding
+    cos, sin = rotary_tables(np.arange(x.shape[2]), x.shape[-1], theta)
+    return r(r(x * r(cos)) + r(rotate_half(x) * r(sin)))
+
+
 def attention(
     x: np.ndarray,
     weights: Mapping[str, np.ndarray],
     n_heads: int,
     padding_mask: np.ndarray,
     *,
+    max_distance: int | None = None,
+    rope_theta: float | None = None,
     rounding: Rounding = exact,
 ) -> np.ndarray:
     """Multi-head self-attention. x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding) -> `[B, S, D]`.
 
-    A padded position is never attended to as a key; a query in a sequence that is all padding has no key
-    to attend to and attends uniformly to every position instead (finite, never NaN).
+    A padded position is never attended to as a key; `max_distance` (a local layer): nor a key further than that
+    from the query. `rope_theta`: rotate q and k (rotary positions) with this base. A query with no key it may attend to (a
+    sequence that is all padding; in a local layer, a padded position whose window holds only padding) attends
+    uniformly to every position instead (scores 0: finite, never NaN).
     """
     r = rounding
     batch, seq, d_model = x.shape
     d_head = d_model // n_heads
 
     def heads(name: str) -> np.ndarray:  # [B, S, D] -> [B, H, S, d_head]
-        projected = r(r(x @ weights[f"attn.{name}.kernel"]) + weights[f"attn.{name}.bias"])
+        projected = linear(x, weights, f"attn.{name}", rounding=r)
         return projected.reshape(batch, seq, n_heads, d_head).transpose(0, 2, 1, 3)
 
     q, k, v = heads("q"), heads("k"), heads("v")
+    if rope_theta is not None:
+        q, k = rotary(q, rope_theta, rounding=r), rotary(k, rope_theta, rounding=r)
     scores = r(r(q @ k.transpose(0, 1, 3, 2)) / math.sqrt(d_head))  # [B, H, S, S]
-    key_is_padding = padding_mask[:, None, None, :]
-    scores = np.where(key_is_padding, -np.inf, scores)
-    all_padding = padding_mask.all(axis=-1)[:, None, None, None]
-    scores = np.where(all_padding, 0.0, scores)
+    allowed = allowed_keys(padding_mask, max_distance)  # [B, S, S]
+    scores = np.where(allowed[:, None], scores, -np.inf)
+    no_key = ~allowed.any(axis=-1)[:, None, :, None]  # [B, 1, S, 1]
+    scores = np.where(no_key, 0.0, scores)
     context = r(softmax(scores, rounding=r) @ v)  # [B, H, S, d_head]
     context = context.transpose(0, 2, 1, 3).reshape(batch, seq, d_model)
-    return r(r(context @ weights["attn.out.kernel"]) + weights["attn.out.bias"])
+    return linear(context, weights, "attn.out", rounding=r)
 
 
 def feed_forward(
-    x: np.ndarray, weights: Mapping[str, np.ndarray], activation_name: str, *, rounding: Rounding = exact
+    x: np.ndarray,
+    weights: Mapping[str, np.ndarray],
+    activation_name: str,
+    *,
+    glu: bool = False,
+    rounding: Rounding = exact,
 ) -> np.ndarray:
-    """Position-wise feed-forward: d_model -> d_ff -> d_model. x `[B, S, D]` -> `[B, S, D]`."""
+    """Position-wise feed-forward: d_model -> d_ff -> d_model. x `[B, S, D]` -> `[B, S, D]`.
+
+    `glu`: the hidden units are `act(x @ in) * (x @ gate)` (GeGLU with gelu), else `act(x @ in)`."""
     r = rounding
-    hidden = activation(activation_name, r(r(x @ weights["ffn.in.kernel"]) + weights["ffn.in.bias"]), rounding=r)
-    return r(r(hidden @ weights["ffn.out.kernel"]) + weights["ffn.out.bias"])
+    hidden = activation(activation_name, linear(x, weights, "ffn.in", rounding=r), rounding=r)
+    if glu:
+        hidden = r(hidden * linear(x, weights, "ffn.gate", rounding=r))
+    return linear(hidden, weights, "ffn.out", rounding=r)
 
 
 def encoder_layer(
@@ -115,19 +152,25 @@ def encoder_layer(
     x: np.ndarray,
     padding_mask: np.ndarray,
     *,
+    index: int = 0,
     rounding: Rounding = exact,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One layer; returns (hidden after the attention sub-layer, hidden after the feed-forward sub-layer)."""
-    r, eps = rounding, config.layer_norm_eps
+    """Layer `index`; returns (hidden after the attention sub-layer, hidden after the feed-forward sub-layer)."""
+    r, eps, spec = rounding, config.layer_norm_eps, config.layer(index)
 
     def norm(name: str, h: np.ndarray) -> np.ndarray:
-        return layer_norm(h, weights[f"{name}.scale"], weights[f"{name}.bias"], eps, rounding=r)
+        if f"{name}.scale" not in weights:  # layer 0 without its attention norm (ModernBERT)
+            return h
+        return layer_norm(h, weights[f"{name}.scale"], weights.get(f"{name}.bias"), eps, rounding=r)
 
     def attend(h: np.ndarray) -> np.ndarray:
-        return attention(h, weights, config.n_heads, padding_mask, rounding=r)
+        return attention(
+            h, weights, config.n_heads, padding_mask, max_distance=spec.max_distance, rope_theta=spec.rope_theta,
+            rounding=r,
+        )
 
     def feed(h: np.ndarray) -> np.ndarray:
-        return feed_forward(h, weights, config.activation, rounding=r)
+        return feed_forward(h, weights, config.activation, glu=config.feed_forward == "glu", rounding=r)
 
     if config.norm_first:
         after_attn = r(x + attend(norm("norm1", x)))
@@ -162,14 +205,17 @@ def embedding_front(
     acts["embedding"] = x
     if config.positions == "learned":
         x = r(x + w["position_embedding.weight"][position_ids(config, token_ids)])
-    else:
+    elif config.positions == "sinusoidal":
         x = r(x + r(sinusoidal_table(config.max_len, config.d_model)[: token_ids.shape[1]]))
+    else:
+        assert config.positions == "rotary", config.positions  # rotary: applied inside each attention
+
     if config.type_vocab_size:
         types = np.zeros_like(token_ids) if token_type_ids is None else token_type_ids
         x = r(x + w["token_type_embedding.weight"][types])
     acts["positional"] = x
     if config.embedding_norm:
-        scale, bias = w["embedding_norm.scale"], w["embedding_norm.bias"]
+        scale, bias = w["embedding_norm.scale"], w.get("embedding_norm.bias")
         acts["embedding_norm"] = layer_norm(x, scale, bias, config.embedding_norm_epsilon, rounding=r)
     return acts
 
@@ -222,10 +268,10 @@ def encoder_forward(
     x = acts["embedding_norm" if config.embedding_norm else "positional"]
     for i in range(config.n_layers):
         layer = {name[len(f"layers.{i}.") :]: value for name, value in w.items() if name.startswith(f"layers.{i}.")}
-        acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask, rounding=r)
+        acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask, index=i, rounding=r)
         acts[f"layers.{i}.ffn"] = x
     if config.has_final_norm:
-        x = layer_norm(x, w["final_norm.scale"], w["final_norm.bias"], config.layer_norm_eps, rounding=r)
+        x = layer_norm(x, w["final_norm.scale"], w.get("final_norm.bias"), config.layer_norm_eps, rounding=r)
         acts["final_norm"] = x
     acts["output"] = x
     if config.pooler:

@@ -40,3 +40,27 @@ def position_ids(config: EncoderConfig, token_ids: np.ndarray) -> np.ndarray:
         return np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))
     real = (token_ids != config.padding_idx).astype(np.int64)
     return np.cumsum(real, axis=1) * real + config.padding_idx
+
+
+def rotary_tables(positions: np.ndarray, d_head: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the rotary angles, float64 `[..., d_head]` for int positions `[...]` (HF's rotate-half
+    convention, as GPT-NeoX and ModernBERT): frequency i = theta^(-2i / d_head) for i < d_head / 2, the angles
+    `position * frequency` repeated for the two halves of the head."""
+    frequencies = np.power(float(theta), -np.arange(0, d_head, 2, dtype=np.float64) / d_head)
+    angles = np.asarray(positions, dtype=np.float64)[..., None] * frequencies
+    doubled = np.concatenate([angles, angles], axis=-1)
+    return np.cos(doubled), np.sin(doubled)
+
+
+def rotate_half(x: np.ndarray) -> np.ndarray:
+    """`[..., d]` -> `[-x2, x1]` with x1, x2 the two halves of the last axis."""
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def window_allowed(seq: int, max_distance: int | None) -> np.ndarray:
+    """bool `[S, S]`: whether query i may attend to key j, |i - j| <= max_distance (None: every pair)."""
+    if max_distance is None:
+        return np.ones((seq, seq), dtype=bool)
+    positions = np.arange(seq)
+    return np.abs(positions[:, None] - positions[None, :]) <= max_distance

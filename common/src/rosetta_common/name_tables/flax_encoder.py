@@ -1,5 +1,5 @@
 """rosetta_flax.Encoder's NNX parameter paths: Flax kernels are already `[in, out]` and its LayerNorm already
-has `scale` / `bias`, so every transform is the identity; the feed-forward is `ffn.up` / `ffn.down`."""
+has `scale` / `bias`, so every transform is the identity; the feed-forward is `ffn.up` (`ffn.gate` for a GLU) / `ffn.down`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ FLAX_ENCODER = NameTable(
         *same_leaves("layers.{}.attn.out", "layers.{}.attn.out", LINEAR),
         *same_leaves("layers.{}.norm1", "layers.{}.norm1", NORM),
         *same_leaves("layers.{}.ffn.in", "layers.{}.ffn.up", LINEAR),
+        *same_leaves("layers.{}.ffn.gate", "layers.{}.ffn.gate", LINEAR),
         *same_leaves("layers.{}.ffn.out", "layers.{}.ffn.down", LINEAR),
         *same_leaves("layers.{}.norm2", "layers.{}.norm2", NORM),
         *same_leaves("final_norm", "final_norm", NORM),

@@ -1,5 +1,5 @@
 """rosetta_torch.Encoder's `state_dict` names: nn.Linear stores `weight [out, in]` (the canonical kernel
-transposed), nn.LayerNorm `weight` for the canonical `scale`, the feed-forward is `ffn.up` / `ffn.down`."""
+transposed), nn.LayerNorm `weight` for the canonical `scale`, the feed-forward is `ffn.up` (`ffn.gate` for a GLU) / `ffn.down`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ TORCH_ENCODER = NameTable(
         *torch_linear("layers.{}.attn.out", "layers.{}.attn.out"),
         *torch_layer_norm("layers.{}.norm1", "layers.{}.norm1"),
         *torch_linear("layers.{}.ffn.in", "layers.{}.ffn.up"),
+        *torch_linear("layers.{}.ffn.gate", "layers.{}.ffn.gate"),
         *torch_linear("layers.{}.ffn.out", "layers.{}.ffn.down"),
         *torch_layer_norm("layers.{}.norm2", "layers.{}.norm2"),
         *torch_layer_norm("final_norm", "final_norm"),

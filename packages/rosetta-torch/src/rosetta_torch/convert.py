@@ -77,6 +77,7 @@ def from_canonical(
     model.load_state_dict(canonical_to_parameters(model, tensors), strict=True, assign=True)
     if isinstance(model.positional, PositionalEncoding):  # a non-persistent buffer: still on meta, rebuilt here
         model.positional.table = model.positional._table(torch_dtype, None)
+    model.rotary.rebuild(torch_dtype, None)  # likewise
     return model.to(device) if device is not None else model
 
 

@@ -8,11 +8,12 @@ from torch import nn
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
-from rosetta_torch.attention import attention_bias
+from rosetta_torch.attention import attention_biases
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
-from rosetta_torch.layer import EncoderLayer
+from rosetta_torch.layer import EncoderLayer, layer_norm
 from rosetta_torch.pooler import Pooler
 from rosetta_torch.precision import Compute
+from rosetta_torch.rotary import RotaryTables
 
 
 def _facts(tensor: torch.Tensor, *, binary: bool = False) -> ArrayFacts:
@@ -46,21 +47,18 @@ class Encoder(nn.Module):
         self.config = config
         self.compute = Compute(compute_dtype)
         kinds = {"dtype": dtype, "compute_dtype": compute_dtype, "device": device}
-        d = config.d_model
+        norms = {"dtype": dtype, "device": device}
         self.embedding = TokenEmbedding(config, **kinds)
-        positional = LearnedPositionalEmbedding if config.positions == "learned" else PositionalEncoding
-        self.positional = positional(config, **kinds)
+        positional = {"learned": LearnedPositionalEmbedding, "sinusoidal": PositionalEncoding, "rotary": None}
+        self.positional = None if positional[config.positions] is None else positional[config.positions](config, **kinds)
         self.token_type = TokenTypeEmbedding(config, **kinds) if config.type_vocab_size else None
         self.embedding_norm = (
-            nn.LayerNorm(d, eps=config.embedding_norm_epsilon, dtype=dtype, device=device)
-            if config.embedding_norm
-            else None
+            layer_norm(config, eps=config.embedding_norm_epsilon, **norms) if config.embedding_norm else None
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(EncoderLayer(config, **kinds) for _ in range(config.n_layers))
-        self.final_norm = (
-            nn.LayerNorm(d, eps=config.layer_norm_eps, dtype=dtype, device=device) if config.has_final_norm else None
-        )
+        self.rotary = RotaryTables(config, **kinds)  # rotary positions: the tables every attention reads
+        self.layers = nn.ModuleList(EncoderLayer(config, index=i, **kinds) for i in range(config.n_layers))
+        self.final_norm = layer_norm(config, **norms) if config.has_final_norm else None
         self.pooler = Pooler(config, **kinds) if config.pooler else None
 
     # The checks read token ids back to the host (int(min), int(max)): under torch.compile they run eagerly
@@ -123,7 +121,7 @@ class Encoder(nn.Module):
         "embedding", "positional" (+ positions, + token types: all 0 when `token_type_ids` is None) and
         "embedding_norm" when configured. Unchecked and before dropout: `forward` and `activations` check first."""
         acts = {"embedding": self.embedding(token_ids)}
-        x = self.positional(acts["embedding"], token_ids)
+        x = acts["embedding"] if self.positional is None else self.positional(acts["embedding"], token_ids)
         if self.token_type is not None:
             types = torch.zeros_like(token_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type(types)
@@ -147,18 +145,8 @@ class Encoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every boundary activation, named as in `rosetta_common.oracle`: `[B, S, D]` each, "pooler" `[B, D]`."""
-        padding_mask = self.padding_mask_for(
-            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
-        )
-        acts = self.embedding_front(token_ids, token_type_ids)
-        x = self.dropout(self.compute.round(next(reversed(acts.values()))))
-        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
-        for i, layer in enumerate(self.layers):
-            x = acts[f"layers.{i}.attn"] = layer.attention_block(x, bias)
-            x = acts[f"layers.{i}.ffn"] = layer.feed_forward_block(x)
-        if self.final_norm is not None:
-            x = acts["final_norm"] = self.compute.norm(self.final_norm, x)
-        acts["output"] = x
+        acts: dict[str, torch.Tensor] = {}
+        x = self.run(token_ids, padding_mask, token_type_ids, attention_mask, acts)
         if self.pooler is not None:
             acts["pooler"] = self.pooler(x)
         return acts
@@ -171,12 +159,39 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        return self.run(token_ids, padding_mask, token_type_ids, attention_mask)
+
+    def run(
+        self,
+        token_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        acts: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The checked forward pass -> the output `[B, S, D]`; every boundary activation into `acts` when given.
+        Each layer reads the bias of its kind (global, or its local window) and its rotary base's tables."""
         padding_mask = self.padding_mask_for(
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
-        front = next(reversed(self.embedding_front(token_ids, token_type_ids).values()))
-        x = self.dropout(self.compute.round(front))
-        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
-        for layer in self.layers:
-            x = layer(x, bias)
-        return x if self.final_norm is None else self.compute.norm(self.final_norm, x)
+        front = self.embedding_front(token_ids, token_type_ids)
+
+        def record(name: str, value: torch.Tensor) -> None:  # forward keeps no reference: only what it needs
+            if acts is not None:
+                acts[name] = value
+
+        for name, value in front.items():
+            record(name, value)
+        x = self.dropout(self.compute.round(front["embedding_norm" if "embedding_norm" in front else "positional"]))
+        biases = attention_biases(self.config, padding_mask, self.compute.island_dtype(x.dtype))
+        rotary = self.rotary.tables(x.shape[1])
+        for i, layer in enumerate(self.layers):
+            x = layer.attention_block(x, biases[layer.spec.max_distance], rotary.get(layer.spec.rope_theta))
+            record(f"layers.{i}.attn", x)
+            x = layer.feed_forward_block(x)
+            record(f"layers.{i}.ffn", x)
+        if self.final_norm is not None:
+            x = self.compute.norm(self.final_norm, x)
+            record("final_norm", x)
+        record("output", x)
+        return x

@@ -9,35 +9,56 @@ from rosetta_common import EncoderConfig
 from rosetta_torch.attention import MultiHeadSelfAttention
 from rosetta_torch.feedforward import FeedForward
 from rosetta_torch.precision import Compute
+from rosetta_torch.rotary import Rotary
+
+
+def layer_norm(
+    config: EncoderConfig,
+    *,
+    eps: float | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> nn.LayerNorm:
+    """A LayerNorm of d_model with the config's eps (`eps` when given, e.g. the embedding norm's) and a bias
+    when `norm_bias`."""
+    eps = config.layer_norm_eps if eps is None else eps
+    return nn.LayerNorm(config.d_model, eps=eps, bias=config.norm_bias, dtype=dtype, device=device)
 
 
 class EncoderLayer(nn.Module):
-    """x `[B, S, D]`, attention bias `[B, 1, 1, S]` -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`."""
+    """x `[B, S, D]`, attention bias `[B, 1, 1 or S, S]` (the layer's kind: `attention_biases`), rotary tables when
+    the config has rotary positions -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`. Layer `index`'s
+    kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention norm."""
 
     def __init__(
         self,
         config: EncoderConfig,
         *,
+        index: int = 0,
         dtype: torch.dtype | None = None,
         compute_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.norm_first = config.norm_first
+        self.norm_first, self.spec = config.norm_first, config.layer(index)
         self.attn = MultiHeadSelfAttention(config, dtype=dtype, compute_dtype=compute_dtype, device=device)
-        self.norm1 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype, device=device)
+        self.norm1 = layer_norm(config, dtype=dtype, device=device) if self.spec.attention_norm else None
         self.ffn = FeedForward(config, dtype=dtype, compute_dtype=compute_dtype, device=device)
-        self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, dtype=dtype, device=device)
+        self.norm2 = layer_norm(config, dtype=dtype, device=device)
         self.dropout1 = nn.Dropout(config.dropout)
         self.dropout2 = nn.Dropout(config.dropout)
         self.compute = Compute(compute_dtype)
 
-    def attention_block(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        add, norm = self.compute.add, self.compute.norm
+    def attention_block(self, x: torch.Tensor, bias: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+        add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:
-            return add(x, self.dropout1(self.attn(norm(self.norm1, x), bias)))
-        return norm(self.norm1, add(x, self.dropout1(self.attn(x, bias))))
+            return add(x, self.dropout1(self.attn(self.attention_norm(x), bias, rotary)))
+        return self.attention_norm(add(x, self.dropout1(self.attn(x, bias, rotary))))
+
+    def attention_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """norm1, or x itself in a layer without one (ModernBERT's layer 0)."""
+        return x if self.norm1 is None else self.compute.norm(self.norm1, x)
 
     def feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
         add, norm = self.compute.add, self.compute.norm
@@ -46,5 +67,5 @@ class EncoderLayer(nn.Module):
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return self.feed_forward_block(self.attention_block(x, bias))
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+        return self.feed_forward_block(self.attention_block(x, bias, rotary))

@@ -53,7 +53,7 @@ class Compute:
         float32, one rounding (torch's bfloat16 `F.linear`; its backward rounds dx, dW and db once each)."""
         if self.dtype is None:
             return layer(x)
-        return F.linear(x, self.weight(layer.weight), self.weight(layer.bias))
+        return F.linear(x, self.weight(layer.weight), None if layer.bias is None else self.weight(layer.bias))
 
     def linears(self, layers: tuple[nn.Linear, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Several linear layers reading the same x (q, k, v). Under a policy, one linear over the concatenated
@@ -62,7 +62,8 @@ class Compute:
         if self.dtype is None:
             return tuple(layer(x) for layer in layers)
         weight = torch.cat([self.weight(layer.weight) for layer in layers])
-        bias = torch.cat([self.weight(layer.bias) for layer in layers])
+        biased = all(layer.bias is not None for layer in layers)
+        bias = torch.cat([self.weight(layer.bias) for layer in layers]) if biased else None
         return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
 
     def fan_out(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,8 @@ class Compute:
         """LayerNorm inside a float32 island: x float32 (under a policy) -> float32, scale and bias widened."""
         if self.dtype is None:
             return layer(x)
-        return F.layer_norm(x, layer.normalized_shape, self.widen(layer.weight), self.widen(layer.bias), layer.eps)
+        bias = None if layer.bias is None else self.widen(layer.bias)
+        return F.layer_norm(x, layer.normalized_shape, self.widen(layer.weight), bias, layer.eps)
 
     def norm(self, layer: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         """LayerNorm of a compute-dtype tensor: statistics and normalisation in float32, one rounding after."""
@@ -91,3 +93,15 @@ class Compute:
     def activation(self, function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """An elementwise function (GELU, ReLU, tanh) in float32, one rounding after."""
         return self.round(function(self.widen(x)))
+
+    def glu(
+        self, function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, gate: torch.Tensor
+    ) -> torch.Tensor:
+        """A GLU's hidden units `function(x) * gate`: one float32 island, one rounding after."""
+        return self.round(function(self.widen(x)) * self.widen(gate))
+
+    def rotary(
+        self, rotate: Callable[[torch.Tensor, tuple], torch.Tensor], x: torch.Tensor, tables: tuple
+    ) -> torch.Tensor:
+        """Rotary positions on q or k: a float32 island (tables float32), one rounding after."""
+        return self.round(rotate(self.widen(x), tables))
