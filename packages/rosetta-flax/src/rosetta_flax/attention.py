@@ -1,4 +1,5 @@
-"""Multi-head self-attention with a padding mask."""
+"""Multi-head self-attention with a padding mask (and, in a local layer, a window), rotary positions when the
+config has them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig
 from rosetta_flax.precision import Compute
+from rosetta_flax.rotary import Rotary, apply_rotary
 
 
 def attention_bias(padding_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -21,21 +23,43 @@ def attention_bias(padding_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.where(padding_mask, jnp.finfo(dtype).min, 0).astype(dtype)[:, None, None, :]
 
 
+def window_bias(padding_mask: jax.Array, max_distance: int, dtype: jnp.dtype) -> jax.Array:
+    """bool `[B, S]` (True = padding) -> additive bias `[B, 1, S, S]` of a local layer: the dtype's lowest for a
+    padded key or one further than `max_distance` from the query, 0 otherwise."""
+    positions = jnp.arange(padding_mask.shape[-1])
+    far = jnp.abs(positions[:, None] - positions[None, :]) > max_distance  # [S, S]
+    masked = padding_mask[:, None, None, :] | far[None, None]
+    return jnp.where(masked, jnp.finfo(dtype).min, 0).astype(dtype)
+
+
+def attention_biases(config: EncoderConfig, padding_mask: jax.Array, dtype: jnp.dtype) -> dict[int | None, jax.Array]:
+    """The bias each kind of layer reads, by `LayerSpec.max_distance`: None (global) `[B, 1, 1, S]`, and each local
+    window's `[B, 1, S, S]`."""
+    biases: dict[int | None, jax.Array] = {None: attention_bias(padding_mask, dtype)}
+    for spec in config.layers:
+        if spec.max_distance is not None and spec.max_distance not in biases:
+            biases[spec.max_distance] = window_bias(padding_mask, spec.max_distance, dtype)
+    return biases
+
+
 def uniform_where_all_padding(query: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """query `[B, H, S, d_head]`, bias `[B, 1, 1, S]` -> the same, with the queries and the bias of every sequence
-    that is all padding set to 0: its scores are then exactly 0 and it attends uniformly, as the oracle defines.
+    """query `[B, H, S, d_head]`, bias `[B, 1, 1 or S, S]` -> the same, with the queries and the bias of every query
+    row that has no key to attend to (a sequence that is all padding; in a local layer, a padded position whose
+    window holds only padding) set to 0: its scores are then exactly 0 and it attends uniformly, as the oracle
+    defines.
 
     With every key at the dtype's lowest value the softmax is uniform only because q.k is absorbed into that
     value; `jax.grad` does not see the absorption and passes gradients to q and k through it (the oracle's scores
     there are a constant). Zero scores give the same uniform average and no such gradient (as rosetta_torch).
     """
-    all_padding = (bias == jnp.finfo(bias.dtype).min).all(axis=-1, keepdims=True)  # [B, 1, 1, 1]
+    all_padding = (bias == jnp.finfo(bias.dtype).min).all(axis=-1, keepdims=True)  # [B, 1, 1 or S, 1]
     query = jnp.where(all_padding, jnp.zeros((), query.dtype), query)
     return query, jnp.where(all_padding, jnp.zeros((), bias.dtype), bias)
 
 
 class MultiHeadSelfAttention(nnx.Module):
-    """x `[B, S, D]`, bias `[B, 1, 1, S]` -> `[B, S, D]`; heads are contiguous column blocks of d_head.
+    """x `[B, S, D]`, bias `[B, 1, 1 or S, S]`, rotary (cos, sin) `[S, d_head]` when the layer has rotary positions
+    -> `[B, S, D]`; heads are contiguous column blocks of d_head.
 
     `implementation=None` (the default) is `softmax_attention` below, exact in every dtype (float64 included).
     "cudnn" (GPU, bfloat16/float16) or "xla" hands the attention to `jax.nn.dot_product_attention` instead, which
@@ -53,13 +77,15 @@ class MultiHeadSelfAttention(nnx.Module):
         implementation: str | None = None,
     ) -> None:
         d = config.d_model
-        self.n_heads = config.n_heads
-        self.q, self.k, self.v, self.out = (nnx.Linear(d, d, param_dtype=dtype, rngs=rngs) for _ in range(4))
+        self.n_heads, self.rotary = config.n_heads, config.positions == "rotary"
+        self.q, self.k, self.v, self.out = (
+            nnx.Linear(d, d, use_bias=config.attention_bias, param_dtype=dtype, rngs=rngs) for _ in range(4)
+        )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.implementation = implementation
         self.compute = Compute(compute_dtype)
 
-    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array, rotary: Rotary | None = None) -> jax.Array:
         batch, seq, d_model = x.shape
         tokens = x.reshape(batch * seq, d_model)  # 2-D projections: see FeedForward.__call__
 
@@ -67,6 +93,10 @@ class MultiHeadSelfAttention(nnx.Module):
             return projected.reshape(batch, seq, self.n_heads, -1).swapaxes(1, 2)
 
         q, k, v = (heads(projected) for projected in self.compute.linears((self.q, self.k, self.v), tokens))
+        if self.rotary:
+            if rotary is None:
+                raise ValueError("this attention has rotary positions: pass its (cos, sin) tables")
+            q, k = (self.compute.rotary(apply_rotary, t, rotary) for t in (q, k))
         q, bias = uniform_where_all_padding(q, bias)
         if self.compute.active:
             context = self.policy_attention(q, k, v, bias)
@@ -77,7 +107,7 @@ class MultiHeadSelfAttention(nnx.Module):
                 raise ValueError(f"attention dropout needs implementation=None, not {self.implementation!r}")
             # A bool mask (True = attend), at the full [B, 1, S, S] that cuDNN asks for; JAX turns it into its
             # own large negative bias, which cuDNN handles where the dtype's lowest value may not.
-            keep = jnp.broadcast_to(bias == 0, (batch, 1, seq, seq))
+            keep = jnp.broadcast_to(bias == 0, (batch, 1, seq, seq))  # global [B, 1, 1, S] or local [B, 1, S, S]
             q, k, v = (t.swapaxes(1, 2) for t in (q, k, v))  # JAX's kernels take [B, S, H, d_head]
             context = jax.nn.dot_product_attention(q, k, v, mask=keep, implementation=self.implementation)
             context = context.swapaxes(1, 2)

@@ -10,11 +10,12 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
-from rosetta_flax.attention import attention_bias
+from rosetta_flax.attention import attention_biases
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
 from rosetta_flax.pooler import Pooler
 from rosetta_flax.precision import Compute
+from rosetta_flax.rotary import RotaryTables
 
 ARRAY_TYPES = (jax.Array, np.ndarray)
 Array = jax.Array | np.ndarray
@@ -47,15 +48,19 @@ class Encoder(nnx.Module):
         self.compute = Compute(compute_dtype)
         kinds = {"dtype": dtype, "compute_dtype": compute_dtype, "rngs": rngs}
         self.embedding = TokenEmbedding(config, **kinds)
-        self.positional = (
-            LearnedPositionalEmbedding(config, **kinds) if config.positions == "learned" else PositionalEncoding(config)
-        )
+        positional = {
+            "learned": lambda: LearnedPositionalEmbedding(config, **kinds),
+            "sinusoidal": lambda: PositionalEncoding(config),
+            "rotary": lambda: None,  # applied inside each attention, from `rotary`'s tables
+        }
+        self.positional = positional[config.positions]()
         self.token_type = TokenTypeEmbedding(config, **kinds) if config.type_vocab_size else None
         self.embedding_norm = (
             layer_norm(config, dtype, rngs, epsilon=config.embedding_norm_epsilon) if config.embedding_norm else None
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.layers = nnx.List([EncoderLayer(config, **kinds) for _ in range(config.n_layers)])
+        self.rotary = RotaryTables(config, compute_dtype=compute_dtype)
+        self.layers = nnx.List([EncoderLayer(config, index=i, **kinds) for i in range(config.n_layers)])
         self.final_norm = layer_norm(config, dtype, rngs) if config.has_final_norm else None
         self.pooler = Pooler(config, **kinds) if config.pooler else None
 
@@ -114,7 +119,7 @@ class Encoder(nnx.Module):
         "embedding", "positional" (+ positions, + token types: all 0 when `token_type_ids` is None) and
         "embedding_norm" when configured. Unchecked and before dropout: `__call__` and `activations` check first."""
         acts = {"embedding": self.embedding(token_ids)}
-        x = self.positional(acts["embedding"], token_ids)
+        x = acts["embedding"] if self.positional is None else self.positional(acts["embedding"], token_ids)
         if self.token_type is not None:
             types = jnp.zeros_like(token_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type(types)
@@ -138,18 +143,8 @@ class Encoder(nnx.Module):
         attention_mask: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Every boundary activation, named as in `rosetta_common.oracle`: `[B, S, D]` each, "pooler" `[B, D]`."""
-        padding_mask = self.padding_mask_for(
-            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
-        )
-        acts = self.embedding_front(token_ids, token_type_ids)
-        x = self.dropout(self.compute.round(next(reversed(acts.values()))))
-        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
-        for i, layer in enumerate(self.layers):
-            x = acts[f"layers.{i}.attn"] = layer.attention_block(x, bias)
-            x = acts[f"layers.{i}.ffn"] = layer.feed_forward_block(x)
-        if self.final_norm is not None:
-            x = acts["final_norm"] = self.compute.norm(self.final_norm, x)
-        acts["output"] = x
+        acts: dict[str, jax.Array] = {}
+        x = self.run(token_ids, padding_mask, token_type_ids, attention_mask, acts)
         if self.pooler is not None:
             acts["pooler"] = self.pooler(x)
         return acts
@@ -162,12 +157,39 @@ class Encoder(nnx.Module):
         token_type_ids: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
     ) -> jax.Array:
+        return self.run(token_ids, padding_mask, token_type_ids, attention_mask)
+
+    def run(
+        self,
+        token_ids: jax.Array,
+        padding_mask: jax.Array | None,
+        token_type_ids: jax.Array | None,
+        attention_mask: jax.Array | None,
+        acts: dict[str, jax.Array] | None = None,
+    ) -> jax.Array:
+        """The checked forward pass -> the output `[B, S, D]`; every boundary activation into `acts` when given.
+        Each layer reads the bias of its kind (global, or its local window) and its rotary base's tables."""
         padding_mask = self.padding_mask_for(
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
-        front = next(reversed(self.embedding_front(token_ids, token_type_ids).values()))
-        x = self.dropout(self.compute.round(front))
-        bias = attention_bias(padding_mask, self.compute.island_dtype(x.dtype))
-        for layer in self.layers:
-            x = layer(x, bias)
-        return x if self.final_norm is None else self.compute.norm(self.final_norm, x)
+        front = self.embedding_front(token_ids, token_type_ids)
+
+        def record(name: str, value: jax.Array) -> None:
+            if acts is not None:
+                acts[name] = value
+
+        for name, value in front.items():
+            record(name, value)
+        x = self.dropout(self.compute.round(front["embedding_norm" if "embedding_norm" in front else "positional"]))
+        biases = attention_biases(self.config, padding_mask, self.compute.island_dtype(x.dtype))
+        rotary = self.rotary.tables(x.shape[1], x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer.attention_block(x, biases[layer.spec.max_distance], rotary.get(layer.spec.rope_theta))
+            record(f"layers.{i}.attn", x)
+            x = layer.feed_forward_block(x)
+            record(f"layers.{i}.ffn", x)
+        if self.final_norm is not None:
+            x = self.compute.norm(self.final_norm, x)
+            record("final_norm", x)
+        record("output", x)
+        return x

@@ -1,4 +1,4 @@
-"""Position-wise feed-forward network: d_model -> d_ff -> d_model."""
+"""Position-wise feed-forward network: d_model -> d_ff -> d_model, an MLP or a GLU (`act(up(x)) * gate(x)`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ ACTIVATIONS = {
 
 
 class FeedForward(nnx.Module):
-    """x `[B, S, D]` -> `[B, S, D]`: up-projection, activation, dropout, down-projection."""
+    """x `[B, S, D]` -> `[B, S, D]`: up-projection, activation (times the gate projection, for a GLU), dropout,
+    down-projection."""
 
     def __init__(
         self,
@@ -27,8 +28,11 @@ class FeedForward(nnx.Module):
         compute_dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
     ) -> None:
-        self.up = nnx.Linear(config.d_model, config.d_ff, param_dtype=dtype, rngs=rngs)
-        self.down = nnx.Linear(config.d_ff, config.d_model, param_dtype=dtype, rngs=rngs)
+        d, f, bias = config.d_model, config.d_ff, config.mlp_bias
+        self.up = nnx.Linear(d, f, use_bias=bias, param_dtype=dtype, rngs=rngs)
+        glu = config.feed_forward == "glu"
+        self.gate = nnx.Linear(d, f, use_bias=bias, param_dtype=dtype, rngs=rngs) if glu else None
+        self.down = nnx.Linear(f, d, use_bias=bias, param_dtype=dtype, rngs=rngs)
         self.activation = ACTIVATIONS[config.activation]
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.compute = Compute(compute_dtype)
@@ -38,5 +42,9 @@ class FeedForward(nnx.Module):
         backend a 3-D input's weight gradient took a transposed copy and a slower GEMM, slowing the training step
         (the README's performance section has the numbers)."""
         tokens = x.reshape(-1, x.shape[-1])
-        hidden = self.compute.activation(self.activation, self.compute.linear(self.up, tokens))
+        if self.gate is None:
+            hidden = self.compute.activation(self.activation, self.compute.linear(self.up, tokens))
+        else:
+            up, gate = self.compute.linears((self.up, self.gate), tokens)
+            hidden = self.compute.glu(self.activation, up, gate)
         return self.compute.linear(self.down, self.dropout(hidden)).reshape(x.shape)

@@ -10,43 +10,58 @@ from rosetta_common import EncoderConfig
 from rosetta_flax.attention import MultiHeadSelfAttention
 from rosetta_flax.feedforward import FeedForward
 from rosetta_flax.precision import Compute
+from rosetta_flax.rotary import Rotary
 
 
 def layer_norm(
     config: EncoderConfig, dtype: jnp.dtype, rngs: nnx.Rngs, *, epsilon: float | None = None
 ) -> nnx.LayerNorm:
     """A LayerNorm with torch's maths: the config's epsilon (flax: 1e-6; `epsilon` when given, e.g. the embedding
-    norm's) and the two-pass variance."""
+    norm's) and the two-pass variance; a bias when `norm_bias`."""
     epsilon = config.layer_norm_eps if epsilon is None else epsilon
-    return nnx.LayerNorm(config.d_model, epsilon=epsilon, use_fast_variance=False, param_dtype=dtype, rngs=rngs)
+    return nnx.LayerNorm(
+        config.d_model,
+        epsilon=epsilon,
+        use_fast_variance=False,
+        use_bias=config.norm_bias,
+        param_dtype=dtype,
+        rngs=rngs,
+    )
 
 
 class EncoderLayer(nnx.Module):
-    """x `[B, S, D]`, attention bias `[B, 1, 1, S]` -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`."""
+    """x `[B, S, D]`, attention bias `[B, 1, 1 or S, S]` (the layer's kind: `attention_biases`), rotary tables when
+    the config has rotary positions -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`. Layer `index`'s
+    kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention norm."""
 
     def __init__(
         self,
         config: EncoderConfig,
         *,
+        index: int = 0,
         dtype: jnp.dtype = jnp.float32,
         compute_dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
     ) -> None:
-        self.norm_first = config.norm_first
+        self.norm_first, self.spec = config.norm_first, config.layer(index)
         self.attn = MultiHeadSelfAttention(config, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs)
-        self.norm1 = layer_norm(config, dtype, rngs)
+        self.norm1 = layer_norm(config, dtype, rngs) if self.spec.attention_norm else None
         self.ffn = FeedForward(config, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs)
         self.norm2 = layer_norm(config, dtype, rngs)
         self.dropout1 = nnx.Dropout(config.dropout, rngs=rngs)
         self.dropout2 = nnx.Dropout(config.dropout, rngs=rngs)
         self.compute = Compute(compute_dtype)
 
-    def attention_block(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        add, norm = self.compute.add, self.compute.norm
+    def attention_block(self, x: jax.Array, bias: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+        add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:
-            return add(x, self.dropout1(self.attn(norm(self.norm1, x), bias)))
-        return norm(self.norm1, add(x, self.dropout1(self.attn(x, bias))))
+            return add(x, self.dropout1(self.attn(self.attention_norm(x), bias, rotary)))
+        return self.attention_norm(add(x, self.dropout1(self.attn(x, bias, rotary))))
+
+    def attention_norm(self, x: jax.Array) -> jax.Array:
+        """norm1, or x itself in a layer without one (ModernBERT's layer 0)."""
+        return x if self.norm1 is None else self.compute.norm(self.norm1, x)
 
     def feed_forward_block(self, x: jax.Array) -> jax.Array:
         add, norm = self.compute.add, self.compute.norm
@@ -55,5 +70,5 @@ class EncoderLayer(nnx.Module):
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
-    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        return self.feed_forward_block(self.attention_block(x, bias))
+    def __call__(self, x: jax.Array, bias: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+        return self.feed_forward_block(self.attention_block(x, bias, rotary))

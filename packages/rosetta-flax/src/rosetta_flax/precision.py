@@ -111,12 +111,13 @@ def _round_cotangent_backward(like: jax.Array, cotangent: jax.Array) -> tuple[ja
 _round_cotangent.defvjp(_round_cotangent_forward, _round_cotangent_backward)
 
 
-def layer_norm_maths(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
-    """torch's LayerNorm over the last axis (two-pass variance), in the arrays' dtype."""
+def layer_norm_maths(x: jax.Array, scale: jax.Array, bias: jax.Array | None, epsilon: float) -> jax.Array:
+    """torch's LayerNorm over the last axis (two-pass variance), in the arrays' dtype; no bias when None."""
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
     variance = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred * jax.lax.rsqrt(variance + epsilon) * scale + bias
+    scaled = centred * jax.lax.rsqrt(variance + epsilon) * scale
+    return scaled if bias is None else scaled + bias
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,8 @@ class Compute:
         float32, one rounding (as torch's bfloat16 `F.linear`; the backward rounds dx, dW and db once each)."""
         if self.dtype is None:
             return layer(x)
-        kernel = self.weight(layer.kernel[...])
-        return self.round(accumulate(x, kernel) + self.widen(self.weight(layer.bias[...])))
+        product = accumulate(x, self.weight(layer.kernel[...]))
+        return self.round(product if layer.bias is None else product + self.widen(self.weight(layer.bias[...])))
 
     def linears(self, layers: tuple[nnx.Linear, ...], x: jax.Array) -> tuple[jax.Array, ...]:
         """Several linear layers reading the same x (q, k, v). Under a policy, one linear over the concatenated
@@ -164,9 +165,11 @@ class Compute:
         if self.dtype is None:
             return tuple(layer(x) for layer in layers)
         kernel = jnp.concatenate([self.weight(layer.kernel[...]) for layer in layers], axis=1)
-        bias = self.widen(jnp.concatenate([self.weight(layer.bias[...]) for layer in layers]))
+        product = accumulate(x, kernel)
+        if all(layer.bias is not None for layer in layers):
+            product = product + self.widen(jnp.concatenate([self.weight(layer.bias[...]) for layer in layers]))
         sizes = [layer.out_features for layer in layers]
-        return tuple(jnp.split(self.round(accumulate(x, kernel) + bias), np.cumsum(sizes)[:-1], axis=-1))
+        return tuple(jnp.split(self.round(product), np.cumsum(sizes)[:-1], axis=-1))
 
     def fan_out(self, x: jax.Array) -> jax.Array:
         """Marks a tensor read twice (the residual stream: the sum and the sub-layer). Its two gradients are summed
@@ -190,7 +193,8 @@ class Compute:
         """LayerNorm inside a float32 island: x float32 (under a policy) -> float32, scale and bias widened."""
         if self.dtype is None:
             return layer(x)
-        scale, bias = self.widen(layer.scale[...]), self.widen(layer.bias[...])
+        scale = self.widen(layer.scale[...])
+        bias = None if layer.bias is None else self.widen(layer.bias[...])
         return layer_norm_maths(x, scale, bias, layer.epsilon)
 
     def norm(self, layer: nnx.LayerNorm, x: jax.Array) -> jax.Array:
@@ -200,3 +204,11 @@ class Compute:
     def activation(self, function: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
         """An elementwise function (GELU, ReLU, tanh) in float32, one rounding after."""
         return self.round(function(self.widen(x)))
+
+    def glu(self, function: Callable[[jax.Array], jax.Array], x: jax.Array, gate: jax.Array) -> jax.Array:
+        """A GLU's hidden units `function(x) * gate`: one float32 island, one rounding after."""
+        return self.round(function(self.widen(x)) * self.widen(gate))
+
+    def rotary(self, rotate: Callable[[jax.Array, tuple], jax.Array], x: jax.Array, tables: tuple) -> jax.Array:
+        """Rotary positions on q or k: a float32 island (tables float32), one rounding after."""
+        return self.round(rotate(self.widen(x), tables))
