@@ -33,8 +33,12 @@ VERSION_2_FIELDS = (
 def version_2_options(config: EncoderConfig) -> list[str]:
     """The fields of `config` that a version-1 file cannot hold (set away from their defaults; rotary too)."""
     defaults = {field.name: field.default for field in dataclasses.fields(EncoderConfig)}
-    changed = [f"{name}={getattr(config, name)!r}" for name in VERSION_2_FIELDS if getattr(config, name) != defaults[name]]
+    changed = [
+        f"{name}={getattr(config, name)!r}" for name in VERSION_2_FIELDS if getattr(config, name) != defaults[name]
+    ]
     return changed + (["positions='rotary'"] if config.positions == "rotary" else [])
+
+
 FLOAT_DTYPES = (np.dtype(np.float16), BFLOAT16, np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -103,9 +103,9 @@ def attention(
     """Multi-head self-attention. x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding) -> `[B, S, D]`.
 
     A padded position is never attended to as a key; `max_distance` (a local layer): nor a key further than that
-    from the query. `rope_theta`: rotate q and k (rotary positions) with this base. A query with no key it may attend to (a
-    sequence that is all padding; in a local layer, a padded position whose window holds only padding) attends
-    uniformly to every position instead (scores 0: finite, never NaN).
+    from the query. `rope_theta`: rotate q and k (rotary positions) with this base. A query with no key it may
+    attend to (a sequence that is all padding; in a local layer, a padded position whose window holds only padding)
+    attends uniformly to every position instead (scores 0: finite, never NaN).
     """
     r = rounding
     batch, seq, d_model = x.shape
@@ -165,7 +165,12 @@ def encoder_layer(
 
     def attend(h: np.ndarray) -> np.ndarray:
         return attention(
-            h, weights, config.n_heads, padding_mask, max_distance=spec.max_distance, rope_theta=spec.rope_theta,
+            h,
+            weights,
+            config.n_heads,
+            padding_mask,
+            max_distance=spec.max_distance,
+            rope_theta=spec.rope_theta,
             rounding=r,
         )
 

@@ -1,5 +1,6 @@
 """rosetta_flax.Encoder's NNX parameter paths: Flax kernels are already `[in, out]` and its LayerNorm already
-has `scale` / `bias`, so every transform is the identity; the feed-forward is `ffn.up` (`ffn.gate` for a GLU) / `ffn.down`."""
+has `scale` / `bias`, so every transform is the identity; the feed-forward is `ffn.up` (`ffn.gate` for a GLU) /
+`ffn.down`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """rosetta_torch.Encoder's `state_dict` names: nn.Linear stores `weight [out, in]` (the canonical kernel
-transposed), nn.LayerNorm `weight` for the canonical `scale`, the feed-forward is `ffn.up` (`ffn.gate` for a GLU) / `ffn.down`."""
+transposed), nn.LayerNorm `weight` for the canonical `scale`, the feed-forward is `ffn.up` (`ffn.gate` for a GLU)
+/ `ffn.down`."""
 
 from __future__ import annotations
 

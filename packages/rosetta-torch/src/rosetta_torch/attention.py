@@ -30,7 +30,9 @@ def window_bias(padding_mask: torch.Tensor, max_distance: int, dtype: torch.dtyp
     positions = torch.arange(padding_mask.shape[-1], device=padding_mask.device)
     far = (positions[:, None] - positions[None, :]).abs() > max_distance  # [S, S]
     masked = padding_mask[:, None, None, :] | far[None, None]
-    return torch.zeros(masked.shape, dtype=dtype, device=padding_mask.device).masked_fill(masked, torch.finfo(dtype).min)
+    return torch.zeros(masked.shape, dtype=dtype, device=padding_mask.device).masked_fill(
+        masked, torch.finfo(dtype).min
+    )
 
 
 def attention_biases(

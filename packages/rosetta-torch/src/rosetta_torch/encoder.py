@@ -50,7 +50,9 @@ class Encoder(nn.Module):
         norms = {"dtype": dtype, "device": device}
         self.embedding = TokenEmbedding(config, **kinds)
         positional = {"learned": LearnedPositionalEmbedding, "sinusoidal": PositionalEncoding, "rotary": None}
-        self.positional = None if positional[config.positions] is None else positional[config.positions](config, **kinds)
+        self.positional = (
+            None if positional[config.positions] is None else positional[config.positions](config, **kinds)
+        )
         self.token_type = TokenTypeEmbedding(config, **kinds) if config.type_vocab_size else None
         self.embedding_norm = (
             layer_norm(config, eps=config.embedding_norm_epsilon, **norms) if config.embedding_norm else None

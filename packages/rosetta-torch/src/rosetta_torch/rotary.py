@@ -54,7 +54,9 @@ class RotaryTables(nn.Module):
     def _tables(self, theta: float, dtype: torch.dtype | None, device: torch.device | str | None) -> Rotary:
         cos, sin = rotary_tables(np.arange(self.max_len), self.d_head, theta)
         dtype = self.compute.island_dtype(dtype or torch.get_default_dtype())
-        return torch.from_numpy(cos).to(dtype=dtype, device=device), torch.from_numpy(sin).to(dtype=dtype, device=device)
+        return torch.from_numpy(cos).to(dtype=dtype, device=device), torch.from_numpy(sin).to(
+            dtype=dtype, device=device
+        )
 
     def rebuild(self, dtype: torch.dtype, device: torch.device | str | None) -> None:
         """Recompute every table from float64 in `dtype` on `device` (after `.to()`, or from the meta device)."""
