@@ -20,6 +20,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from rosetta_common import ACTIVATIONS, EncoderConfig
+from rosetta_common.config import FEED_FORWARDS
 
 T = TypeVar("T")
 
@@ -134,7 +135,33 @@ def draw_case(draws: Draws) -> Case:
         embedding_norm_eps=draws.choice((None, 1e-12)),
         pooler=draws.choice(BOOLS),
     )
-    return Case(config, seed, tuple(map(tuple, mask)), derive_mask)
+    return Case(draw_layer_options(draws, config), seed, tuple(map(tuple, mask)), derive_mask)
+
+
+def draw_layer_options(draws: Draws, config: EncoderConfig) -> EncoderConfig:
+    """The modern-encoder options (ModernBERT's), drawn after everything else so every earlier field keeps the
+    value it was drawn with before they existed: rotary positions (even d_head) with one or two bases, local
+    windows every N layers, a GLU, bias-less linears and norms, layer 0 without its attention norm."""
+    rotary = config.d_head % 2 == 0 and draws.choice(BOOLS)
+    local_window = draws.choice((0, 0, 2, 3))
+    global_every = draws.integer(2, 3) if local_window else 1
+    changes: dict[str, object] = {
+        "local_window": local_window,
+        "global_every": global_every,
+        "feed_forward": draws.choice(FEED_FORWARDS),
+        "attention_bias": draws.choice(BOOLS),
+        "mlp_bias": draws.choice(BOOLS),
+        "norm_bias": draws.choice(BOOLS),
+        "first_attention_norm": not (config.norm_first and config.embedding_norm and draws.choice(BOOLS)),
+    }
+    if rotary:
+        changes.update(
+            positions="rotary",
+            position_ids="sequential",
+            rope_theta=draws.choice((10000.0, 160000.0)),
+            local_rope_theta=draws.choice((None, 10.0)) if local_window else None,
+        )
+    return config.replace(**changes)
 
 
 @st.composite

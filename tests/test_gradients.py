@@ -199,7 +199,18 @@ def frozen_direction(config: EncoderConfig, direction: dict[str, np.ndarray]) ->
     return direction
 
 
-@pytest.mark.parametrize("case", ["post_norm_relu", "pre_norm_gelu", "gelu_tanh_eps", "bert_front", "roberta_front"])
+FINITE_DIFFERENCE_CASES = [
+    "post_norm_relu",
+    "pre_norm_gelu",
+    "gelu_tanh_eps",
+    "bert_front",
+    "roberta_front",
+    "modernbert_front",
+    "distilbert_front",
+]
+
+
+@pytest.mark.parametrize("case", FINITE_DIFFERENCE_CASES)
 def test_gradients_match_oracle_finite_differences(case: str, device: str) -> None:
     """Directional derivatives of the float64 oracle loss equal <grad, direction>.
 

@@ -47,11 +47,13 @@ def batches(config: EncoderConfig = CONFIG, steps: int = STEPS) -> list[tuple[np
     return result
 
 
-def trainers(adamw: AdamWConfig, device: str) -> tuple[torch_training.Trainer, flax_training.Trainer]:
-    weights = random_tensors(CONFIG, seed=0)
+def trainers(
+    adamw: AdamWConfig, device: str, config: EncoderConfig = CONFIG
+) -> tuple[torch_training.Trainer, flax_training.Trainer]:
+    weights = random_tensors(config, seed=0)
     return (
-        torch_training.Trainer(rosetta_torch.from_canonical(CONFIG, weights, device=device), adamw),
-        flax_training.Trainer(rosetta_flax.from_canonical(CONFIG, weights), adamw),
+        torch_training.Trainer(rosetta_torch.from_canonical(config, weights, device=device), adamw),
+        flax_training.Trainer(rosetta_flax.from_canonical(config, weights), adamw),
     )
 
 
@@ -234,3 +236,25 @@ def test_clipped_steps_agree(device: str) -> None:
         for name, value in torch_params.items():
             if not has_zero_gradient(name, SEQ_LEN):
                 assert relative(value, production[name]) <= 1e-6, f"{name} after {step} steps"
+
+
+MODERNBERT_LIKE = EncoderConfig(
+    vocab_size=23, d_model=16, n_heads=2, n_layers=3, d_ff=12, dropout=0.0, padding_idx=0, activation="gelu",
+    norm_first=True, scale_embedding=False, positions="rotary", embedding_norm=True, feed_forward="glu",
+    attention_bias=False, mlp_bias=False, norm_bias=False, rope_theta=160000.0, local_rope_theta=10000.0,
+    local_window=4, global_every=2, first_attention_norm=False,
+)  # fmt: skip
+
+
+def test_adamw_steps_agree_on_a_modernbert_config(device: str) -> None:
+    """Rotary positions, a local layer between global ones, GeGLU, no biases: 6 AdamW steps, torch vs flax."""
+    torch_trainer, flax_trainer = trainers(SCHEDULED, device, MODERNBERT_LIKE)
+    start = canonical_copy(torch_trainer.model)
+    for step, batch in enumerate(batches(MODERNBERT_LIKE, steps=6), start=1):
+        torch_loss, flax_loss = float(torch_trainer.step(*batch)), float(flax_trainer.step(*batch))
+        assert abs(torch_loss - flax_loss) <= LOSS_BOUND * abs(torch_loss), f"loss at step {step}"
+        torch_params = canonical_copy(torch_trainer.model)
+        flax_params = flax_training.params_to_canonical(MODERNBERT_LIKE, flax_trainer.params)
+        for name, value in torch_params.items():
+            assert relative(value, flax_params[name]) <= PARAM_BOUND, f"{name} after {step} steps"
+    assert min(relative(start[name], torch_params[name]) for name in start) > 1e3 * PARAM_BOUND

@@ -32,7 +32,7 @@ import rosetta_torch
 from rosetta_common import EncoderConfig, encoder_forward, tolerances
 from rosetta_common.rounding_error import float32_error_estimate
 from rosetta_common.vectors import random_tensors
-from rosetta_flax.attention import attention_bias
+from rosetta_flax.attention import attention_biases
 
 SEEDED_CASES = seeded_cases(count=24, seed=20261130)
 
@@ -98,7 +98,7 @@ embedding = nnx.jit(lambda model, ids: model.embedding(ids))
 positional = nnx.jit(lambda model, x, ids: model.positional(x, ids))
 token_types = nnx.jit(lambda model, x, types: x + model.token_type(types))
 embedding_norm = nnx.jit(lambda model, x: model.embedding_norm(x))
-attention_block = nnx.jit(lambda layer, x, bias: layer.attention_block(x, bias))
+attention_block = nnx.jit(lambda layer, x, bias, rotary: layer.attention_block(x, bias, rotary))
 feed_forward_block = nnx.jit(lambda layer, x: layer.feed_forward_block(x))
 final_norm = nnx.jit(lambda model, x: model.final_norm(x))
 pooler = nnx.jit(lambda model, x: model.pooler(x))
@@ -115,15 +115,16 @@ def flax_activations(case: Case, tensors: dict[str, np.ndarray]) -> dict[str, np
     ids = jnp.asarray(case.token_ids)
     mask = model.padding_mask_for(ids, _as_jax(case.padding_mask))
     acts = {"embedding": embedding(model, ids)}
-    x = positional(model, acts["embedding"], ids)
+    x = acts["embedding"] if model.positional is None else positional(model, acts["embedding"], ids)
     if model.token_type is not None:  # the default token types, as the rounding estimate assumes
         x = token_types(model, x, jnp.zeros_like(ids))
     acts["positional"] = x
     if model.embedding_norm is not None:
         x = acts["embedding_norm"] = embedding_norm(model, x)
-    bias = attention_bias(mask, x.dtype)
+    biases, rotary = attention_biases(model.config, mask, x.dtype), model.rotary.tables(x.shape[1], x.dtype)
     for i, layer in enumerate(model.layers):
-        x = acts[f"layers.{i}.attn"] = attention_block(layer, x, bias)
+        spec = layer.spec
+        x = acts[f"layers.{i}.attn"] = attention_block(layer, x, biases[spec.max_distance], rotary.get(spec.rope_theta))
         x = acts[f"layers.{i}.ffn"] = feed_forward_block(layer, x)
     if model.final_norm is not None:
         x = acts["final_norm"] = final_norm(model, x)

@@ -52,3 +52,58 @@ def test_final_norm_follows_norm_first_unless_set():
     assert not EncoderConfig(**BASE, norm_first=True, final_norm=False).has_final_norm
     assert EncoderConfig(**BASE, final_norm=True).has_final_norm
     assert EncoderConfig(**BASE).d_head == 4
+
+
+MODERN = dict(
+    BASE, n_layers=3, norm_first=True, positions="rotary", embedding_norm=True, feed_forward="glu",
+    attention_bias=False, mlp_bias=False, norm_bias=False, rope_theta=160000.0, local_rope_theta=10000.0,
+    local_window=4, global_every=2, first_attention_norm=False,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"feed_forward": "swiglu"}, "feed_forward"),
+        ({"positions": "alibi"}, "positions"),
+        ({"attention_bias": 1}, "attention_bias"),
+        ({"norm_bias": None}, "norm_bias"),
+        ({"rope_theta": 0.0}, "rope_theta"),
+        ({"local_rope_theta": -1.0}, "local_rope_theta"),
+        ({"local_window": -2}, "local_window"),
+        ({"global_every": 0}, "global_every"),
+        ({"global_every": 1}, "global_every"),  # a window, but no layer is local
+        ({"local_window": 0}, "global_every"),  # local layers, but no window
+        ({"first_attention_norm": False, "norm_first": False}, "first_attention_norm"),
+        ({"first_attention_norm": False, "embedding_norm": False}, "first_attention_norm"),
+        ({"n_heads": 1, "d_model": 9}, "positions"),  # rotary needs an even d_head
+        ({"positions": "learned", "rope_theta": 10000.0}, "local_rope_theta"),  # a local base without rotary
+    ],
+)
+def test_invalid_modern_options_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=f"EncoderConfig.{field}"):
+        EncoderConfig(**{**MODERN, **changes})
+
+
+def test_rope_theta_without_rotary_names_the_field():
+    with pytest.raises(ValueError, match="EncoderConfig.rope_theta is read only with positions='rotary'"):
+        EncoderConfig(**BASE, rope_theta=5.0)
+
+
+def test_each_layer_knows_its_kind():
+    config = EncoderConfig(**MODERN)
+    assert [(s.is_local, s.max_distance, s.rope_theta, s.attention_norm) for s in config.layers] == [
+        (False, None, 160000.0, False),
+        (True, 2, 10000.0, True),
+        (False, None, 160000.0, True),
+    ]
+    assert EncoderConfig.from_json(config.to_json()) == config
+    plain = EncoderConfig(**BASE).layer(0)
+    assert (plain.max_distance, plain.rope_theta, plain.attention_norm) == (None, None, True)
+    with pytest.raises(IndexError):
+        config.layer(3)
+
+
+def test_an_old_config_json_reads_with_the_defaults():
+    old = {key: value for key, value in EncoderConfig(**BASE).to_dict().items() if key not in MODERN or key in BASE}
+    assert EncoderConfig.from_dict(old) == EncoderConfig(**BASE)

@@ -22,17 +22,21 @@ PAPER = EncoderConfig(vocab_size=32, d_model=16, n_heads=4, n_layers=2, d_ff=32,
 BERT_LIKE = PAPER.replace(
     positions="learned", type_vocab_size=2, embedding_norm=True, pooler=True, norm_first=True, final_norm=True
 )
+MODERN = PAPER.replace(
+    norm_first=True, positions="rotary", scale_embedding=False, embedding_norm=True, feed_forward="glu",
+    attention_bias=False, mlp_bias=False, norm_bias=False, local_window=4, global_every=2, first_attention_norm=False,
+)  # fmt: skip
 MESHES = {"dp": Mesh(4), "fsdp": Mesh(4), "tp": Mesh(model=4), "fsdp+tp": Mesh(2, 2), "dp+tp": Mesh(2, 2)}
 
 
-@pytest.mark.parametrize("config", [PAPER, BERT_LIKE], ids=["paper", "bert_like"])
+@pytest.mark.parametrize("config", [PAPER, BERT_LIKE, MODERN], ids=["paper", "bert_like", "modern"])
 def test_every_tensor_has_one_logical_axis_per_dimension(config: EncoderConfig) -> None:
     for name, shape in expected_shapes(config).items():
         assert len(logical_axes(name)) == len(shape), name
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("config", [PAPER, BERT_LIKE], ids=["paper", "bert_like"])
+@pytest.mark.parametrize("config", [PAPER, BERT_LIKE, MODERN], ids=["paper", "bert_like", "modern"])
 def test_each_mesh_axis_splits_a_tensor_at_most_once(config: EncoderConfig, strategy: str) -> None:
     resolved = plan(config, strategy, MESHES[strategy])
     assert set(resolved) == set(expected_shapes(config))
@@ -111,3 +115,14 @@ def test_mesh_batch_and_device_checks() -> None:
         check_device_count(Mesh(2, 2), 2, "processes")
     check_batch(8, Mesh(4))
     check_device_count(Mesh(2, 2), 4, "devices")
+
+
+def test_a_glu_gate_splits_with_its_input_columns() -> None:
+    """Under tp a rank holds the same d_ff columns of ffn.in and ffn.gate (its units with their own gates) and
+    whole heads of q, k, v; bias-less layers have no bias entries to place."""
+    resolved = plan(MODERN, "tp", MESHES["tp"])
+    for i in range(MODERN.n_layers):
+        assert resolved[f"layers.{i}.ffn.gate.kernel"] == resolved[f"layers.{i}.ffn.in.kernel"] == (None, "model")
+        assert resolved[f"layers.{i}.attn.q.kernel"] == (None, "model")
+        assert f"layers.{i}.attn.q.bias" not in resolved and f"layers.{i}.ffn.gate.bias" not in resolved
+    assert "layers.0.norm1.scale" not in resolved and resolved["layers.1.norm1.scale"] == (None,)

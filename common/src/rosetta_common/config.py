@@ -117,15 +117,15 @@ COMBINATION_RULES: tuple[tuple[str, Callable[[EncoderConfig], bool], str], ...] 
         "is read only with positions='rotary'",
     ),
     (
-        "local_rope_theta",
-        lambda c: c.local_rope_theta is None or (c.positions == "rotary" and c.has_local_layers),
-        "is read only with positions='rotary' and local layers (local_window > 0, global_every > 1)",
-    ),
-    (
         "global_every",
         lambda c: (c.global_every == 1) == (c.local_window == 0),
         "> 1 needs local_window > 0 and local_window > 0 needs global_every > 1 (layer i is global when "
         "i % global_every == 0, local otherwise)",
+    ),
+    (
+        "local_rope_theta",
+        lambda c: c.local_rope_theta is None or (c.positions == "rotary" and c.has_local_layers),
+        "is read only with positions='rotary' and local layers (local_window > 0, global_every > 1)",
     ),
     (
         "first_attention_norm",

@@ -30,11 +30,6 @@ from rosetta_common.name_tables.table import TRANSPOSE, NameTable
 MESH_AXES = ("data", "model")
 DATA, MODEL = MESH_AXES
 
-LINEAR_COLUMNS = {"kernel": ("embed", "heads"), "bias": ("heads",)}
-"""q, k, v: split by columns (whole heads per rank)."""
-LINEAR_ROWS = {"kernel": ("heads", "embed"), "bias": ("embed",)}
-"""attn.out: split by rows; its bias is added once, after the row-parallel sum."""
-
 TENSOR_AXES: dict[str, tuple[str | None, ...]] = {
     "embedding.weight": ("vocab", "embed"),
     "position_embedding.weight": (None, "embed"),
@@ -51,6 +46,8 @@ TENSOR_AXES: dict[str, tuple[str | None, ...]] = {
     "attn.out.bias": ("embed",),
     "ffn.in.kernel": ("embed", "mlp"),
     "ffn.in.bias": ("mlp",),
+    "ffn.gate.kernel": ("embed", "mlp"),  # a GLU's gate: split with ffn.in, so a rank's units keep their gates
+    "ffn.gate.bias": ("mlp",),
     "ffn.out.kernel": ("mlp", "embed"),
     "ffn.out.bias": ("embed",),
     "pooler.kernel": ("embed", None),

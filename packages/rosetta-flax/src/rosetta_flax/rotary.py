@@ -44,7 +44,7 @@ class RotaryTables(nnx.Module):
     def __init__(self, config: EncoderConfig, *, compute_dtype: jnp.dtype | None = None) -> None:
         self.d_head = config.d_head
         self.compute = Compute(compute_dtype)
-        self.thetas = sorted({spec.rope_theta for spec in config.layers if spec.rope_theta is not None})
+        self.thetas = tuple(sorted({spec.rope_theta for spec in config.layers if spec.rope_theta is not None}))
 
     def tables(self, seq: int, dtype: jnp.dtype) -> dict[float, Rotary]:
         dtype = self.compute.island_dtype(dtype)

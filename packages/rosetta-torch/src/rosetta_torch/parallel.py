@@ -48,8 +48,8 @@ from rosetta_torch.convert import canonical_to_parameters, tensor_to_numpy
 from rosetta_torch.encoder import Encoder
 from rosetta_torch.training import build_optimizer, build_schedule, restart_schedule, sequence_loss
 
-LINEARS = ("attn.q", "attn.k", "attn.v", "attn.out", "ffn.up", "ffn.down")
-"""A layer's linear modules, the ones tensor parallelism splits."""
+LINEARS = ("attn.q", "attn.k", "attn.v", "attn.out", "ffn.up", "ffn.gate", "ffn.down")
+"""A layer's linear modules, the ones tensor parallelism splits (`ffn.gate` in a GLU only)."""
 
 
 def device_mesh(mesh: Mesh, device_type: str | None = None) -> DeviceMesh:
@@ -103,7 +103,11 @@ def parallelize(encoder: Encoder, strategy: str, mesh: DeviceMesh) -> nn.Module:
     objective = Objective(encoder)
     if strategy in TENSOR_PARALLEL:
         for i, layer in enumerate(encoder.layers):
-            styles = {name: linear_style(placements[f"layers.{i}.{name}.weight"]) for name in LINEARS}
+            styles = {
+                name: linear_style(placements[f"layers.{i}.{name}.weight"])
+                for name in LINEARS
+                if f"layers.{i}.{name}.weight" in placements
+            }
             parallelize_module(layer, mesh[MODEL], {name: style for name, style in styles.items() if style})
     if strategy in SHARDS_PARAMETERS_OVER_DATA:
         names = {param: name for name, param in encoder.named_parameters()}

@@ -45,7 +45,7 @@ class RotaryTables(nn.Module):
         super().__init__()
         self.max_len, self.d_head = config.max_len, config.d_head
         self.compute = Compute(compute_dtype)
-        self.thetas = sorted({spec.rope_theta for spec in config.layers if spec.rope_theta is not None})
+        self.thetas = tuple(sorted({spec.rope_theta for spec in config.layers if spec.rope_theta is not None}))
         for i, theta in enumerate(self.thetas):
             cos, sin = self._tables(theta, dtype, device)
             self.register_buffer(f"cos{i}", cos, persistent=False)
