@@ -233,6 +233,21 @@ def test_an_orbax_config_that_is_not_a_config(model_file, tmp_path, capsys, cont
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("command", ["convert", "inspect"])
+def test_an_orbax_data_file_cut_to_nothing_is_one_line(model_file, tmp_path, capsys, command) -> None:
+    """Found by the file fuzzer (tests/test_file_fuzz.py): TensorStore's error spans 61 lines of its spec."""
+    assert run_cli(capsys, "convert", model_file, tmp_path / "flax", "--to", "orbax")[0] == 0
+    data = sorted(path for path in (tmp_path / "flax" / "state").rglob("d/*") if path.is_file())
+    assert data
+    for path in data:
+        path.write_bytes(b"")
+    target = [tmp_path / "out.safetensors", "--to", "rosetta"] if command == "convert" else []
+    code, _, err = run_cli(capsys, command, tmp_path / "flax", *target)
+    assert code == 2
+    assert_one_line_error(err, "not a readable Orbax checkpoint")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_force_replaces_an_orbax_output_with_an_hf_folder_and_back(tmp_path, capsys) -> None:
     """Both directory layouts replace an earlier output of either with --force (issue 27)."""
     config = EncoderConfig(
