@@ -331,3 +331,19 @@ def test_another_format_version_is_refused_by_every_command(tmp_path: Path, caps
     argv = {"convert": ["convert", path, tmp_path / "x.safetensors", "--to", "torch"], "inspect": ["inspect", path]}
     err = assert_refused(capsys, tmp_path, argv.get(command, ["diff", path]), f"format version {version!r}")
     assert "this rosetta reads '1'" in err
+
+
+def test_every_mismatch_with_the_config_on_one_line(tmp_path: Path, capsys) -> None:
+    """Found by the file fuzzer: a flipped header byte changes a shape; the listed problems come on one line."""
+    tensors = random_tensors(BERT, seed=1)
+    tensors["layers.0.ffn.in.bias"] = np.zeros(17)
+    del tensors["layers.1.norm2.scale"]
+    path = tmp_path / "damaged.safetensors"
+    save_file(tensors, str(path), metadata={CONFIG_KEY: BERT.to_json(), VERSION_KEY: "1"})
+    for command in READING:
+        target = [tmp_path / "x.safetensors", "--to", "rosetta"] if command == "convert" else []
+        assert_refused(
+            capsys, tmp_path, [command, path, *target],
+            "do not match EncoderConfig(", "missing tensors: layers.1.norm2.scale; ",
+            "layers.0.ffn.in.bias: shape (17,), expected (16,)",
+        )  # fmt: skip

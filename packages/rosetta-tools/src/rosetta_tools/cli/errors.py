@@ -25,8 +25,11 @@ class Interrupted(Exception):
 
 
 def report(message: str) -> int:
-    """Print `rosetta: error: message` on stderr and return the bad-input exit code."""
-    print(f"rosetta: error: {message}", file=sys.stderr)
+    """Print `rosetta: error: message` on stderr, on one line, and return the bad-input exit code. A message that
+    lists problems one per line (`check_tensors`' "  - ..." lines) has them joined with "; "."""
+    first, *listed = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+    items = "; ".join(line.removeprefix("- ") for line in listed)
+    print(f"rosetta: error: {first}" + (f" {items}" if items else ""), file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
