@@ -96,10 +96,13 @@ def tests(session: nox.Session, suite: str) -> None:
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """Explore new Hypothesis draws for the property tests: `nox -s fuzz -- --examples 2000` (default 200).
+    """Explore new Hypothesis draws for the property tests and the file fuzzer: `nox -s fuzz -- --examples 2000`
+    (default 200 each).
 
     Not part of `nox -s tests`, which runs fixed cases only. A falsifying case is printed as a `Case(...)`
-    expression to paste into `FOUND_CASES` in tests/test_property.py. Other arguments go to pytest.
+    expression to paste into `FOUND_CASES` in tests/test_property.py, or a `Mutation(...)` of a weight file to
+    add to packages/rosetta-tools/tests/test_hostile_files.py (tests/test_file_fuzz.py). Other arguments go to
+    pytest.
     """
     args, examples = list(session.posargs), "200"
     if "--examples" in args:
@@ -108,10 +111,9 @@ def fuzz(session: nox.Session) -> None:
             session.error("--examples takes a positive number, e.g. `nox -s fuzz -- --examples 2000`")
         examples = args.pop(at + 1)
         args.pop(at)
-    install(session, "torch", "flax", extras=tuple(TEST_TOOLS))
-    session.run(
-        "pytest", *cpu_count_args(), "tests/test_property.py", "-m", "fuzz", f"--fuzz-examples={examples}", *args
-    )
+    install(session, "torch", "flax", "tools", extras=tuple(TEST_TOOLS))
+    fuzzed = ["tests/test_property.py", "tests/test_file_fuzz.py"]
+    session.run("pytest", *cpu_count_args(), *fuzzed, "-m", "fuzz", f"--fuzz-examples={examples}", "-s", *args)
 
 
 @nox.session(reuse_venv=False)

@@ -211,6 +211,57 @@ def test_user_saved_bare_orbax_checkpoint_with_config_file(tmp_path, tensors, ca
     assert_same_tensors(layouts.load(tmp_path / "out.safetensors")[1], tensors)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe\x00\x01", "config.json: the config file is not UTF-8 text (byte 0"),
+        (b'{"vocab_size": 13,', "config.json: malformed JSON in the config file (line 1"),
+        (b"[13, 8]", "config.json: the config file holds a JSON list, not an object"),
+    ],
+)
+@pytest.mark.parametrize("command", ["convert", "inspect"])
+def test_an_orbax_config_that_is_not_a_config(model_file, tmp_path, capsys, content, message, command) -> None:
+    """An Orbax directory whose config.json is binary, malformed or a list: one line naming the file, nothing
+    written (issue 27)."""
+    assert run_cli(capsys, "convert", model_file, tmp_path / "flax", "--to", "orbax")[0] == 0
+    (tmp_path / "flax" / "config.json").write_bytes(content)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    target = [tmp_path / "out.safetensors", "--to", "rosetta"] if command == "convert" else []
+    code, _, err = run_cli(capsys, command, tmp_path / "flax", *target)
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "flax" / "config.json"), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", ["convert", "inspect"])
+def test_an_orbax_data_file_cut_to_nothing_is_one_line(model_file, tmp_path, capsys, command) -> None:
+    """Found by the file fuzzer (tests/test_file_fuzz.py): TensorStore's error spans 61 lines of its spec."""
+    assert run_cli(capsys, "convert", model_file, tmp_path / "flax", "--to", "orbax")[0] == 0
+    data = sorted(path for path in (tmp_path / "flax" / "state").rglob("d/*") if path.is_file())
+    assert data
+    for path in data:
+        path.write_bytes(b"")
+    target = [tmp_path / "out.safetensors", "--to", "rosetta"] if command == "convert" else []
+    code, _, err = run_cli(capsys, command, tmp_path / "flax", *target)
+    assert code == 2
+    assert_one_line_error(err, "not a readable Orbax checkpoint")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_force_replaces_an_orbax_output_with_an_hf_folder_and_back(tmp_path, capsys) -> None:
+    """Both directory layouts replace an earlier output of either with --force (issue 27)."""
+    config = EncoderConfig(
+        vocab_size=13, d_model=8, n_heads=2, n_layers=1, d_ff=12, max_len=6, padding_idx=0, positions="learned",
+        type_vocab_size=2, embedding_norm=True, scale_embedding=False, layer_norm_eps=1e-12,
+    )  # fmt: skip
+    source = save_canonical(tmp_path / "bert.safetensors", config, random_tensors(config, seed=1))
+    out = tmp_path / "out"
+    for layout in ("orbax", "hf-bert", "orbax"):
+        assert run_cli(capsys, "convert", source, out, "--to", layout, "--force")[0] == 0
+        assert layouts.load(out)[2] == layout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert.safetensors", "out"]
+
+
 def test_convert_casts_with_dtype(model_file, tmp_path, tensors, capsys) -> None:
     code, out, _ = run_cli(capsys, "convert", model_file, tmp_path / "f32", "--to", "orbax", "--dtype", "float32")
     assert code == 0 and "float32" in out

@@ -6,6 +6,7 @@ before any computation (JAX's gather would silently clamp an out-of-range id).
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,18 @@ BAD_INPUTS = {
     "seq_of_length_0": (lambda: ids_of((2, 0)), None, r"token_ids has sequence length 0 \(shape \(2, 0\)\)"),
     "seq_longer_than_max_len": (lambda: ids_of((2, 25)), None, r"sequence length 25 exceeds max_len 24"),
     "ids_not_2d": (lambda: ids_of((5,)), None, r"token_ids must have shape \[batch, seq\], got shape \(5,\)"),
+    "uint8_ids": (lambda: ids_of((2, 5), np.uint8), None,
+                 r"token_ids must be int32 or int64, got dtype (torch\.)?uint8 "),
+    "int8_ids": (lambda: ids_of((2, 5), np.int8), None,
+                 r"token_ids must be int32 or int64, got dtype (torch\.)?int8 "),
+    "int16_ids": (lambda: ids_of((2, 5), np.int16), None,
+                 r"token_ids must be int32 or int64, got dtype (torch\.)?int16 "),
+    "uint16_ids": (lambda: ids_of((2, 5), np.uint16), None,
+                 r"token_ids must be int32 or int64, got dtype (torch\.)?uint16 "),
+    "uint32_ids": (lambda: ids_of((2, 5), np.uint32), None,
+                 r"token_ids must be int32 or int64, got dtype (torch\.)?uint32 "),
+    "uint64_ids": (lambda: ids_of((2, 5), np.uint64), None,
+                 r"token_ids must be int32 or int64, got dtype (torch\.)?uint64 "),
     "mask_of_wrong_shape": (lambda: ids_of((2, 5)), lambda: np.zeros((2, 4), bool),
                             r"padding_mask shape \(2, 4\) does not match token_ids shape \(2, 5\)"),
     "mask_transposed": (lambda: ids_of((2, 5)), lambda: np.zeros((5, 2), bool),
@@ -362,3 +375,69 @@ def test_a_python_list_is_refused_by_name(framework: Framework, argument: str) -
     args = (ids.tolist(), None) if argument == "token_ids" else (framework.array(ids), mask.tolist())
     with pytest.raises(InputError, match=rf"{argument} must be a .*, got list"):
         model(*args)
+
+
+# --- token id dtypes, pickle names, folders and FIFOs, jitted calls (issue 27) ----------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_both_id_dtypes_give_the_same_output(framework: Framework, dtype) -> None:
+    """int32 and int64 ids (the dtypes both frameworks take) give one output; the others: BAD_INPUTS."""
+    runner = framework.build()
+    ids = ids_of((2, 5))
+    np.testing.assert_array_equal(runner.output(ids.astype(dtype)), runner.output(ids))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32])
+def test_token_type_ids_take_the_same_dtypes(framework: Framework, dtype) -> None:
+    config = CONFIG.replace(type_vocab_size=2)
+    runner = framework.build(random_tensors(config, seed=3), config)
+    ids = ids_of((2, 5))
+    with pytest.raises(
+        InputError, match=rf"token_type_ids must be int32 or int64, got dtype (torch\.)?{np.dtype(dtype)}"
+    ):
+        runner.output(ids, token_type_ids=np.zeros((2, 5), dtype))
+    assert runner.output(ids, token_type_ids=np.zeros((2, 5), np.int32)).shape == (2, 5, CONFIG.d_model)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".ckpt", ".pkl"])
+def test_save_refuses_a_name_load_would_refuse(framework: Framework, tmp_path: Path, suffix: str) -> None:
+    """What `save` writes, `load` reads: a pickle's name is refused before anything is written."""
+    with pytest.raises(WeightFormatError, match=rf"model\{suffix}: rosetta never writes pickles"):
+        framework.module.save(framework.build().model, tmp_path / f"model{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_of_a_directory_says_it_is_one(framework: Framework, tmp_path: Path) -> None:
+    with pytest.raises(WeightFormatError, match=rf"{tmp_path}: a directory, not a file"):
+        framework.load(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_load_of_a_fifo_says_it_is_one(framework: Framework, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "m.safetensors")
+    with pytest.raises(WeightFormatError, match=r"m.safetensors: a FIFO \(named pipe\), not a regular file"):
+        framework.load(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_flax_checked_jit_raises_what_an_eager_call_raises(case: str) -> None:
+    """`rosetta_flax.checked_jit`: checked on the host, then compiled; the same InputError as torch's eager call."""
+    make_ids, make_mask, message = BAD_INPUTS[case]
+    ids, mask = make_ids(), None if make_mask is None else make_mask()
+    with pytest.raises(InputError, match=message):
+        FRAMEWORKS[0].build().output(ids, mask)
+    with pytest.raises(InputError, match=message):
+        rosetta_flax.checked_jit(FRAMEWORKS[1].build().model)(ids, mask)
+
+
+def test_flax_checked_jit_computes_what_the_eager_call_does() -> None:
+    model = FRAMEWORKS[1].build().model
+    ids = ids_of((2, 5))
+    jitted = rosetta_flax.checked_jit(model)
+    np.testing.assert_allclose(np.asarray(jitted(ids)), np.asarray(model(jnp.asarray(ids))), rtol=0, atol=1e-12)
+    acts = rosetta_flax.checked_jit(model, method="activations")(ids, ids == CONFIG.padding_idx)
+    assert set(acts) == set(model.activations(jnp.asarray(ids)))
+    bad = _with(ids, (1, 4), CONFIG.vocab_size)
+    with pytest.raises(InputError, match=f"token id {CONFIG.vocab_size} is out of range"):
+        jitted(jnp.asarray(bad))

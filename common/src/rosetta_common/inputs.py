@@ -14,16 +14,30 @@ class InputError(ValueError):
     """The arguments of an encoder call are invalid (bad token ids, shapes or dtypes)."""
 
 
+ID_DTYPES = ("int32", "int64")
+"""The dtypes token ids and token type ids may have: the ones torch's embedding lookup takes (JAX takes them too)."""
+
+
+def check_id_dtype(name: str, dtype_name: str) -> None:
+    """InputError for integer ids of another dtype than int32 / int64 (`dtype_name` as NumPy or torch spell it)."""
+    if dtype_name.removeprefix("torch.") not in ID_DTYPES:
+        raise InputError(
+            f"{name} must be int32 or int64, got dtype {dtype_name} (convert it, e.g. {name}.astype(np.int64) or "
+            f"{name}.long())"
+        )
+
+
 def check_token_ids(
     config: EncoderConfig, shape: Sequence[int], dtype_name: str, is_integer: bool, id_min: int, id_max: int
 ) -> None:
     """Check token ids described by their shape, dtype and extreme values (taken by the caller).
 
-    `id_min` / `id_max` are ignored when the array is empty or not of an integer dtype.
+    `id_min` / `id_max` are ignored when the array is empty or not of an int32 / int64 dtype (ID_DTYPES).
     """
     shape = tuple(shape)
     if not is_integer:
         raise InputError(f"token_ids must be an integer array, got dtype {dtype_name}")
+    check_id_dtype("token_ids", dtype_name)
     if len(shape) != 2:
         raise InputError(f"token_ids must have shape [batch, seq], got shape {shape}")
     if shape[0] == 0:
@@ -68,6 +82,7 @@ def check_token_type_ids(
         raise InputError(f"token_type_ids shape {tuple(shape)} does not match token_ids shape {tuple(ids_shape)}")
     if not is_integer:
         raise InputError(f"token_type_ids must be an integer array, got dtype {dtype_name}")
+    check_id_dtype("token_type_ids", dtype_name)
     if id_min < 0 or id_max >= config.type_vocab_size:
         bad = id_min if id_min < 0 else id_max
         raise InputError(f"token type id {bad} is out of range [0, type_vocab_size={config.type_vocab_size})")

@@ -107,17 +107,41 @@ class CastReport:
         )
 
 
+class CastOverflowError(ValueError):
+    """A cast would turn finite values into infinities: they lie outside the target dtype's range."""
+
+
 def cast_tensors(tensors: Mapping[str, np.ndarray], dtype: str) -> tuple[dict[str, np.ndarray], CastReport]:
     """Every tensor cast to `dtype` (round to nearest even, ml_dtypes' and IEEE's rounding) and a report of what
-    that lost: a float32 -> bfloat16 cast rounds away 16 bits of each value; bfloat16 -> float32 is exact."""
+    that lost: a float32 -> bfloat16 cast rounds away 16 bits of each value; bfloat16 -> float32 is exact.
+    CastOverflowError, naming the tensor, its largest value and the dtype's range, when a finite value overflows."""
     target = numpy_dtype(dtype)
     cast, changed, worst = {}, 0, 0.0
     for name, value in tensors.items():
         array = np.asarray(value)
-        cast[name] = array.astype(target)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast[name] = array.astype(target)
+        _check_no_overflow(name, array, cast[name], dtype)
         back, original = cast[name].astype(np.float64), array.astype(np.float64)
         if not np.array_equal(back, original):
             changed += 1
             scale = np.maximum(np.abs(original), np.finfo(np.float64).tiny)
             worst = max(worst, float(np.max(np.abs(back - original) / scale)))
     return cast, CastReport(dtype, len(cast), changed, worst)
+
+
+def _check_no_overflow(name: str, original: np.ndarray, cast: np.ndarray, dtype: str) -> None:
+    """CastOverflowError when a value finite in `original` is infinite in `cast`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflowed = np.isinf(cast.astype(np.float64)) & np.isfinite(original.astype(np.float64))
+    if overflowed.any():
+        largest = float(np.max(np.abs(original.astype(np.float64)[np.isfinite(original.astype(np.float64))])))
+        limit = float(ml_dtypes.finfo(np.dtype(cast.dtype)).max)
+        raise CastOverflowError(
+            f"the cast to {dtype} overflows: {name} holds {largest:.6g} (largest magnitude), beyond {dtype}'s "
+            f"range of +-{limit:.6g} ({_count(int(overflowed.sum()), 'value')} would become infinite)"
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

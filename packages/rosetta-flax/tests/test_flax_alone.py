@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rosetta_flax
-from rosetta_common import InputError, tolerances
+from rosetta_common import InputError, WeightFormatError, tolerances
 from rosetta_common.vectors import CASES, stored_vector
 
 
@@ -84,3 +84,44 @@ def test_bare_orbax_checkpoint_needs_its_config(tmp_path):
     rosetta_flax.save_checkpoint(model, tmp_path / "full")
     with pytest.raises(WeightFormatError, match="differs from the one stored"):
         rosetta_flax.load_checkpoint(tmp_path / "full", other)
+
+
+ID_DTYPES = [np.uint8, np.int8, np.int16, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("dtype", ID_DTYPES)
+def test_token_ids_of_another_dtype_are_an_input_error(dtype):
+    """int32 and int64 ids only, as in rosetta_torch and the oracle (the same words)."""
+    vector = stored_vector(CASES[0].name)
+    model = rosetta_flax.from_canonical(vector.config, vector.weights)
+    with pytest.raises(InputError, match=rf"token_ids must be int32 or int64, got dtype {np.dtype(dtype)} "):
+        model(jnp.asarray(vector.token_ids.astype(dtype)))
+    np.testing.assert_array_equal(model(jnp.asarray(vector.token_ids, jnp.int32)), model(jnp.asarray(vector.token_ids)))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])
+def test_save_refuses_a_pickle_name(tmp_path, suffix):
+    vector = stored_vector(CASES[0].name)
+    with pytest.raises(WeightFormatError, match=r"rosetta never writes pickles"):
+        rosetta_flax.save(rosetta_flax.from_canonical(vector.config, vector.weights), tmp_path / f"m{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_of_a_directory_says_so(tmp_path):
+    with pytest.raises(WeightFormatError, match=r": a directory, not a file"):
+        rosetta_flax.load(tmp_path)
+
+
+def test_checked_jit_checks_what_jax_jit_cannot(vector):
+    """Under plain `jax.jit` a bad id gives NaN or a clamped row without an error; `checked_jit` checks first."""
+    model = rosetta_flax.from_canonical(vector.config, vector.weights)
+    model.eval()
+    jitted = rosetta_flax.checked_jit(model)
+    ids, mask = vector.token_ids, vector.padding_mask
+    types = None if vector.token_type_ids is None else vector.token_type_ids
+    expected = model(jnp.asarray(ids), jnp.asarray(mask), token_type_ids=None if types is None else jnp.asarray(types))
+    np.testing.assert_allclose(np.asarray(jitted(ids, mask, token_type_ids=types)), expected, rtol=0, atol=1e-12)
+    bad = np.array(ids)
+    bad[0, 0] = vector.config.vocab_size
+    with pytest.raises(InputError, match=rf"token id {vector.config.vocab_size} is out of range"):
+        jitted(bad, mask, token_type_ids=types)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rosetta_torch
-from rosetta_common import InputError, tolerances
+from rosetta_common import InputError, WeightFormatError, tolerances
 from rosetta_common.vectors import CASES, stored_vector
 
 
@@ -53,3 +53,31 @@ def test_bad_token_type_is_a_clear_error(name):
     types[0, 0] = vector.config.type_vocab_size
     with pytest.raises(InputError, match=rf"token type id {vector.config.type_vocab_size} is out of range"):
         model(torch.from_numpy(vector.token_ids), token_type_ids=types)
+
+
+ID_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.uint16, torch.uint32, torch.uint64]
+
+
+@pytest.mark.parametrize("dtype", ID_DTYPES, ids=str)
+def test_token_ids_of_another_dtype_are_an_input_error(dtype):
+    """int32 and int64 ids only, as in rosetta_flax and the oracle (the same words), never torch's own error."""
+    vector = stored_vector(CASES[0].name)
+    model = rosetta_torch.from_canonical(vector.config, vector.weights)
+    ids = torch.from_numpy(vector.token_ids)
+    with pytest.raises(InputError, match=rf"token_ids must be int32 or int64, got dtype {dtype} "):
+        model(ids.to(dtype))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids.to(torch.int32)), model(ids))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])
+def test_save_refuses_a_pickle_name(tmp_path, suffix):
+    vector = stored_vector(CASES[0].name)
+    with pytest.raises(WeightFormatError, match=r"rosetta never writes pickles"):
+        rosetta_torch.save(rosetta_torch.from_canonical(vector.config, vector.weights), tmp_path / f"m{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_of_a_directory_says_so(tmp_path):
+    with pytest.raises(WeightFormatError, match=r": a directory, not a file"):
+        rosetta_torch.load(tmp_path)

@@ -1,6 +1,7 @@
 """rosetta-flax: the Transformer encoder in JAX / Flax NNX."""
 
 from rosetta_flax.attention import MultiHeadSelfAttention, attention_bias
+from rosetta_flax.checked import checked_jit
 from rosetta_flax.convert import from_canonical, load, save, to_canonical
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.encoder import Encoder
@@ -24,6 +25,7 @@ __all__ = [
     "TokenEmbedding",
     "TokenTypeEmbedding",
     "attention_bias",
+    "checked_jit",
     "from_canonical",
     "load",
     "load_checkpoint",

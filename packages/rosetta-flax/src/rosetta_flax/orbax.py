@@ -93,7 +93,7 @@ def _restore_arrays(state_dir: Path) -> dict[str, np.ndarray]:
         with ocp.StandardCheckpointer() as checkpointer:
             tree = checkpointer.restore(state_dir.resolve())
     except Exception as err:  # Orbax raises many kinds; any of them means the checkpoint is unusable
-        raise WeightFormatError(f"{state_dir}: not a readable Orbax checkpoint: {err}") from err
+        raise WeightFormatError(f"{state_dir}: not a readable Orbax checkpoint: {_first_line(err)}") from err
     tensors: dict[str, np.ndarray] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         keys = [str(getattr(key, "key", getattr(key, "idx", key))) for key in path]
@@ -103,3 +103,9 @@ def _restore_arrays(state_dir: Path) -> dict[str, np.ndarray]:
             continue
         tensors[".".join(keys)] = np.asarray(leaf)
     return tensors
+
+
+def _first_line(err: Exception, limit: int = 300) -> str:
+    """An error's first line, without TensorStore's multi-line spec dump, cut to `limit` characters."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0].split(" See full TensorStore details")[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -18,10 +18,12 @@ from rosetta_torch.rotary import RotaryTables
 
 def _facts(tensor: torch.Tensor, *, binary: bool = False) -> ArrayFacts:
     """What the input checks read of a tensor: only its extremes (and, for a mask, whether it is all 0 and 1) come
-    back to the host, never the tensor itself."""
+    back to the host, never the tensor itself. Extremes of int32 / int64 only: the checks refuse other id dtypes
+    (torch has no min for some of them)."""
     dtype = tensor.dtype
     is_integer = not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
-    lowest, highest = (int(tensor.min()), int(tensor.max())) if is_integer and tensor.numel() else (0, 0)
+    has_extremes = dtype in (torch.int32, torch.int64) and tensor.numel() > 0
+    lowest, highest = (int(tensor.min()), int(tensor.max())) if has_extremes else (0, 0)
     zeros_and_ones = bool(((tensor == 0) | (tensor == 1)).all()) if binary else True
     return ArrayFacts(tuple(tensor.shape), str(dtype), is_integer, dtype == torch.bool, lowest, highest, zeros_and_ones)
 

@@ -46,9 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # Ctrl-C while the command modules import
+        return guarded(_interrupted)
     try:
         return guarded(lambda: args.run(args))  # a user's mistake: one `rosetta: error:` line, exit code 2
     except BrokenPipeError:  # the reader of stdout went away (`| head`): output cut short, nothing failed
         silence_stdout()
         return EXIT_OK
+
+
+def _interrupted() -> int:
+    raise KeyboardInterrupt

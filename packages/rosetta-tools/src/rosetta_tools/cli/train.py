@@ -31,6 +31,7 @@ from rich.table import Table
 from rosetta_tools.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, CommandError
 from rosetta_tools.cli.options import in_option_names, int_at_least, positive_int
 from rosetta_tools.cli.terminal import wide_console
+from rosetta_tools.cli.train_folder import check_output_folder, interrupted
 from rosetta_tools.frameworks import require_all
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (default 1: tiny ops)")
     run.add_argument("--out", type=Path, help="output folder (default results/train-<timestamp>/)")
+    run.add_argument("--force", action="store_true", help="replace an earlier run's files in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in CI logs)")
 
 
@@ -253,10 +255,23 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 
 def train_with_progress(config: RunConfig, args: argparse.Namespace, console: Console) -> tuple[RunResult, Path]:
-    """Run the training loop behind a rich progress bar; returns (RunResult, output folder)."""
+    """Run the training loop behind a rich progress bar; returns (RunResult, output folder). Interrupted (Ctrl-C)
+    says what the folder kept; a diverging run is a CommandError."""
+    from rosetta_tools.sidebyside.divergence import TrainingDiverged
     from rosetta_tools.sidebyside.loop import run as run_training
 
     out_dir = args.out or Path("results") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        return _train_with_progress(config, args, console, out_dir, run_training), out_dir
+    except KeyboardInterrupt:
+        raise interrupted(out_dir, config.steps) from None
+    except TrainingDiverged as err:
+        raise CommandError(f"train: {err}") from None
+
+
+def _train_with_progress(
+    config: RunConfig, args: argparse.Namespace, console: Console, out_dir: Path, run_training: Any
+) -> RunResult:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -278,8 +293,7 @@ def train_with_progress(config: RunConfig, args: argparse.Namespace, console: Co
                     f"step {record['step'] + 1}: {status_line(record)}; sequences reversed: {accuracy}"
                 )
 
-        result = run_training(config, out_dir, on_step)
-    return result, out_dir
+        return run_training(config, out_dir, on_step)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -298,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = wide_console(120)
     check_option_pairs(args)
+    check_output_folder(args.out, args.force)
     try:
         config = run_config_from_args(args)
     except ValueError as err:  # what is left: the model's own constraints, e.g. d_model divisible by n_heads

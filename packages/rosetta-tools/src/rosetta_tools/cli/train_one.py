@@ -18,6 +18,7 @@ from rich.table import Table
 from rosetta_tools.cli.errors import EXIT_OK, CommandError
 from rosetta_tools.cli.options import in_option_names
 from rosetta_tools.cli.terminal import wide_console
+from rosetta_tools.cli.train_folder import check_output_folder, interrupted
 from rosetta_tools.frameworks import require_all
 
 
@@ -45,11 +46,13 @@ def run_one_framework(args: argparse.Namespace) -> int:
     from rosetta_tools.cli.train import check_option_pairs, run_config_from_args
     from rosetta_tools.distributed import engines
     from rosetta_tools.distributed.run import FrameworkRun, train
+    from rosetta_tools.sidebyside.divergence import TrainingDiverged
 
     require_all(
         ("torch", args.framework), f"rosetta train --framework {args.framework} (torch initialises the weights)"
     )
     check_option_pairs(args)
+    check_output_folder(args.out, args.force, args.resume)  # before any process starts or writes
     if args.switch_at is not None:
         raise CommandError("train: --switch-at is for the side-by-side run (--framework both); use --resume")
     try:
@@ -90,9 +93,14 @@ def run_one_framework(args: argparse.Namespace) -> int:
             raise CommandError("train: several torchrun processes need --parallel STRATEGY --mesh ...")
         rank = engines.torch_world()[0] if args.framework == "torch" else jax_process_index()
         out_dir = output_folder(args.out, args.framework, started_group)
-        summary = train(config, out_dir, is_writer=rank == 0)
+        try:
+            summary = train(config, out_dir, is_writer=rank == 0)
+        except KeyboardInterrupt:
+            raise interrupted(out_dir, config.last_step) from None
     except PlanError as err:
         raise CommandError(f"train: {err}") from err
+    except TrainingDiverged as err:
+        raise CommandError(f"train: {err}") from None
     finally:
         torch.set_num_threads(threads)
         if started_group:

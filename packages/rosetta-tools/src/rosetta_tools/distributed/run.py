@@ -29,6 +29,7 @@ from rosetta_common.training import (
     save_training_state,
 )
 from rosetta_tools.distributed.sessions import Session, open_session
+from rosetta_tools.sidebyside.divergence import check_finite
 from rosetta_tools.sidebyside.lanes import OPTIMIZER_FILE, WEIGHTS_FILE
 from rosetta_tools.sidebyside.loop import RunConfig, initial_weights
 
@@ -128,7 +129,8 @@ def check_resumable(state: OptimizerState, run: RunConfig, where: Path | None) -
 def train(
     config: FrameworkRun, out_dir: Path, is_writer: bool, on_step: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
-    """Run the steps left, write the files (rank 0: `is_writer`), return the summary."""
+    """Run the steps left, write the files (rank 0: `is_writer`), return the summary. TrainingDiverged at the first
+    non-finite loss (that step is not logged, no checkpoint is written)."""
     run = config.run
     session = start(config)  # every check done: only now is anything written
     if is_writer:
@@ -141,6 +143,7 @@ def train(
         for step in range(first, config.last_step):
             tick = time.perf_counter()
             loss = session.step(run.task.batch(step))
+            check_finite(step, {config.framework: loss}, first)  # every rank sees the same global loss
             ms.append(1e3 * (time.perf_counter() - tick))
             record = {"step": step, "loss": loss, "lr": run.adamw.learning_rate(step), "ms": ms[-1]}
             records.append(record)

@@ -20,7 +20,9 @@ import numpy as np
 from safetensors.numpy import save as serialize
 
 from rosetta_common import EncoderConfig, WeightFormatError, read_safetensors, write_directory_atomically
+from rosetta_common.io import read_json_object
 from rosetta_tools.layouts.hf_families import FAMILIES, Family, distilbert_notes, family_of, stored_dtype_fields
+from rosetta_tools.layouts.hf_index import read_shards
 from rosetta_tools.layouts.registry import Layout, WeightFile, agreeing_config, register
 
 CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE = "config.json", "model.safetensors", "model.safetensors.index.json"
@@ -30,22 +32,19 @@ RESAVE = (
 
 
 def is_checkpoint_folder(path: Path) -> bool:
-    """A folder whose config.json names a Hugging Face model_type."""
+    """A folder whose config.json names a Hugging Face model_type; WeightFormatError for a config.json that is
+    not a JSON object (malformed, not UTF-8 text, a list...), saying so."""
     config = path / CONFIG_FILE
-    if not (path.is_dir() and config.is_file()):
+    if not (path.is_dir() and config.exists()):
         return False
-    try:
-        return "model_type" in json.loads(config.read_text())
-    except (OSError, ValueError):
-        return False
+    return "model_type" in read_json_object(config, "Hugging Face config")
 
 
-def _shard_files(folder: Path) -> list[Path]:
+def _stored_tensors(folder: Path) -> dict[str, np.ndarray]:
     if (folder / WEIGHTS_FILE).is_file():
-        return [folder / WEIGHTS_FILE]
-    if (folder / INDEX_FILE).is_file():
-        index = json.loads((folder / INDEX_FILE).read_text())
-        return [folder / name for name in sorted(set(index["weight_map"].values()))]
+        return read_safetensors(folder / WEIGHTS_FILE)
+    if (folder / INDEX_FILE).exists():
+        return read_shards(folder / INDEX_FILE)  # each tensor from the one shard the checked index names
     pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
     if pickles:
         raise WeightFormatError(f"{folder}: refusing to unpickle {pickles[0]}; {RESAVE}")
@@ -53,13 +52,16 @@ def _shard_files(folder: Path) -> list[Path]:
 
 
 def _read(folder: Path, given: EncoderConfig | None) -> WeightFile:
-    hf = json.loads((folder / CONFIG_FILE).read_text())
+    hf = read_json_object(folder / CONFIG_FILE, "Hugging Face config")
     family = family_of(hf, folder)
-    stored: dict[str, np.ndarray] = {}
-    for shard in _shard_files(folder):
-        stored.update(read_safetensors(shard))
+    stored = _stored_tensors(folder)
     tensors = {_bare(name, family): value for name, value in stored.items()}
-    config = family.read_config(hf, frozenset(tensors), folder)
+    try:
+        config = family.read_config(hf, frozenset(tensors), folder)
+    except (KeyError, TypeError, ValueError) as err:  # a field missing or of the wrong type (WeightFormatError passes)
+        if isinstance(err, WeightFormatError):
+            raise
+        raise WeightFormatError(f"{folder}: {CONFIG_FILE} does not describe a rosetta encoder: {err!r}") from err
     kept = set(family.table.native_shapes(config))
     dropped = sorted(name for name in stored if _bare(name, family) not in kept)
     notes = distilbert_notes(hf) if family.layout == "hf-distilbert" else []
@@ -98,7 +100,9 @@ def _detects(family: Family):  # noqa: ANN202  (a Layout.detect)
     def detect(path: Path, metadata: Mapping[str, str], names: frozenset[str]) -> bool:
         if not is_checkpoint_folder(path):
             return False
-        model_type = json.loads((path / CONFIG_FILE).read_text()).get("model_type")
+        model_type = read_json_object(path / CONFIG_FILE, "Hugging Face config").get("model_type")
+        if not isinstance(model_type, str):
+            model_type = None
         if model_type in family.model_types:
             return True
         # another model_type: read as the first family, which refuses it by name
@@ -109,7 +113,9 @@ def _detects(family: Family):  # noqa: ANN202  (a Layout.detect)
 
 LAYOUTS_BY_KIND = {
     family.layout: register(
-        Layout(family.layout, family.description, _detects(family), _read, _writer(family), family.table)
+        Layout(
+            family.layout, family.description, _detects(family), _read, _writer(family), family.table, directory=True
+        )
     )
     for family in FAMILIES
 }

@@ -371,7 +371,7 @@ FAMILY_OF_LAYOUT = {family.layout: family for family in FAMILIES}
 def family_of(hf: HfConfig, source: Path) -> Family:
     """The family of an HF config; WeightFormatError naming model_type when rosetta reads no such encoder."""
     model_type = hf.get("model_type")
-    if model_type not in FAMILY_OF_MODEL_TYPE:
+    if not isinstance(model_type, str) or model_type not in FAMILY_OF_MODEL_TYPE:
         raise refusal(hf, source)("model_type", f"rosetta reads these encoders: {', '.join(FAMILY_OF_MODEL_TYPE)}")
     return FAMILY_OF_MODEL_TYPE[model_type]
 

@@ -43,5 +43,6 @@ ORBAX = register(
         read=_read,
         write=_write,
         table=FLAX_ENCODER,
+        directory=True,
     )
 )

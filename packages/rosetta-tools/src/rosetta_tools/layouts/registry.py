@@ -49,7 +49,8 @@ class WeightFile:
 class Layout:
     """One layout. `detect(path, metadata, names)` says whether a stored file is in it (metadata and names are
     empty for a directory); `read(path, config)` reads it as stored; `write(path, config, canonical)` writes it
-    atomically; `table` maps its names to the canonical ones (None: they are the canonical ones)."""
+    atomically; `table` maps its names to the canonical ones (None: they are the canonical ones); `directory`:
+    written as a folder (`--force` replaces an earlier one) rather than a file."""
 
     name: str
     description: str
@@ -57,6 +58,7 @@ class Layout:
     read: Callable[[Path, EncoderConfig | None], WeightFile]
     write: Callable[[Path, EncoderConfig, Mapping[str, np.ndarray]], Path]
     table: NameTable | None
+    directory: bool = False
 
     def to_canonical(self, weights: WeightFile) -> Tensors:
         """The file's tensors under canonical names; one WeightFormatError lists every problem in its own names."""
@@ -149,10 +151,26 @@ def save(
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists (pass --force to replace it)")
-    if path.is_dir() and layout != "orbax":
-        raise IsADirectoryError(f"{path} is a directory")
+    if path.is_dir():
+        check_replaceable_directory(path, LAYOUTS[layout])
     check_tensors(config, tensors)
     return LAYOUTS[layout].write(path, config, tensors)
+
+
+def check_replaceable_directory(path: Path, layout: Layout) -> None:
+    """`--force` replaces a directory only with a layout written as one, and only an empty folder or one that
+    holds a checkpoint rosetta reads (never an unrelated folder)."""
+    if not layout.directory:
+        raise IsADirectoryError(f"{path} is a directory; the {layout.name} layout is a file: name a file to write")
+    if not any(path.iterdir()) or any(other.detect(path, {}, frozenset()) for other in _dirs()):
+        return
+    raise IsADirectoryError(
+        f"{path} is a directory that holds no checkpoint rosetta reads: refusing to replace it, even with --force"
+    )
+
+
+def _dirs() -> list[Layout]:
+    return [layout for layout in LAYOUTS.values() if layout.directory]
 
 
 def agreeing_config(path: Path, stored: EncoderConfig | None, given: EncoderConfig | None) -> EncoderConfig | None:

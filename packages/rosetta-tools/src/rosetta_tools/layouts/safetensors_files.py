@@ -10,27 +10,32 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as serialize
 
-from rosetta_common import EncoderConfig, WeightFormatError, read_metadata, read_safetensors, save_canonical
-from rosetta_common.io import CONFIG_KEY, LAYOUT_KEY, VERSION_KEY, write_atomically
+from rosetta_common import EncoderConfig, read_metadata, read_safetensors, save_canonical
+from rosetta_common.io import (
+    CONFIG_KEY,
+    LAYOUT_KEY,
+    VERSION_KEY,
+    check_format_version,
+    stored_config,
+    write_atomically,
+)
 from rosetta_common.name_tables import TORCH_ENCODER, TORCH_NN, NameTable
 from rosetta_tools.layouts.registry import LAYOUTS, Layout, WeightFile, agreeing_config, detect, register
 
 
 def read_any(path: Path, config: EncoderConfig | None) -> WeightFile:
-    """A safetensors file in whichever layout it is (refusing pickles, missing and unreadable files)."""
+    """A safetensors file in whichever layout it is (refusing pickles, missing and unreadable files, and a
+    canonical file of another format version, as `load_canonical` does)."""
     metadata = read_metadata(path)
     tensors = read_safetensors(path)
     layout = detect(path, metadata, frozenset(tensors))
+    if layout.name == "rosetta" and (CONFIG_KEY in metadata or VERSION_KEY in metadata):
+        check_format_version(path, metadata)
     return WeightFile(path, layout, tensors, agreeing_config(path, _stored_config(path, metadata), config), metadata)
 
 
 def _stored_config(path: Path, metadata: Mapping[str, str]) -> EncoderConfig | None:
-    if CONFIG_KEY not in metadata:
-        return None
-    try:
-        return EncoderConfig.from_json(metadata[CONFIG_KEY])
-    except (TypeError, ValueError) as err:
-        raise WeightFormatError(f"{path}: the stored config is invalid: {err}") from err
+    return stored_config(path, metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
 
 
 def _declared(metadata: Mapping[str, str], name: str) -> bool | None:

@@ -21,6 +21,7 @@ import numpy as np
 from rosetta_common import EncoderConfig
 from rosetta_common.precision import POLICIES, Precision
 from rosetta_common.training import AdamWConfig
+from rosetta_tools.sidebyside.divergence import check_finite
 from rosetta_tools.sidebyside.lanes import FRAMEWORKS, Lane, load_lane, new_lane
 from rosetta_tools.sidebyside.task import Batch, ReversalTask, accuracy
 
@@ -171,7 +172,8 @@ def switch_frameworks(
 
 
 def run(config: RunConfig, out_dir: Path, on_step: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train both lanes for `config.steps` updates; write out_dir/log.jsonl (one line per step) as it goes."""
+    """Train both lanes for `config.steps` updates; write out_dir/log.jsonl (one line per step) as it goes.
+    TrainingDiverged at the first non-finite loss of either lane (that step is not logged)."""
     if config.dtype == "float64":
         import jax
 
@@ -195,6 +197,7 @@ def run(config: RunConfig, out_dir: Path, on_step: Callable[[dict[str, Any]], No
                 began = time.perf_counter()
                 losses[name] = lane.step(batch)
                 ms[name] = 1e3 * (time.perf_counter() - began)
+            check_finite(step, {frameworks[name]: loss for name, loss in losses.items()})  # before logging it
             abs_diff = abs(losses["a"] - losses["b"])
             record: dict[str, Any] = {
                 "step": step,
@@ -208,6 +211,7 @@ def run(config: RunConfig, out_dir: Path, on_step: Callable[[dict[str, Any]], No
             if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
                 record["accuracy"] = evaluate(lanes, config.task)
             log.write(json.dumps(record) + "\n")
+            log.flush()  # an interrupted run keeps every step it logged
             result.records.append(record)
             if on_step is not None:
                 on_step(record)
