@@ -344,7 +344,7 @@ def test_interrupted_safetensors_write_leaves_no_file(model_file, tmp_path, monk
 def test_inspect_prints_config_tensors_and_parameter_count(model_file, tensors, capsys) -> None:
     code, out, err = run_cli(capsys, "inspect", model_file)
     assert (code, err) == (0, "")
-    assert "rosetta canonical safetensors, format version 1" in out
+    assert "rosetta canonical safetensors, format version 2" in out
     assert f"config: {CONFIG}" in out
     for name, value in tensors.items():
         assert re.search(rf"{re.escape(name)}\s+│ {re.escape(str(value.shape))}\s+│ float64\s+│\s+{value.size:,}", out)
@@ -606,7 +606,7 @@ def test_every_command_reports_bad_input_the_same_way(capsys, argv, message) -> 
     ("command", "first_line"),
     [
         ("diff {model} --batch 1 --seq 3", "float64, torch and flax run A; input batch 1 x seq 3"),
-        ("inspect {model}", "rosetta canonical safetensors, format version 1"),
+        ("inspect {model}", "rosetta canonical safetensors, format version 2"),
         ("convert {model} {tmp}/out.safetensors --to torch", None),  # its one line goes to a reader that left
     ],
 )

@@ -262,8 +262,8 @@ def test_file_with_an_invalid_stored_config(framework: Framework, tmp_path: Path
 
 
 def test_file_of_another_format_version(framework: Framework, tmp_path: Path) -> None:
-    path = write_raw(tmp_path / "v2.safetensors", TENSORS, **{VERSION_KEY: "2"})
-    with pytest.raises(WeightFormatError, match=r"format version '2', this rosetta reads '1'"):
+    path = write_raw(tmp_path / "v3.safetensors", TENSORS, **{VERSION_KEY: "3"})
+    with pytest.raises(WeightFormatError, match=r"format version '3', this rosetta reads '1' and '2'"):
         framework.load(path)
 
 

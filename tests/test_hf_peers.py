@@ -86,3 +86,39 @@ def test_skips_pre_norm_and_missing_transformers(monkeypatch) -> None:
     assert "no Flax models" in hf_bert.skip_reason(post, "jax")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert "not installed" in hf_bert.skip_reason(post, "torch")
+
+
+def test_torch_modernbert_peer_matches_the_oracle(device, monkeypatch) -> None:
+    """transformers' ModernBertModel holding the modernbert_front vector's weights: float64-equal to the oracle with
+    its rotary tables computed in float64 (tests/test_modern_encoders.py says why), float32-close without."""
+    from transformers.models.modernbert import modeling_modernbert
+
+    from rosetta_tools.throughput.hf_modernbert_torch import hf_modernbert_peer
+
+    vector = stored_vector("modernbert_front")
+    model = rosetta_torch.from_canonical(vector.config, cast(vector.weights, "float64"), device=device).eval()
+    _, forward = hf_modernbert_peer(vector.config, model)
+    ids, mask = (torch.from_numpy(a).to(device) for a in (vector.token_ids, vector.padding_mask))
+    with torch.no_grad():
+        unpatched = forward(ids, mask).cpu().numpy()
+    assert 1e-12 < max_abs_diff(unpatched, vector.oracle["output"]) <= 1e-5
+
+    def exact(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = 2 * self.inv_freq.shape[0]
+        inv_freq = 1.0 / (self.config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        angles = torch.cat([position_ids[:, :, None].double() * inv_freq.to(x.device)] * 2, dim=-1)
+        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+    monkeypatch.setattr(modeling_modernbert.ModernBertRotaryEmbedding, "forward", exact)
+    with torch.no_grad():
+        output = forward(ids, mask).cpu().numpy()
+    assert output.dtype == np.float64
+    assert max_abs_diff(output, vector.oracle["output"]) <= tolerances.FLOAT64
+
+
+def test_the_modernbert_peer_skips_what_it_cannot_hold() -> None:
+    from rosetta_tools.throughput import hf_modernbert
+
+    assert hf_modernbert.skip_reason(stored_vector("modernbert_front").config) is None
+    plain = EncoderConfig(vocab_size=10, d_model=8, n_heads=2, n_layers=1, d_ff=16)
+    assert "positions='sinusoidal' (needs 'rotary')" in hf_modernbert.skip_reason(plain)

@@ -86,7 +86,7 @@ def test_invalid_modern_options_name_the_field(changes, field):
 
 
 def test_rope_theta_without_rotary_names_the_field():
-    with pytest.raises(ValueError, match=r"EncoderConfig\.rope_theta is read only with positions='rotary'"):
+    with pytest.raises(ValueError, match=r"EncoderConfig\.rope_theta=5\.0 is read only with positions='rotary'"):
         EncoderConfig(**BASE, rope_theta=5.0)
 
 

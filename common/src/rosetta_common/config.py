@@ -99,33 +99,38 @@ FIELD_CHECKS: dict[str, Callable[[object], str | None]] = {
 """Each field's own check: None when the value is valid, else what it must be (the ValueError's words)."""
 
 COMBINATION_RULES: tuple[tuple[str, Callable[[EncoderConfig], bool], str], ...] = (
-    ("d_model", lambda c: c.d_model % c.n_heads == 0, "must be divisible by n_heads"),
+    ("d_model", lambda c: c.d_model % c.n_heads == 0, " ({c.d_model}) must be divisible by n_heads ({c.n_heads})"),
     (
         "padding_idx",
         lambda c: c.padding_idx is None or (_is_int(c.padding_idx) and 0 <= c.padding_idx < c.vocab_size),
-        "must be None or an int in [0, vocab_size)",
+        " must be None or an int in [0, vocab_size={c.vocab_size}), got {c.padding_idx!r}",
     ),
     (
         "position_ids",
         lambda c: c.position_ids != "after_padding" or (c.positions == "learned" and c.padding_idx is not None),
         "='after_padding' (RoBERTa) needs positions='learned' and a padding_idx",
     ),
-    ("positions", lambda c: c.positions != "rotary" or c.d_head % 2 == 0, "='rotary' needs an even d_head"),
+    (
+        "positions",
+        lambda c: c.positions != "rotary" or c.d_head % 2 == 0,
+        "='rotary' needs an even d_head ({c.d_head})",
+    ),
     (
         "rope_theta",
         lambda c: c.positions == "rotary" or c.rope_theta == DEFAULT_ROPE_THETA,
-        "is read only with positions='rotary'",
+        "={c.rope_theta!r} is read only with positions='rotary'",
     ),
     (
         "global_every",
         lambda c: (c.global_every == 1) == (c.local_window == 0),
-        "> 1 needs local_window > 0 and local_window > 0 needs global_every > 1 (layer i is global when "
-        "i % global_every == 0, local otherwise)",
+        "={c.global_every} with local_window={c.local_window}: local layers (global_every > 1) need a window "
+        "(local_window > 0) and a window needs local layers (layer i is global when i % global_every == 0)",
     ),
     (
         "local_rope_theta",
         lambda c: c.local_rope_theta is None or (c.positions == "rotary" and c.has_local_layers),
-        "is read only with positions='rotary' and local layers (local_window > 0, global_every > 1)",
+        "={c.local_rope_theta!r} is read only with positions='rotary' and local layers (local_window > 0, "
+        "global_every > 1)",
     ),
     (
         "first_attention_norm",
@@ -138,7 +143,8 @@ COMBINATION_RULES: tuple[tuple[str, Callable[[EncoderConfig], bool], str], ...] 
         "=False needs embedding_norm=True: the embedding LayerNorm stands in for layer 0's",
     ),
 )
-"""(field, holds, what it needs): the rules between fields, checked after every field's own check."""
+"""(field, holds, what it needs): the rules between fields, checked after every field's own check; the words follow
+`EncoderConfig.{field}` and are formatted with the config as `c`."""
 
 
 @dataclass(frozen=True)
@@ -215,8 +221,7 @@ class EncoderConfig:
                 raise ValueError(f"EncoderConfig.{name} must be {problem}, got {getattr(self, name)!r}")
         for name, holds, needs in COMBINATION_RULES:
             if not holds(self):
-                joiner = "" if needs.startswith(("=", ">")) else " "
-                raise ValueError(f"EncoderConfig.{name}{joiner}{needs}, got {name}={getattr(self, name)!r}")
+                raise ValueError(f"EncoderConfig.{name}{needs.format(c=self)}")
 
     @property
     def d_head(self) -> int:
@@ -261,6 +266,15 @@ class EncoderConfig:
     @property
     def layers(self) -> tuple[LayerSpec, ...]:
         return tuple(self.layer(i) for i in range(self.n_layers))
+
+    def __repr__(self) -> str:
+        """The fields without a default, then those set away from theirs: a Python expression of this config."""
+        shown = [
+            f"{field.name}={getattr(self, field.name)!r}"
+            for field in dataclasses.fields(self)
+            if field.default is dataclasses.MISSING or getattr(self, field.name) != field.default
+        ]
+        return f"EncoderConfig({', '.join(shown)})"
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return dataclasses.replace(self, **changes)

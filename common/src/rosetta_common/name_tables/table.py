@@ -9,6 +9,7 @@ built to learn them. NumPy only, as in torchtitan's per-model `state_dict_adapte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -128,8 +129,9 @@ class NameTable:
         assert len(covered) == len(set(covered)), f"{self.description}: a canonical tensor has two rules"
         unplaced = [name for name in order if name not in set(covered)]
         if unplaced:  # the config uses a part this layout has no place for (e.g. learned positions in nn.Transformer)
+            kinds = dict.fromkeys(re.sub(r"^layers\.\d+\.", "layers.*.", name) for name in unplaced)
             raise WeightFormatError(
-                f"the {self.description} layout cannot hold this encoder: no place for {', '.join(unplaced)}"
+                f"the {self.description} layout cannot hold this encoder: no place for {', '.join(kinds)}"
             )
         return sorted(entries, key=lambda entry: order[entry.canonical[0]])
 

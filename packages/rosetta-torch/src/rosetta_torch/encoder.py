@@ -190,7 +190,11 @@ class Encoder(nn.Module):
         biases = attention_biases(self.config, padding_mask, self.compute.island_dtype(x.dtype))
         rotary = self.rotary.tables(x.shape[1])
         for i, layer in enumerate(self.layers):
-            x = layer.attention_block(x, biases[layer.spec.max_distance], rotary.get(layer.spec.rope_theta))
+            bias, tables = biases[layer.spec.max_distance], rotary.get(layer.spec.rope_theta)
+            if acts is None:  # the layer's own call: FSDP2's hooks (gathering its parameters) run on it
+                x = layer(x, bias, tables)
+                continue
+            x = layer.attention_block(x, bias, tables)
             record(f"layers.{i}.attn", x)
             x = layer.feed_forward_block(x)
             record(f"layers.{i}.ffn", x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rosetta_tools.throughput import flops
+from rosetta_tools.throughput.impls import baseline_of
 from rosetta_tools.throughput.peaks import peak_tflops
 from rosetta_tools.throughput.results import ImplResult, Rates
 from rosetta_tools.throughput.settings import BenchConfig, Case
@@ -16,7 +17,8 @@ def derive(config: BenchConfig, case: Case, rows: list[ImplResult], device_name:
     ceilings = [row for row in rows if row.impl.ceiling and row.gflops is not None]
     ceiling = max((row.gflops for row in ceilings), default=None)
     peak = peak_tflops(device_name, config.precision) if config.device == "cuda" else None
-    baseline_s = next((row.timing.median_s for row in rows if row.impl.baseline and row.timing), None)
+    timed = {row.impl.name: row.timing.median_s for row in rows if row.timing and not row.impl.ceiling}
+    baseline_s = timed.get(baseline_of(set(timed)))
     derived = []
     for row in rows:
         if row.gflops is None:

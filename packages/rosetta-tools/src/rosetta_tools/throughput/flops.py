@@ -7,8 +7,9 @@ from rosetta_common import EncoderConfig
 TRAIN_FACTOR = 3  # a training step ~ forward + backward (2x forward); the optimizer update is not counted
 
 CONVENTIONS = {
-    "forward": "n_layers * (2*B*S*(4*d^2 + 2*d*d_ff) + 4*B*S^2*d): projections, FFN and the two attention "
-    "matmuls; embedding, softmax, LayerNorm and padding are not counted (padded positions count as computed)",
+    "forward": "n_layers * (2*B*S*(4*d^2 + m*d*d_ff) + 4*B*S^2*d), m = 2 (MLP) or 3 (GLU: in, gate, out): "
+    "projections, FFN and the two attention matmuls (all S^2 scores, local layers too, as they are computed); "
+    "embedding, softmax, LayerNorm, rotary and padding are not counted (padded positions count as computed)",
     "train": f"{TRAIN_FACTOR} x forward FLOPs (backward ~ 2x forward); the AdamW update is not counted",
     "tokens": "B*S positions per call, padded positions included, so runs with and without padding compare",
     "ceiling": "GEMM [B*S, d] x [d, d_ff] in each framework, same dtype and device, timed in the same rounds "
@@ -19,7 +20,8 @@ CONVENTIONS = {
 
 def forward_flops(config: EncoderConfig, batch: int, seq: int) -> int:
     d, d_ff = config.d_model, config.d_ff
-    return config.n_layers * (2 * batch * seq * (4 * d * d + 2 * d * d_ff) + 4 * batch * seq * seq * d)
+    ffn_matrices = 3 if config.feed_forward == "glu" else 2
+    return config.n_layers * (2 * batch * seq * (4 * d * d + ffn_matrices * d * d_ff) + 4 * batch * seq * seq * d)
 
 
 def step_flops(config: EncoderConfig, batch: int, seq: int, mode: str) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from rosetta_common import EncoderConfig
+from rosetta_common import EncoderConfig, WeightFormatError
+from rosetta_common.name_tables import TORCH_NN
 from rosetta_tools import frameworks
-from rosetta_tools.throughput import hf_bert
+from rosetta_tools.throughput import hf_bert, hf_modernbert
 
 # The rosetta package each worker framework needs (`rosetta_tools.frameworks` names): torch rows run
 # rosetta_torch, JAX rows rosetta_flax.
@@ -20,6 +21,7 @@ class Model(Enum):
     ROSETTA = "rosetta"  # its framework's rosetta Encoder
     TORCH_ENCODER = "torch.nn.TransformerEncoder"  # torch's own encoder holding the same weights
     HF_BERT = "hf-bert"  # transformers' BERT encoder stack behind rosetta's embedding
+    HF_MODERNBERT = "hf-modernbert"  # transformers' whole ModernBertModel
     GEMM = "gemm"  # the matmul-ceiling probe
 
 
@@ -36,12 +38,12 @@ class Impl:
     compiled: bool = False  # under torch.compile (every JAX row is jitted anyway)
     fastpath: bool = False  # nn.TransformerEncoder's inference fast path, nested tensors for padding
     attention_implementation: str | None = None  # jax.nn.dot_product_attention's `implementation`, every layer
-    baseline: bool = False  # the row every other row's speed is compared with
+    baseline: bool = False  # a row every other row's speed may be compared with (`baseline_of`)
 
     @property
     def peer(self) -> bool:
         """Another library's encoder (not rosetta's), holding the same weights."""
-        return self.model in (Model.TORCH_ENCODER, Model.HF_BERT)
+        return self.model in (Model.TORCH_ENCODER, Model.HF_BERT, Model.HF_MODERNBERT)
 
     @property
     def ceiling(self) -> bool:
@@ -63,6 +65,13 @@ class Impl:
             return "cuDNN attention needs a GPU and bfloat16"
         if self.model is Model.HF_BERT:
             return hf_bert.skip_reason(model, self.framework)
+        if self.model is Model.HF_MODERNBERT:
+            return hf_modernbert.skip_reason(model)
+        if self.model is Model.TORCH_ENCODER:
+            try:
+                TORCH_NN.entries(model)
+            except WeightFormatError as err:
+                return str(err)
         return None
 
 
@@ -136,6 +145,14 @@ _ALL = (
         "HF transformers FlaxBertEncoder (same weights, linen) behind rosetta's embedding, jax.jit",
         "FlaxBertSelfAttention: flax.linen dot_product_attention_weights (einsum, softmax)",
     ),
+    Impl(
+        "hf.ModernBertModel",
+        "torch",
+        Model.HF_MODERNBERT,
+        "HF transformers ModernBertModel (same weights, sdpa attention), eager",
+        "ModernBertAttention sdpa -> F.scaled_dot_product_attention, [B, 1, S, S] window masks on local layers",
+        baseline=True,
+    ),
     Impl("matmul.torch", "torch", Model.GEMM, "GEMM ceiling probe: torch.matmul", "-", modes=("gemm",)),
     Impl("matmul.jax", "jax", Model.GEMM, "GEMM ceiling probe: jnp.matmul under jax.jit", "-", modes=("gemm",)),
 )
@@ -143,4 +160,11 @@ _ALL = (
 IMPLS: dict[str, Impl] = {impl.name: impl for impl in _ALL if not impl.ceiling}
 CEILINGS: dict[str, Impl] = {impl.name: impl for impl in _ALL if impl.ceiling}
 ALL: dict[str, Impl] = {**IMPLS, **CEILINGS}
-BASELINE = next(impl.name for impl in _ALL if impl.baseline)  # ratios are against this one
+BASELINES = tuple(impl.name for impl in _ALL if impl.baseline)  # ratios are against the first of these that ran
+BASELINE = BASELINES[0]
+
+
+def baseline_of(ran: set[str]) -> str:
+    """The row a run's ratios are against: the first baseline that ran (nn.TransformerEncoder.compile; for models
+    it cannot hold, such as ModernBERT's, transformers' own model), else the first baseline."""
+    return next((name for name in BASELINES if name in ran), BASELINE)

@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rosetta_tools.throughput.impls import ALL, BASELINE, Model
+from rosetta_tools.throughput.impls import ALL, Model
+from rosetta_tools.throughput.report import run_baseline
 from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult
 
 Point = tuple[int, float, float, float, float, float]  # x, tokens/s, IQR low, IQR high, vs the baseline, peak MiB
@@ -84,7 +85,7 @@ def sweep_plot(results: BenchResults, axis: str, path: Path) -> Path | None:
         rates.set_title(mode)
         rates.legend(fontsize=8)
         ratios.axhline(1.0, color="grey", linewidth=0.8)
-        ratios.set_ylabel(f"speed vs {BASELINE}")
+        ratios.set_ylabel(f"speed vs {run_baseline(results)}")
         peaks.set_ylabel("peak memory, MiB (timed calls)")
         peaks.set_xlabel("sequence length" if axis == "seq" else "batch size")
         for ax in (rates, ratios, peaks):

@@ -23,6 +23,36 @@ PRESETS: dict[str, Preset] = {
     "bert-base": Preset(
         EncoderConfig(30522, 768, 12, 12, 3072, max_len=512, activation="gelu", dropout=0.0), batch=8, seq=128
     ),
+    # ModernBERT-base sizes (answerdotai/ModernBERT-base's config.json): 22 layers, GeGLU, rotary, a 128-token window
+    # on two of every three layers, no biases.
+    "modernbert-base": Preset(
+        EncoderConfig(
+            50368,
+            768,
+            12,
+            22,
+            1152,
+            max_len=8192,
+            padding_idx=50283,
+            activation="gelu",
+            norm_first=True,
+            dropout=0.0,
+            scale_embedding=False,
+            positions="rotary",
+            embedding_norm=True,
+            feed_forward="glu",
+            attention_bias=False,
+            mlp_bias=False,
+            norm_bias=False,
+            rope_theta=160000.0,
+            local_rope_theta=10000.0,
+            local_window=128,
+            global_every=3,
+            first_attention_norm=False,
+        ),
+        batch=1,
+        seq=512,
+    ),
     # Small enough for CI on two cores.
     "tiny": Preset(EncoderConfig(1000, 64, 4, 2, 128, max_len=128, dropout=0.0), batch=4, seq=32),
 }

@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rosetta_tools.throughput.check import OutputErrors
-from rosetta_tools.throughput.impls import BASELINE, Model
+from rosetta_tools.throughput.impls import Model, baseline_of
 from rosetta_tools.throughput.results import BenchResults, CaseResult, ImplResult, Rates
 from rosetta_tools.throughput.torch_compile import compile_settings
 
@@ -130,7 +130,7 @@ def case_table(results: BenchResults, case: CaseResult) -> Table:
         justify = "left" if header in ("implementation", "mode", "check") else "right"
         table.add_column(header, justify=justify, no_wrap=True)
     unstable = unstable_rows(case)
-    unstable_modes = {row.mode for row in unstable if row.impl.baseline}
+    unstable_modes = {row.mode for row in unstable if row.impl.name == run_baseline(results)}
     for row in sorted(case.results, key=lambda r: (r.ceiling_of or r.mode, r.impl.ceiling)):
         if row.status != "skipped":
             cells, style = _row(row, gpu, unsure=row in unstable or row.mode in unstable_modes)
@@ -151,6 +151,11 @@ def instability_note(case: CaseResult) -> str | None:
         f"{_compact(low)}-{_compact(high)} around {_compact(worst.rates.tokens_per_s)} tokens/s); ratios marked ? "
         "are not reliable. Rerun on a quiet machine (nothing else running) with more --repeats and --rounds.[/yellow]"
     )
+
+
+def run_baseline(results: BenchResults) -> str:
+    """The row this run's ratios are against (`impls.baseline_of` the rows that were timed)."""
+    return baseline_of({row.impl.name for _, row in results.rows() if row.timing is not None})
 
 
 def print_report(results: BenchResults, console: Console) -> None:
@@ -189,6 +194,6 @@ def print_report(results: BenchResults, console: Console) -> None:
         "train = forward + backward + AdamW, FLOPs 3x forward; "
         "1st call = compilation + one run; % ceil = GFLOP/s over the best GEMM measured in the same rounds (either "
         "framework), % own = over the implementation's own framework's GEMM; "
-        f"vs peer = speed relative to {BASELINE} (same case and mode); check = max abs error of the output, or "
-        "relative errors of the loss / of its drop after one AdamW step, against the float64 reference.[/dim]"
+        f"vs peer = speed relative to {run_baseline(results)} (same case and mode); check = max abs error of the "
+        "output, or relative errors of the loss / of its drop after one AdamW step, against the float64 reference.[/dim]"
     )

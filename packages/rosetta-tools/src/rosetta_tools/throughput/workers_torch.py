@@ -25,6 +25,7 @@ from rosetta_common import EncoderConfig
 from rosetta_common.precision import POLICIES
 from rosetta_tools.throughput import memory
 from rosetta_tools.throughput.hf_bert_torch import Forward, hf_bert_peer
+from rosetta_tools.throughput.hf_modernbert_torch import hf_modernbert_peer
 from rosetta_tools.throughput.impls import Impl, Model
 from rosetta_tools.throughput.loss_torch import masked_mean_square
 from rosetta_tools.throughput.protocol import SetupSpec
@@ -168,6 +169,8 @@ class Backend:
             return model, self._compiled(model)
         if self.impl.model is Model.HF_BERT:
             return hf_bert_peer(config, model)
+        if self.impl.model is Model.HF_MODERNBERT:
+            return hf_modernbert_peer(config, model)
         embedding, encoder = to_torch_modules(model, enable_nested_tensor=self.impl.fastpath)
         pair = torch.nn.ModuleList([embedding, encoder]).to(self.device)
         if self.impl.fastpath and self.dtype == "bfloat16":
