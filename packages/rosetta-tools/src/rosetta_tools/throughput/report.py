@@ -195,5 +195,6 @@ def print_report(results: BenchResults, console: Console) -> None:
         "1st call = compilation + one run; % ceil = GFLOP/s over the best GEMM measured in the same rounds (either "
         "framework), % own = over the implementation's own framework's GEMM; "
         f"vs peer = speed relative to {run_baseline(results)} (same case and mode); check = max abs error of the "
-        "output, or relative errors of the loss / of its drop after one AdamW step, against the float64 reference.[/dim]"
+        "output, or relative errors of the loss / of its drop after one AdamW step, against the float64 "
+        "reference.[/dim]"
     )
