@@ -7,7 +7,7 @@ DIR/<framework>-<case>.npz (rank 0): the global losses, each step's gathered can
 gathered weights and both moments, and DIR/<framework>-<case>.json: the layout the engine holds (PartitionSpecs or
 DTensor placements) and the collectives one step runs (JAX: counted in the compiled HLO; torch: the gloo
 collectives the profiler saw). Case "reshard" saves a sharded checkpoint at fsdp data=4 after `RESHARD_AT` steps
-and finishes on fsdp+tp 2x2 from it.
+and finishes on fsdp+tp 2x2 from it. A third argument (`tp,fsdp+tp`) runs those cases alone.
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def write_facts(framework: str, out: Path, case: str, facts: dict[str, Any]) -> 
     (out / f"{framework}-{case}.json").write_text(json.dumps(facts, indent=1))
 
 
-def main(framework: str, out: Path) -> None:
+def main(framework: str, out: Path, only: list[str] | None = None) -> None:
+    """Every case and the reshard run; or, with `only`, those cases alone."""
     from rosetta_common import load_canonical
 
     if framework == "flax":
@@ -152,13 +153,14 @@ def main(framework: str, out: Path) -> None:
         dist.init_process_group("gloo")
     config, weights = load_canonical(out / "initial.safetensors")
     try:
-        for case in CASES:
+        for case in only or CASES:
             run_case(framework, config, weights, out, case)
-        run_reshard(framework, config, weights, out)
+        if only is None:
+            run_reshard(framework, config, weights, out)
     finally:
         if framework == "torch":
             dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",") if len(sys.argv) > 3 else None)

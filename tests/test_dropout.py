@@ -31,6 +31,11 @@ from rosetta_torch.attention import MultiHeadSelfAttention as TorchAttention
 
 RATE = 0.1
 CONFIG = EncoderConfig(vocab_size=23, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=RATE)
+MODERNBERT_LIKE = CONFIG.replace(
+    n_layers=3, norm_first=True, positions="rotary", embedding_norm=True, scale_embedding=False, feed_forward="glu",
+    attention_bias=False, mlp_bias=False, norm_bias=False, local_window=4, global_every=2, first_attention_norm=False,
+)  # fmt: skip
+CONFIGS = {"classic": CONFIG, "modernbert": MODERNBERT_LIKE}  # the same dropout sites in both
 SIGMAS = 5.0
 
 
@@ -44,24 +49,25 @@ def inputs() -> tuple[np.ndarray, np.ndarray]:
     return random_inputs(CONFIG, 9, (0, 3, 5), seed=3)
 
 
-def torch_pair(device: str) -> tuple[rosetta_torch.Encoder, rosetta_torch.Encoder]:
-    weights = random_tensors(CONFIG, seed=1)
+def torch_pair(device: str, config: EncoderConfig = CONFIG) -> tuple[rosetta_torch.Encoder, rosetta_torch.Encoder]:
+    weights = random_tensors(config, seed=1)
     return (
-        rosetta_torch.from_canonical(CONFIG, weights, device=device),
-        rosetta_torch.from_canonical(CONFIG.replace(dropout=0.0), weights, device=device),
+        rosetta_torch.from_canonical(config, weights, device=device),
+        rosetta_torch.from_canonical(config.replace(dropout=0.0), weights, device=device),
     )
 
 
-def flax_pair() -> tuple[rosetta_flax.Encoder, rosetta_flax.Encoder]:
-    weights = random_tensors(CONFIG, seed=1)
+def flax_pair(config: EncoderConfig = CONFIG) -> tuple[rosetta_flax.Encoder, rosetta_flax.Encoder]:
+    weights = random_tensors(config, seed=1)
     return (
-        rosetta_flax.from_canonical(CONFIG, weights, rngs=nnx.Rngs(0)),
-        rosetta_flax.from_canonical(CONFIG.replace(dropout=0.0), weights),
+        rosetta_flax.from_canonical(config, weights, rngs=nnx.Rngs(0)),
+        rosetta_flax.from_canonical(config.replace(dropout=0.0), weights),
     )
 
 
-def test_torch_train_and_eval_modes(device: str) -> None:
-    model, no_dropout = torch_pair(device)
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_torch_train_and_eval_modes(device: str, config: EncoderConfig) -> None:
+    model, no_dropout = torch_pair(device, config)
     token_ids = torch.from_numpy(inputs()[0]).to(device)
     reference = no_dropout.train()(token_ids)  # dropout=0 is the identity even in train mode
     model.eval()
@@ -78,8 +84,9 @@ def test_torch_train_and_eval_modes(device: str) -> None:
     assert torch.equal(train_a, train_a_again)
 
 
-def test_flax_train_and_eval_modes() -> None:
-    model, no_dropout = flax_pair()
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_flax_train_and_eval_modes(config: EncoderConfig) -> None:
+    model, no_dropout = flax_pair(config)
     token_ids = jnp.asarray(inputs()[0])
     no_dropout.train()
     reference = no_dropout(token_ids)
@@ -91,7 +98,7 @@ def test_flax_train_and_eval_modes() -> None:
     assert float(jnp.abs(train_a - reference).max()) > 1e-2
     assert float(jnp.abs(train_a - train_b).max()) > 1e-2
     # The same RNG state reproduces a call.
-    again, _ = flax_pair()
+    again, _ = flax_pair(config)
     again.train()
     assert np.array_equal(again(token_ids), train_a)
 

@@ -52,6 +52,13 @@ from rosetta_common.tolerances import relative_l2
 CONFIG = EncoderConfig(
     vocab_size=16, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=12, padding_idx=0, dropout=0.0
 )
+MODERN = EncoderConfig(
+    vocab_size=16, d_model=32, n_heads=4, n_layers=3, d_ff=64, max_len=12, padding_idx=0, dropout=0.0,
+    activation="gelu", norm_first=True, scale_embedding=False, positions="rotary", embedding_norm=True,
+    feed_forward="glu", attention_bias=False, mlp_bias=False, norm_bias=False, rope_theta=160000.0,
+    local_rope_theta=10000.0, local_window=4, global_every=2, first_attention_norm=False,
+)  # fmt: skip
+MODERN_CASES = ("tp", "fsdp+tp")  # q, k, v whole heads and ffn.in with its gate's columns per rank; FSDP over both
 RELATIVE_BOUND = 1e-13
 ELEMENT_BOUND = 1e-12  # weights and moments, max-abs: see the module docstring
 ZERO_GRADIENT_NOISE = 1e-14  # of the largest gradient, as tests/test_gradients.py
@@ -97,18 +104,29 @@ def run_bounded_together(commands: list[list[str]], timeout: float = LAUNCH_TIME
                 process.communicate()
 
 
+def launch_workers(out: Path, config: EncoderConfig, *only: str) -> Path:
+    """The worker's results for both frameworks (one launch each) from the same initial weights of `config`: every
+    case, or `only` those."""
+    torch.manual_seed(3)
+    model = rosetta_torch.Encoder(config, dtype=torch.float64)
+    save_canonical(out / "initial.safetensors", config, rosetta_torch.to_canonical(model))
+    worker_path = str(Path(worker.__file__).resolve())
+    cases = [",".join(only)] if only else []
+    run_bounded([sys.executable, worker_path, "flax", str(out), *cases])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={worker.DEVICES}"]
+    run_bounded([*torchrun, worker_path, "torch", str(out), *cases])
+    return out
+
+
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The worker's results for both frameworks (one launch each), from the same initial weights."""
-    out = tmp_path_factory.mktemp("parallel")
-    torch.manual_seed(3)
-    model = rosetta_torch.Encoder(CONFIG, dtype=torch.float64)
-    save_canonical(out / "initial.safetensors", CONFIG, rosetta_torch.to_canonical(model))
-    worker_path = str(Path(worker.__file__).resolve())
-    run_bounded([sys.executable, worker_path, "flax", str(out)])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={worker.DEVICES}"]
-    run_bounded([*torchrun, worker_path, "torch", str(out)])
-    return out
+    return launch_workers(tmp_path_factory.mktemp("parallel"), CONFIG)
+
+
+@pytest.fixture(scope="module")
+def modern_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ModernBERT-like encoder (rotary, a local layer, GeGLU, no biases) on the tensor-parallel strategies."""
+    return launch_workers(tmp_path_factory.mktemp("parallel-modern"), MODERN, *MODERN_CASES)
 
 
 def load_result(out: Path, framework: str, case: str) -> dict[str, Any]:
@@ -129,25 +147,36 @@ def load_result(out: Path, framework: str, case: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def single_device(sharded_runs: Path) -> dict[tuple[str, bool], dict[str, Any]]:
+    return single_device_runs(sharded_runs, clippings=(False, True))
+
+
+@pytest.fixture(scope="module")
+def modern_single_device(modern_runs: Path) -> dict[tuple[str, bool], dict[str, Any]]:
+    return single_device_runs(modern_runs, clippings=(False,))
+
+
+def single_device_runs(out: Path, clippings: tuple[bool, ...]) -> dict[tuple[str, bool], dict[str, Any]]:
     """Each framework's plain single-device Trainer on the same weights and batches (with and without clipping)."""
     from rosetta_common import load_canonical
 
-    _, weights = load_canonical(sharded_runs / "initial.safetensors")
+    config, weights = load_canonical(out / "initial.safetensors")
     batches = [worker.task().batch(step) for step in range(worker.STEPS)]
     results = {}
     for framework in FRAMEWORKS:
-        for clipped in (False, True):
-            results[framework, clipped] = train_single(framework, weights, batches, worker.adamw(clipped))
+        for clipped in clippings:
+            results[framework, clipped] = train_single(framework, weights, batches, worker.adamw(clipped), config)
     results["start"] = weights  # type: ignore[index]
     return results
 
 
-def train_single(framework: str, weights: dict, batches: list, adamw: Any) -> dict[str, Any]:
+def train_single(
+    framework: str, weights: dict, batches: list, adamw: Any, config: EncoderConfig = CONFIG
+) -> dict[str, Any]:
     losses, grads = [], {}
     if framework == "torch":
         from rosetta_torch.training import Trainer, loss_and_gradients
 
-        trainer = Trainer(rosetta_torch.from_canonical(CONFIG, weights), adamw)
+        trainer = Trainer(rosetta_torch.from_canonical(config, weights), adamw)
         for step, (ids, targets, mask) in enumerate(batches):
             as_torch = [torch.from_numpy(a) for a in (ids, targets, mask)]
             _, grads[step] = loss_and_gradients(trainer.model, as_torch[0], as_torch[1], loss_mask=as_torch[2])
@@ -156,11 +185,11 @@ def train_single(framework: str, weights: dict, batches: list, adamw: Any) -> di
     else:
         from rosetta_flax.training import Trainer, loss_and_gradients, params_to_canonical
 
-        trainer = Trainer(rosetta_flax.from_canonical(CONFIG, weights), adamw)
+        trainer = Trainer(rosetta_flax.from_canonical(config, weights), adamw)
         for step, (ids, targets, mask) in enumerate(batches):
             _, grads[step] = loss_and_gradients(trainer.model, ids, targets, loss_mask=mask)
             losses.append(float(trainer.step(ids, targets, mask)))
-        final = params_to_canonical(CONFIG, trainer.params)
+        final = params_to_canonical(config, trainer.params)
     state = trainer.optimizer_state()
     return {"loss": np.asarray(losses), "grads": grads, "weight": final, "mu": state.mu, "nu": state.nu}
 
@@ -217,41 +246,46 @@ def assert_same_run(
     return worst
 
 
-def expected_local_shape(framework: str, strategy: str, mesh: Mesh, name: str, shape: tuple[int, ...]) -> list[int]:
+def expected_local_shape(
+    framework: str, strategy: str, mesh: Mesh, name: str, shape: tuple[int, ...], config: EncoderConfig = CONFIG
+) -> list[int]:
     """One device's part of native tensor `name` as the plan lays it out. FSDP2 splits every parameter over
     `data`: where the plan leaves one whole over data (fsdp+tp: the column-split biases), torch splits dim 0."""
-    axes = native_plan(TABLES[framework], CONFIG, plan(CONFIG, strategy, mesh))[name]
+    axes = native_plan(TABLES[framework], config, plan(config, strategy, mesh))[name]
     local = [size // (getattr(mesh, axis) if axis else 1) for size, axis in zip(shape, axes, strict=True)]
     if framework == "torch" and strategy in SHARDS_PARAMETERS_OVER_DATA and "data" not in axes:
         local[0] //= mesh.data
     return local
 
 
-def assert_laid_out(result: dict[str, Any], framework: str, strategy: str, mesh: Mesh) -> None:
+def assert_laid_out(
+    result: dict[str, Any], framework: str, strategy: str, mesh: Mesh, config: EncoderConfig = CONFIG
+) -> None:
     """Every parameter as the engine holds it has the local shape the plan gives (a replicated run fails this)."""
-    shapes = TABLES[framework].native_shapes(CONFIG)
+    shapes = TABLES[framework].native_shapes(config)
     assert set(result["placements"]) == set(shapes)
-    plan_axes = native_plan(TABLES[framework], CONFIG, plan(CONFIG, strategy, mesh))
+    plan_axes = native_plan(TABLES[framework], config, plan(config, strategy, mesh))
     for name, held in result["placements"].items():
-        expected = expected_local_shape(framework, strategy, mesh, name, shapes[name])
+        expected = expected_local_shape(framework, strategy, mesh, name, shapes[name], config)
         assert held["local_shape"] == expected, f"{framework} {strategy}: {name} held {held}, plan says {expected}"
         if framework == "flax":  # the PartitionSpec JAX holds is the plan's
             assert held["placements"] == str(PartitionSpec(*plan_axes[name])), f"{strategy}: {name} {held}"
 
 
-EXPECTED_COLLECTIVES = {
-    # strategy: the least each compiled / profiled step must run (names as XLA spells them)
-    "dp": {"all-reduce": 1},  # the gradients
-    "fsdp": {"all-gather": 1, "all-reduce": 1},  # the parameters gathered, the gradients reduced
-    "tp": {"all-reduce": 2 * CONFIG.n_layers},  # every row-parallel linear's partial sums (attn.out, ffn.out)
-    "fsdp+tp": {"all-gather": 1, "all-reduce": 2 * CONFIG.n_layers},
-    "dp+tp": {"all-reduce": 2 * CONFIG.n_layers + 1},
-}
+def expected_collectives(n_layers: int) -> dict[str, dict[str, int]]:
+    """strategy: the least each compiled / profiled step must run (names as XLA spells them)."""
+    return {
+        "dp": {"all-reduce": 1},  # the gradients
+        "fsdp": {"all-gather": 1, "all-reduce": 1},  # the parameters gathered, the gradients reduced
+        "tp": {"all-reduce": 2 * n_layers},  # every row-parallel linear's partial sums (attn.out, ffn.out)
+        "fsdp+tp": {"all-gather": 1, "all-reduce": 2 * n_layers},
+        "dp+tp": {"all-reduce": 2 * n_layers + 1},
+    }
 
 
-def assert_collectives(result: dict[str, Any], strategy: str) -> None:
+def assert_collectives(result: dict[str, Any], strategy: str, n_layers: int = CONFIG.n_layers) -> None:
     seen = {name.replace("_", "-"): count for name, count in result["collectives"].items()}
-    for name, least in EXPECTED_COLLECTIVES[strategy].items():
+    for name, least in expected_collectives(n_layers)[strategy].items():
         assert seen.get(name, 0) >= least, f"{strategy}: {seen.get(name, 0)} {name}, expected >= {least}: {seen}"
 
 
@@ -315,3 +349,20 @@ def test_compiled_traffic_matches_the_cost_model(sharded_runs: Path, case: str) 
     analytical = cost(CONFIG, strategy, mesh, tokens).sent_bytes * 2  # float64: twice the model's float32 bytes
     measured = load_result(sharded_runs, "flax", case)["sent_bytes"]
     assert abs(measured - analytical) <= 0.05 * analytical + 2048, f"{case}: {measured:.0f} vs {analytical:.0f} bytes"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("case", MODERN_CASES)
+def test_a_modernbert_like_encoder_sharded_equals_single_device(
+    modern_runs: Path, modern_single_device: dict, framework: str, case: str
+) -> None:
+    """Rotary positions, a local layer, GeGLU and no biases under tensor parallelism (and FSDP with it): the same
+    3 steps as one device, laid out as the plan says (ffn.gate split with ffn.in, whole heads), torch == flax."""
+    strategy, mesh, _ = worker.CASES[case]
+    result = load_result(modern_runs, framework, case)
+    start = modern_single_device["start"]
+    assert_same_run(result, modern_single_device[framework, False], start, worker.adamw(False), f"{framework} {case}")
+    assert_laid_out(result, framework, strategy, Mesh(**mesh), MODERN)
+    assert_collectives(result, strategy, MODERN.n_layers)
+    other = load_result(modern_runs, "flax" if framework == "torch" else "torch", case)
+    assert_same_run(result, other, start, worker.adamw(False), f"torch vs flax {case}")

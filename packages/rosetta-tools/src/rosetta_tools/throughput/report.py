@@ -130,7 +130,7 @@ def case_table(results: BenchResults, case: CaseResult) -> Table:
         justify = "left" if header in ("implementation", "mode", "check") else "right"
         table.add_column(header, justify=justify, no_wrap=True)
     unstable = unstable_rows(case)
-    unstable_modes = {row.mode for row in unstable if row.impl.name == run_baseline(results)}
+    unstable_modes = {row.mode for row in unstable if row.impl.name == case_baseline(case)}
     for row in sorted(case.results, key=lambda r: (r.ceiling_of or r.mode, r.impl.ceiling)):
         if row.status != "skipped":
             cells, style = _row(row, gpu, unsure=row in unstable or row.mode in unstable_modes)
@@ -154,8 +154,13 @@ def instability_note(case: CaseResult) -> str | None:
 
 
 def run_baseline(results: BenchResults) -> str:
-    """The row this run's ratios are against (`impls.baseline_of` the rows that were timed)."""
-    return baseline_of({row.impl.name for _, row in results.rows() if row.timing is not None})
+    """The row this run's ratios are against (`impls.baseline_of` the rows that ran)."""
+    return baseline_of({row.impl.name for _, row in results.rows() if row.status == "ok"})
+
+
+def case_baseline(case: CaseResult) -> str:
+    """The row this case's ratios are against (`impls.baseline_of` the rows that ran)."""
+    return baseline_of({row.impl.name for row in case.results if row.status == "ok"})
 
 
 def print_report(results: BenchResults, console: Console) -> None:
