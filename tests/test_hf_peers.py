@@ -91,7 +91,7 @@ def test_skips_pre_norm_and_missing_transformers(monkeypatch) -> None:
 def test_torch_modernbert_peer_matches_the_oracle(device, monkeypatch) -> None:
     """transformers' ModernBertModel holding the modernbert_front vector's weights: float64-equal to the oracle with
     its rotary tables computed in float64 (tests/test_modern_encoders.py says why), float32-close without."""
-    from transformers.models.modernbert import modeling_modernbert
+    from hf_patches import patch_exact_rotary
 
     from rosetta_tools.throughput.hf_modernbert_torch import hf_modernbert_peer
 
@@ -103,13 +103,7 @@ def test_torch_modernbert_peer_matches_the_oracle(device, monkeypatch) -> None:
         unpatched = forward(ids, mask).cpu().numpy()
     assert 1e-12 < max_abs_diff(unpatched, vector.oracle["output"]) <= 1e-5
 
-    def exact(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dim = 2 * self.inv_freq.shape[0]
-        inv_freq = 1.0 / (self.config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-        angles = torch.cat([position_ids[:, :, None].double() * inv_freq.to(x.device)] * 2, dim=-1)
-        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-
-    monkeypatch.setattr(modeling_modernbert.ModernBertRotaryEmbedding, "forward", exact)
+    patch_exact_rotary(monkeypatch)
     with torch.no_grad():
         output = forward(ids, mask).cpu().numpy()
     assert output.dtype == np.float64

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from hf_patches import patch_exact_rotary
 from transformers import (
     DistilBertConfig,
     DistilBertForMaskedLM,
@@ -32,7 +33,6 @@ from transformers import (
     ModernBertForMaskedLM,
     ModernBertModel,
 )
-from transformers.models.modernbert import modeling_modernbert
 
 import rosetta_flax
 import rosetta_torch
@@ -108,15 +108,7 @@ BUILDS = {
 @pytest.fixture
 def exact_rotary(monkeypatch: pytest.MonkeyPatch) -> None:
     """transformers' ModernBERT rotary tables computed in the model's dtype (float64) instead of float32."""
-
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dim = 2 * self.inv_freq.shape[0]
-        inv_freq = 1.0 / (self.config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-        angles = position_ids[:, :, None].double() * inv_freq
-        doubled = torch.cat((angles, angles), dim=-1)
-        return doubled.cos().to(x.dtype), doubled.sin().to(x.dtype)
-
-    monkeypatch.setattr(modeling_modernbert.ModernBertRotaryEmbedding, "forward", forward)
+    patch_exact_rotary(monkeypatch)
 
 
 def inputs(model: torch.nn.Module, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from safetensors.numpy import save as serialize
 
 from rosetta_common import EncoderConfig, WeightFormatError, read_safetensors, write_directory_atomically
 from rosetta_common.io import read_json_object
-from rosetta_tools.layouts.hf_families import FAMILIES, Family, distilbert_notes, family_of, stored_dtype_fields
+from rosetta_tools.layouts.hf_families import FAMILIES, Family, family_of, stored_dtype_fields
 from rosetta_tools.layouts.hf_index import read_shards
 from rosetta_tools.layouts.registry import Layout, WeightFile, agreeing_config, register
 
@@ -64,7 +64,7 @@ def _read(folder: Path, given: EncoderConfig | None) -> WeightFile:
         raise WeightFormatError(f"{folder}: {CONFIG_FILE} does not describe a rosetta encoder: {err!r}") from err
     kept = set(family.table.native_shapes(config))
     dropped = sorted(name for name in stored if _bare(name, family) not in kept)
-    notes = distilbert_notes(hf) if family.layout == "hf-distilbert" else []
+    notes = family.read_notes(hf)
     if dropped:
         parts = ", ".join(sorted({".".join(name.split(".")[:-1][:2]) + ".*" for name in dropped}))  # module paths
         notes.append(f"dropped {len(dropped)} tensors that are not the encoder: {parts}")

@@ -32,7 +32,7 @@ DISTILBERT_EPS = 1e-12  # DistilBERT's LayerNorms hard-code eps=1e-12 (no config
 class Family:
     """`read_config(hf, tensor_names, source) -> EncoderConfig`; `write_config(config) -> config.json` (without the
     dtype, which the writer adds); `needs`: the config values the family can hold ((field, value) pairs, where a
-    field may be a property such as has_final_norm)."""
+    field may be a property such as has_final_norm); `read_notes(hf)`: what reading it tells the user."""
 
     layout: str
     description: str
@@ -43,6 +43,7 @@ class Family:
     read_config: Callable[[HfConfig, frozenset[str], Path], EncoderConfig]
     write_config: Callable[[EncoderConfig], dict[str, Any]]
     needs: Callable[[EncoderConfig], tuple[tuple[str, object], ...]]
+    read_notes: Callable[[HfConfig], list[str]] = lambda hf: []  # what reading its config.json changes in meaning
 
     def check_holds(self, config: EncoderConfig) -> None:
         """WeightFormatError naming every field of `config` this family cannot hold (and what it needs)."""
@@ -362,6 +363,7 @@ FAMILIES: tuple[Family, ...] = (
         _distilbert_config,
         _distilbert_writer,
         _distilbert_needs,
+        distilbert_notes,
     ),
 )
 FAMILY_OF_MODEL_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
