@@ -188,9 +188,6 @@ def test_each_sublayer_from_the_same_input(case: str, policy: str) -> None:
     is the same-rounding-points claim without the cascade a whole run adds (tolerances.BFLOAT16_CASCADE_FRACTION)."""
     import jax.numpy as jnp
 
-    from rosetta_flax.attention import attention_biases as flax_biases
-    from rosetta_torch.attention import attention_biases as torch_biases
-
     config, precision = SUBLAYER_CASES[case], POLICIES[policy]
     weights = bfloat16_weights(config, seed=1)
     token_ids, padding = random_inputs(config, min(12, config.max_len), (0, 5), seed=2)
@@ -200,24 +197,22 @@ def test_each_sublayer_from_the_same_input(case: str, policy: str) -> None:
     with torch.no_grad():
         acts = torch_model.activations(torch.as_tensor(token_ids), torch.as_tensor(padding))
         front = torch_model.compute.round(acts["embedding_norm" if config.embedding_norm else "positional"])
-    t_biases = torch_biases(config, torch.as_tensor(padding), torch.float32)
-    f_biases = flax_biases(config, jnp.asarray(padding), jnp.float32)
     seq = token_ids.shape[1]
     t_rotary, f_rotary = torch_model.rotary.tables(seq), flax_model.rotary.tables(seq, jnp.float32)
     exact_weights = float64(weights)
     for i in range(config.n_layers):
         x = front if i == 0 else acts[f"layers.{i - 1}.ffn"]
         h = acts[f"layers.{i}.attn"]
-        window, theta = config.layer(i).max_distance, config.layer(i).rope_theta
+        theta = config.layer(i).rope_theta
         torch_layer, flax_layer = torch_model.layers[i], flax_model.layers[i]
         with torch.no_grad():
             torch_out = [
-                torch_layer.attention_block(x, t_biases[window], t_rotary.get(theta)),
+                torch_layer.attention_block(x, torch.as_tensor(padding), t_rotary.get(theta)),
                 torch_layer.feed_forward_block(h),
             ]
         x_np, h_np = (rosetta_torch.convert.tensor_to_numpy(t) for t in (x, h))
         flax_out = [
-            flax_layer.attention_block(jnp.asarray(x_np), f_biases[window], f_rotary.get(theta)),
+            flax_layer.attention_block(jnp.asarray(x_np), jnp.asarray(padding), f_rotary.get(theta)),
             flax_layer.feed_forward_block(jnp.asarray(h_np)),
         ]
         prefix = f"layers.{i}."

@@ -32,7 +32,6 @@ import rosetta_torch
 from rosetta_common import EncoderConfig, encoder_forward, tolerances
 from rosetta_common.rounding_error import float32_error_estimate
 from rosetta_common.vectors import random_tensors
-from rosetta_flax.attention import attention_biases
 
 SEEDED_CASES = seeded_cases(count=24, seed=20261130)
 
@@ -98,7 +97,7 @@ embedding = nnx.jit(lambda model, ids: model.embedding(ids))
 positional = nnx.jit(lambda model, x, ids: model.positional(x, ids))
 token_types = nnx.jit(lambda model, x, types: x + model.token_type(types))
 embedding_norm = nnx.jit(lambda model, x: model.embedding_norm(x))
-attention_block = nnx.jit(lambda layer, x, bias, rotary: layer.attention_block(x, bias, rotary))
+attention_block = nnx.jit(lambda layer, x, mask, rotary: layer.attention_block(x, mask, rotary))
 feed_forward_block = nnx.jit(lambda layer, x: layer.feed_forward_block(x))
 final_norm = nnx.jit(lambda model, x: model.final_norm(x))
 pooler = nnx.jit(lambda model, x: model.pooler(x))
@@ -121,10 +120,10 @@ def flax_activations(case: Case, tensors: dict[str, np.ndarray]) -> dict[str, np
     acts["positional"] = x
     if model.embedding_norm is not None:
         x = acts["embedding_norm"] = embedding_norm(model, x)
-    biases, rotary = attention_biases(model.config, mask, x.dtype), model.rotary.tables(x.shape[1], x.dtype)
+    rotary = model.rotary.tables(x.shape[1], x.dtype)
     for i, layer in enumerate(model.layers):
         spec = layer.spec
-        x = acts[f"layers.{i}.attn"] = attention_block(layer, x, biases[spec.max_distance], rotary.get(spec.rope_theta))
+        x = acts[f"layers.{i}.attn"] = attention_block(layer, x, mask, rotary.get(spec.rope_theta))
         x = acts[f"layers.{i}.ffn"] = feed_forward_block(layer, x)
     if model.final_norm is not None:
         x = acts["final_norm"] = final_norm(model, x)

@@ -1,6 +1,6 @@
 """rosetta-flax: the Transformer encoder in JAX / Flax NNX."""
 
-from rosetta_flax.attention import MultiHeadSelfAttention, attention_bias
+from rosetta_flax.attention import MultiHeadSelfAttention
 from rosetta_flax.checked import checked_jit
 from rosetta_flax.convert import from_canonical, load, save, to_canonical
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
@@ -24,7 +24,6 @@ __all__ = [
     "Runner",
     "TokenEmbedding",
     "TokenTypeEmbedding",
-    "attention_bias",
     "checked_jit",
     "from_canonical",
     "load",

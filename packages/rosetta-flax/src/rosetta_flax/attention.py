@@ -1,5 +1,5 @@
 """Multi-head self-attention with a padding mask (and, in a local layer, a window), rotary positions when the
-config has them."""
+config has them, computed in query blocks: memory linear in S, a local layer reading only its band of keys."""
 
 from __future__ import annotations
 
@@ -10,82 +10,71 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rosetta_common import EncoderConfig
+from rosetta_common.attention_blocks import QUERY_BLOCK, QueryBlocks
 from rosetta_flax.precision import Compute
 from rosetta_flax.rotary import Rotary, apply_rotary
 
 
-def attention_bias(padding_mask: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    """bool `[B, S]` (True = padding) -> additive bias `[B, 1, 1, S]`: 0 for keys, the dtype's lowest for padding.
-
-    A finite lowest value (not -inf) gives padded keys a weight of exactly 0 next to any real key, and a
-    sequence that is all padding a uniform average instead of NaN.
-    """
-    return jnp.where(padding_mask, jnp.finfo(dtype).min, 0).astype(dtype)[:, None, None, :]
+def key_bias(allowed: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """bool allowed (True = may attend) -> additive bias of the same shape: 0 where allowed, the dtype's lowest
+    elsewhere. A finite lowest value (not -inf) gives a masked key a weight of exactly 0 next to any allowed key."""
+    return jnp.where(allowed, jnp.zeros((), dtype), jnp.finfo(dtype).min)
 
 
-def window_bias(padding_mask: jax.Array, max_distance: int, dtype: jnp.dtype) -> jax.Array:
-    """bool `[B, S]` (True = padding) -> additive bias `[B, 1, S, S]` of a local layer: the dtype's lowest for a
-    padded key or one further than `max_distance` from the query, 0 otherwise."""
-    positions = jnp.arange(padding_mask.shape[-1])
-    far = jnp.abs(positions[:, None] - positions[None, :]) > max_distance  # [S, S]
-    masked = padding_mask[:, None, None, :] | far[None, None]
-    return jnp.where(masked, jnp.finfo(dtype).min, 0).astype(dtype)
+def allowed_in_block(key_padding: jax.Array, blocks: QueryBlocks, index: jax.Array | int) -> jax.Array:
+    """key_padding bool `[B, keys]` (the keys block `index` reads, True = padding) -> bool
+    `[B, 1, 1 or block, keys]`: the keys each of its queries may attend to (not padding; in a local layer, within
+    `max_distance` of the query)."""
+    allowed = ~key_padding[:, None, None, :]
+    if blocks.max_distance is None:
+        return allowed
+    queries = index * blocks.block + jnp.arange(blocks.block)
+    keys = blocks.key_start(index) - blocks.left + jnp.arange(blocks.keys)
+    return allowed & (jnp.abs(queries[:, None] - keys[None, :]) <= blocks.max_distance)[None, None]
 
 
-def attention_biases(config: EncoderConfig, padding_mask: jax.Array, dtype: jnp.dtype) -> dict[int | None, jax.Array]:
-    """The bias each kind of layer reads, by `LayerSpec.max_distance`: None (global) `[B, 1, 1, S]`, and each local
-    window's `[B, 1, S, S]`."""
-    biases: dict[int | None, jax.Array] = {None: attention_bias(padding_mask, dtype)}
-    for spec in config.layers:
-        if spec.max_distance is not None and spec.max_distance not in biases:
-            biases[spec.max_distance] = window_bias(padding_mask, spec.max_distance, dtype)
-    return biases
-
-
-def uniform_where_all_padding(query: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """query `[B, H, S, d_head]`, bias `[B, 1, 1 or S, S]` -> the same, with the queries and the bias of every query
-    row that has no key to attend to (a sequence that is all padding; in a local layer, a padded position whose
-    window holds only padding) set to 0: its scores are then exactly 0 and it attends uniformly, as the oracle
-    defines.
-
-    With every key at the dtype's lowest value the softmax is uniform only because q.k is absorbed into that
-    value; `jax.grad` does not see the absorption and passes gradients to q and k through it (the oracle's scores
-    there are a constant). Zero scores give the same uniform average and no such gradient (as rosetta_torch).
-    """
-    all_padding = (bias == jnp.finfo(bias.dtype).min).all(axis=-1, keepdims=True)  # [B, 1, 1 or S, 1]
-    query = jnp.where(all_padding, jnp.zeros((), query.dtype), query)
-    return query, jnp.where(all_padding, jnp.zeros((), bias.dtype), bias)
+def window_keep(padding_mask: jax.Array, max_distance: int | None) -> jax.Array:
+    """bool `[B, 1, S, S]` (True = attend) for a library kernel that takes a dense mask: not padding and, in a local
+    layer, within `max_distance`."""
+    seq = padding_mask.shape[-1]
+    return jnp.broadcast_to(allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0), (
+        padding_mask.shape[0], 1, seq, seq))
 
 
 class MultiHeadSelfAttention(nnx.Module):
-    """x `[B, S, D]`, bias `[B, 1, 1 or S, S]`, rotary (cos, sin) `[S, d_head]` when the layer has rotary positions
-    -> `[B, S, D]`; heads are contiguous column blocks of d_head.
+    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary (cos, sin) `[S, d_head]` when the layer
+    has rotary positions -> `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local
+    layer's window (`LayerSpec.max_distance`; None: global).
 
-    `implementation=None` (the default) is `softmax_attention` below, exact in every dtype (float64 included).
-    "cudnn" (GPU, bfloat16/float16) or "xla" hands the attention to `jax.nn.dot_product_attention` instead, which
-    takes its softmax in float32 and has no dropout: the counterpart of the kernels torch's
-    `F.scaled_dot_product_attention` picks for itself. It can be set on a built model (`attn.implementation`).
+    `implementation=None` (the default) computes the attention in blocks of `query_block` queries
+    (`rosetta_common.attention_blocks`): exact in every dtype (float64 included), memory linear in S, a local
+    layer reading only its band of keys. "cudnn" (GPU, bfloat16/float16) or "xla" hands it to
+    `jax.nn.dot_product_attention` instead, which takes its softmax in float32 and has no dropout: the
+    counterpart of the kernels torch's `F.scaled_dot_product_attention` picks for itself. Both can be set on a
+    built model (`attn.implementation`, `attn.query_block`).
     """
 
     def __init__(
         self,
         config: EncoderConfig,
         *,
+        max_distance: int | None = None,
         dtype: jnp.dtype = jnp.float32,
         compute_dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
         implementation: str | None = None,
+        query_block: int = QUERY_BLOCK,
     ) -> None:
         d = config.d_model
-        self.n_heads, self.rotary = config.n_heads, config.positions == "rotary"
+        self.n_heads, self.rotary, self.max_distance = config.n_heads, config.positions == "rotary", max_distance
         self.q, self.k, self.v, self.out = (
             nnx.Linear(d, d, use_bias=config.attention_bias, param_dtype=dtype, rngs=rngs) for _ in range(4)
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.implementation = implementation
+        self.implementation, self.query_block = implementation, query_block
         self.compute = Compute(compute_dtype)
 
-    def __call__(self, x: jax.Array, bias: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
         batch, seq, d_model = x.shape
         tokens = x.reshape(batch * seq, d_model)  # 2-D projections: see FeedForward.__call__
 
@@ -97,44 +86,108 @@ class MultiHeadSelfAttention(nnx.Module):
             if rotary is None:
                 raise ValueError("this attention has rotary positions: pass its (cos, sin) tables")
             q, k = (self.compute.rotary(apply_rotary, t, rotary) for t in (q, k))
-        q, bias = uniform_where_all_padding(q, bias)
-        if self.compute.active:
-            context = self.policy_attention(q, k, v, bias)
-        elif self.implementation is None:
-            context = self.softmax_attention(q, k, v, bias)
+        if self.implementation is None or self.compute.active:
+            context = self.blockwise(q, k, v, padding_mask)
         else:
-            if self.dropout.rate and not self.dropout.deterministic:
-                raise ValueError(f"attention dropout needs implementation=None, not {self.implementation!r}")
-            # A bool mask (True = attend), at the full [B, 1, S, S] that cuDNN asks for; JAX turns it into its
-            # own large negative bias, which cuDNN handles where the dtype's lowest value may not.
-            keep = jnp.broadcast_to(bias == 0, (batch, 1, seq, seq))  # global [B, 1, 1, S] or local [B, 1, S, S]
-            q, k, v = (t.swapaxes(1, 2) for t in (q, k, v))  # JAX's kernels take [B, S, H, d_head]
-            context = jax.nn.dot_product_attention(q, k, v, mask=keep, implementation=self.implementation)
-            context = context.swapaxes(1, 2)
+            context = self.library_attention(q, k, v, padding_mask)
         merged = context.swapaxes(1, 2).reshape(batch * seq, d_model)
         return self.compute.linear(self.out, merged).reshape(batch, seq, d_model)
 
-    def softmax_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
-        """q, k, v `[B, H, S, d_head]`, bias `[B, 1, 1, S]` -> context `[B, H, S, d_head]`.
+    def blockwise(self, q: jax.Array, k: jax.Array, v: jax.Array, padding_mask: jax.Array) -> jax.Array:
+        """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]` -> context `[B, H, S, d_head]`, one query block at a
+        time (`jax.lax.map`; each block under `jax.checkpoint` when there are several, so the backward recomputes a
+        block's scores instead of storing all of them, as flash attention does).
+
+        A query with no key it may attend to (a sequence that is all padding; in a local layer, a padded position
+        whose window holds only padding) attends uniformly to every position, as the oracle defines: the same
+        kernel on a zero query against all keys. Its block computes a finite stand-in (bias 0), replaced.
+        """
+        batch, heads, seq, d_head = q.shape
+        blocks = QueryBlocks.plan(seq, self.max_distance, self.query_block)
+        score_dtype = self.compute.island_dtype(q.dtype)
+        kernel = self.policy_attention if self.compute.active else self.softmax_attention
+        dropout_key = self.dropout_key()
+        if self.compute.active:  # float32 operands holding the bfloat16 values: see policy_attention
+            k, v = self.compute.widen(k), self.compute.widen(v)
+        no_keys = jnp.zeros((batch, 1, 1, seq), score_dtype)
+        uniform = kernel(jnp.zeros_like(q[:, :, :1]), k, v, no_keys, self.block_key(dropout_key, blocks.count))
+        keys, values, key_padding = k, v, padding_mask
+        if blocks.banded:  # pad the keys so that every block's band is one slice
+            keys, values = (jnp.pad(t, ((0, 0), (0, 0), (blocks.left, blocks.right), (0, 0))) for t in (k, v))
+            key_padding = jnp.pad(padding_mask, ((0, 0), (blocks.left, blocks.right)), constant_values=True)
+
+        def one_block(q_block: jax.Array, index: jax.Array | int) -> jax.Array:  # [B, H, block, d_head]
+            start = blocks.key_start(index)
+            k_block, v_block = (jax.lax.dynamic_slice_in_dim(t, start, blocks.keys, axis=2) for t in (keys, values))
+            padding_block = jax.lax.dynamic_slice_in_dim(key_padding, start, blocks.keys, axis=1)
+            allowed = allowed_in_block(padding_block, blocks, index)
+            empty = ~allowed.any(axis=-1, keepdims=True)  # [B, 1, 1 or block, 1]
+            context = kernel(q_block, k_block, v_block, key_bias(allowed | empty, score_dtype),
+                             self.block_key(dropout_key, index))
+            return jnp.where(empty, uniform, context)
+
+        if blocks.count == 1:
+            return one_block(q, 0)
+        padded = jnp.pad(q, ((0, 0), (0, 0), (0, blocks.padded_queries - seq), (0, 0)))
+        q_blocks = jnp.moveaxis(padded.reshape(batch, heads, blocks.count, blocks.block, d_head), 2, 0)
+        contexts = jax.lax.map(lambda args: jax.checkpoint(one_block)(*args), (q_blocks, jnp.arange(blocks.count)))
+        return jnp.moveaxis(contexts, 0, 2).reshape(batch, heads, blocks.padded_queries, d_head)[:, :, :seq]
+
+    def dropout_key(self) -> jax.Array | None:
+        """One key per call for the attention dropout (None when dropout is off); each block folds in its index."""
+        if not self.dropout.rate or self.dropout.deterministic:
+            return None
+        return self.dropout.rngs()
+
+    @staticmethod
+    def block_key(key: jax.Array | None, index: jax.Array | int) -> jax.Array | None:
+        return None if key is None else jax.random.fold_in(key, index)
+
+    def attention_dropout(self, probabilities: jax.Array, key: jax.Array | None) -> jax.Array:
+        return probabilities if key is None else self.dropout(probabilities, rngs=key)
+
+    def softmax_attention(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
+        """q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]`, bias `[B, 1, 1 or Q, K]` -> context
+        `[B, H, Q, d_head]`.
 
         softmax(scores) @ v, with the softmax's division moved after the matmul: exp(scores - max) @ v / sum,
-        the same maths (dropout scales entries, so it commutes with the division) on a [B, H, S, d_head] array
-        instead of [B, H, S, S]. With heads leading, XLA on CPU runs this forward faster than `jax.nn.softmax`
+        the same maths (dropout scales entries, so it commutes with the division) on a [B, H, Q, d_head] array
+        instead of [B, H, Q, K]. With heads leading, XLA on CPU runs this forward faster than `jax.nn.softmax`
         between two einsums (the README's performance section has the numbers). The max is only a shift that
         keeps exp finite; the result does not depend on it, so no gradient flows through it (as in
-        `jax.nn.softmax`): its backward, a tie-breaking mask over [B, H, S, S], was a sizeable share of the
+        `jax.nn.softmax`): its backward, a tie-breaking mask over [B, H, Q, K], was a sizeable share of the
         attention's.
         """
         scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
         unnormalised = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
-        return self.dropout(unnormalised) @ v / unnormalised.sum(axis=-1, keepdims=True)
+        return self.attention_dropout(unnormalised, dropout_key) @ v / unnormalised.sum(axis=-1, keepdims=True)
 
-    def policy_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
-        """Attention under a precision policy: q, k, v `[B, H, S, d_head]` (compute dtype), bias float32
-        `[B, 1, 1, S]` -> context `[B, H, S, d_head]`. Scores from float32 operands (exact products of the
-        bfloat16 values, float32 accumulation), softmax in float32, the probabilities rounded, then p @ v with one
-        rounding (as `rosetta_torch.attention.MultiHeadSelfAttention.policy_attention`)."""
-        widen = self.compute.widen
+    def policy_attention(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
+        """Attention under a precision policy: q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]` (compute dtype),
+        bias float32 `[B, 1, 1 or Q, K]` -> context `[B, H, Q, d_head]`. Scores from float32 operands (exact
+        products of the bfloat16 values, float32 accumulation), softmax in float32, the probabilities rounded,
+        then p @ v with one rounding (as `rosetta_torch.attention.MultiHeadSelfAttention.policy_attention`).
+
+        `blockwise` passes k and v widened once, before the blocks: both products run on float32 operands that hold
+        the bfloat16 values (exact products, float32 accumulation, the same maths as a bfloat16 GEMM), so the
+        gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once."""
+        widen, round_ = self.compute.widen, self.compute.round
         scores = widen(q) @ widen(k).swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
-        probabilities = self.dropout(jax.nn.softmax(scores, axis=-1))
-        return self.compute.matmul(self.compute.round(probabilities), v)
+        probabilities = self.attention_dropout(jax.nn.softmax(scores, axis=-1), dropout_key)
+        return round_(widen(round_(probabilities)) @ widen(v))
+
+    def library_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, padding_mask: jax.Array) -> jax.Array:
+        """`jax.nn.dot_product_attention` (`implementation` "cudnn" or "xla") on q, k, v `[B, H, S, d_head]` ->
+        `[B, H, S, d_head]`, with a bool mask (True = attend) at the full `[B, 1, S, S]` cuDNN asks for; JAX turns
+        it into its own large negative bias, which cuDNN handles where the dtype's lowest value may not. A row with
+        no key gets JAX's own answer (its kernels' convention, not the oracle's)."""
+        if self.dropout.rate and not self.dropout.deterministic:
+            raise ValueError(f"attention dropout needs implementation=None, not {self.implementation!r}")
+        keep = window_keep(padding_mask, self.max_distance)
+        q, k, v = (t.swapaxes(1, 2) for t in (q, k, v))  # JAX's kernels take [B, S, H, d_head]
+        context = jax.nn.dot_product_attention(q, k, v, mask=keep, implementation=self.implementation)
+        return context.swapaxes(1, 2)

@@ -10,7 +10,6 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
-from rosetta_flax.attention import attention_biases
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
 from rosetta_flax.pooler import Pooler
@@ -168,7 +167,7 @@ class Encoder(nnx.Module):
         acts: dict[str, jax.Array] | None = None,
     ) -> jax.Array:
         """The checked forward pass -> the output `[B, S, D]`; every boundary activation into `acts` when given.
-        Each layer reads the bias of its kind (global, or its local window) and its rotary base's tables."""
+        Each layer reads the padding mask (its attention applies its own window) and its rotary base's tables."""
         padding_mask = self.padding_mask_for(
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
@@ -181,14 +180,13 @@ class Encoder(nnx.Module):
         for name, value in front.items():
             record(name, value)
         x = self.dropout(self.compute.round(front["embedding_norm" if "embedding_norm" in front else "positional"]))
-        biases = attention_biases(self.config, padding_mask, self.compute.island_dtype(x.dtype))
         rotary = self.rotary.tables(x.shape[1], x.dtype)
         for i, layer in enumerate(self.layers):
-            bias, tables = biases[layer.spec.max_distance], rotary.get(layer.spec.rope_theta)
+            tables = rotary.get(layer.spec.rope_theta)
             if acts is None:  # the layer's own call: FSDP2's hooks (gathering its parameters) run on it
-                x = layer(x, bias, tables)
+                x = layer(x, padding_mask, tables)
                 continue
-            x = layer.attention_block(x, bias, tables)
+            x = layer.attention_block(x, padding_mask, tables)
             record(f"layers.{i}.attn", x)
             x = layer.feed_forward_block(x)
             record(f"layers.{i}.ffn", x)

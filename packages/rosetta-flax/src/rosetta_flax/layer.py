@@ -30,7 +30,7 @@ def layer_norm(
 
 
 class EncoderLayer(nnx.Module):
-    """x `[B, S, D]`, attention bias `[B, 1, 1 or S, S]` (the layer's kind: `attention_biases`), rotary tables when
+    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary tables when
     the config has rotary positions -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`. Layer `index`'s
     kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention norm."""
 
@@ -44,7 +44,9 @@ class EncoderLayer(nnx.Module):
         rngs: nnx.Rngs,
     ) -> None:
         self.norm_first, self.spec = config.norm_first, config.layer(index)
-        self.attn = MultiHeadSelfAttention(config, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs)
+        self.attn = MultiHeadSelfAttention(
+            config, max_distance=self.spec.max_distance, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs
+        )
         self.norm1 = layer_norm(config, dtype, rngs) if self.spec.attention_norm else None
         self.ffn = FeedForward(config, dtype=dtype, compute_dtype=compute_dtype, rngs=rngs)
         self.norm2 = layer_norm(config, dtype, rngs)
@@ -52,12 +54,12 @@ class EncoderLayer(nnx.Module):
         self.dropout2 = nnx.Dropout(config.dropout, rngs=rngs)
         self.compute = Compute(compute_dtype)
 
-    def attention_block(self, x: jax.Array, bias: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+    def attention_block(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
         add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:
-            return add(x, self.dropout1(self.attn(self.attention_norm(x), bias, rotary)))
-        return self.attention_norm(add(x, self.dropout1(self.attn(x, bias, rotary))))
+            return add(x, self.dropout1(self.attn(self.attention_norm(x), padding_mask, rotary)))
+        return self.attention_norm(add(x, self.dropout1(self.attn(x, padding_mask, rotary))))
 
     def attention_norm(self, x: jax.Array) -> jax.Array:
         """norm1, or x itself in a layer without one (ModernBERT's layer 0)."""
@@ -70,5 +72,5 @@ class EncoderLayer(nnx.Module):
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
-    def __call__(self, x: jax.Array, bias: jax.Array, rotary: Rotary | None = None) -> jax.Array:
-        return self.feed_forward_block(self.attention_block(x, bias, rotary))
+    def __call__(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+        return self.feed_forward_block(self.attention_block(x, padding_mask, rotary))

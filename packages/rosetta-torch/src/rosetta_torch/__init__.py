@@ -1,6 +1,6 @@
 """rosetta-torch: the Transformer encoder in PyTorch."""
 
-from rosetta_torch.attention import MultiHeadSelfAttention, attention_bias
+from rosetta_torch.attention import MultiHeadSelfAttention
 from rosetta_torch.convert import from_canonical, load, save, to_canonical
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.encoder import Encoder
@@ -23,7 +23,6 @@ __all__ = [
     "Runner",
     "TokenEmbedding",
     "TokenTypeEmbedding",
-    "attention_bias",
     "from_canonical",
     "from_torch_modules",
     "load",

@@ -1,5 +1,6 @@
 """Multi-head self-attention with a padding mask (and, in a local layer, a window), rotary positions when the
-config has them; scaled_dot_product_attention without a precision policy, explicit float32 scores under one."""
+config has them: `F.scaled_dot_product_attention` without a precision policy, explicit float32 scores under one,
+in query blocks where that keeps memory linear in S or skips a local layer's far keys."""
 
 from __future__ import annotations
 
@@ -8,82 +9,64 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rosetta_common import EncoderConfig
+from rosetta_common.attention_blocks import QUERY_BLOCK, QueryBlocks
 from rosetta_torch.precision import Compute
 from rosetta_torch.rotary import Rotary, apply_rotary
 
 
-def attention_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """bool `[B, S]` (True = padding) -> additive bias `[B, 1, 1, S]`: 0 for keys, the dtype's lowest for padding.
-
-    A finite lowest value (not -inf) gives padded keys a weight of exactly 0 next to any real key, and a
-    sequence that is all padding a uniform average instead of NaN.
-    """
-    bias = torch.zeros(padding_mask.shape, dtype=dtype, device=padding_mask.device)
-    return bias.masked_fill(padding_mask, torch.finfo(dtype).min)[:, None, None, :]
+def key_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool allowed (True = may attend) -> additive bias of the same shape: 0 where allowed, the dtype's lowest
+    elsewhere. A finite lowest value (not -inf) gives a masked key a weight of exactly 0 next to any allowed key."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def window_bias(padding_mask: torch.Tensor, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
-    """bool `[B, S]` (True = padding) -> additive bias `[B, 1, S, S]` of a local layer: the dtype's lowest for a
-    padded key or one further than `max_distance` from the query, 0 otherwise."""
-    positions = torch.arange(padding_mask.shape[-1], device=padding_mask.device)
-    far = (positions[:, None] - positions[None, :]).abs() > max_distance  # [S, S]
-    masked = padding_mask[:, None, None, :] | far[None, None]
-    return torch.zeros(masked.shape, dtype=dtype, device=padding_mask.device).masked_fill(
-        masked, torch.finfo(dtype).min
-    )
-
-
-def attention_biases(
-    config: EncoderConfig, padding_mask: torch.Tensor, dtype: torch.dtype
-) -> dict[int | None, torch.Tensor]:
-    """The bias each kind of layer reads, by `LayerSpec.max_distance`: None (global) `[B, 1, 1, S]`, and each local
-    window's `[B, 1, S, S]`."""
-    biases: dict[int | None, torch.Tensor] = {None: attention_bias(padding_mask, dtype)}
-    for spec in config.layers:
-        if spec.max_distance is not None and spec.max_distance not in biases:
-            biases[spec.max_distance] = window_bias(padding_mask, spec.max_distance, dtype)
-    return biases
-
-
-def uniform_where_all_padding(query: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """query `[B, H, S, d_head]`, bias `[B, 1, 1 or S, S]` -> the same, with the queries and the bias of every query
-    row that has no key to attend to (a sequence that is all padding; in a local layer, a padded position whose
-    window holds only padding) set to 0: its scores are then exactly 0 and it attends uniformly, as the oracle
-    defines.
-
-    With every key at the dtype's lowest value the softmax is uniform only because q.k is absorbed into that
-    value. The backward does not see the absorption: autodiff passes gradients to q and k through it (the oracle's
-    scores there are a constant), and torch's fused CPU kernel recomputes the probabilities from a log-sum-exp that
-    absorbed log(S) as well, giving 1 instead of 1/S (value gradients S times too large). Zero scores have neither
-    problem; the forward is the same uniform average.
-    """
-    all_padding = (bias == torch.finfo(bias.dtype).min).all(dim=-1, keepdim=True)  # [B, 1, 1 or S, 1]
-    return query.masked_fill(all_padding, 0.0), bias.masked_fill(all_padding, 0.0)
+def allowed_in_block(key_padding: torch.Tensor, blocks: QueryBlocks, index: int) -> torch.Tensor:
+    """key_padding bool `[B, keys]` (the keys block `index` reads, True = padding) -> bool
+    `[B, 1, 1 or block, keys]`: the keys each of its queries may attend to (not padding; in a local layer, within
+    `max_distance` of the query)."""
+    allowed = ~key_padding[:, None, None, :]
+    if blocks.max_distance is None:
+        return allowed
+    device = key_padding.device
+    queries = index * blocks.block + torch.arange(blocks.block, device=device)
+    keys = blocks.key_start(index) - blocks.left + torch.arange(blocks.keys, device=device)
+    return allowed & ((queries[:, None] - keys[None, :]).abs() <= blocks.max_distance)[None, None]
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """x `[B, S, D]`, bias `[B, 1, 1 or S, S]`, rotary (cos, sin) `[S, d_head]` when the layer has rotary positions
-    -> `[B, S, D]`; heads are contiguous column blocks of d_head."""
+    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary (cos, sin) `[S, d_head]` when the layer
+    has rotary positions -> `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local
+    layer's window (`LayerSpec.max_distance`; None: global).
+
+    Without a precision policy a global layer is one `F.scaled_dot_product_attention` call (its fused kernels keep
+    memory linear in S); a local layer, and every layer under a policy, is computed in blocks of `query_block`
+    queries (`rosetta_common.attention_blocks`), a local block reading only its band of keys. `query_block` can be
+    set on a built model.
+    """
 
     def __init__(
         self,
         config: EncoderConfig,
         *,
+        max_distance: int | None = None,
         dtype: torch.dtype | None = None,
         compute_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        query_block: int = QUERY_BLOCK,
     ) -> None:
         super().__init__()
         d = config.d_model
         self.d_head, self.dropout = config.d_head, config.dropout
         self.compute = Compute(compute_dtype)
-        self.rotary = config.positions == "rotary"
+        self.rotary, self.max_distance, self.query_block = config.positions == "rotary", max_distance, query_block
         bias = config.attention_bias
         self.q, self.k, self.v, self.out = (nn.Linear(d, d, bias=bias, dtype=dtype, device=device) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
         batch, seq, _ = x.shape
 
         def heads(projected: torch.Tensor) -> torch.Tensor:  # [B, S, H * d_head] -> [B, H, S, d_head]
@@ -95,20 +78,70 @@ class MultiHeadSelfAttention(nn.Module):
             if rotary is None:
                 raise ValueError("this attention has rotary positions: pass its (cos, sin) tables")
             query, key = (self.compute.rotary(apply_rotary, t, rotary) for t in (query, key))
-        query, bias = uniform_where_all_padding(query, bias)
-        dropout = self.dropout if self.training else 0.0
-        if self.compute.active:
-            context = self.policy_attention(query, key, value, bias)
-        else:
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+        context = self.blockwise(query, key, value, padding_mask)
         return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, -1))
 
+    def blockwise(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]` -> context `[B, H, S, d_head]`, one query block at a
+        time (under a policy, each block under activation checkpointing when there are several, so the backward
+        recomputes a block's scores instead of storing all of them, as flash attention does).
+
+        A query with no key it may attend to (a sequence that is all padding; in a local layer, a padded position
+        whose window holds only padding) attends uniformly to every position, as the oracle defines: the same
+        kernel on a zero query against all keys. Its block computes a finite stand-in (bias 0), replaced. (A row
+        whose every bias is the dtype's lowest would also mislead torch's fused CPU backward, which recomputes the
+        probabilities from a log-sum-exp that absorbed log(S).)
+        """
+        batch, _, seq, _ = q.shape
+        blocked = self.compute.active or self.max_distance is not None
+        blocks = QueryBlocks.plan(seq, self.max_distance, self.query_block if blocked else seq)
+        score_dtype = self.compute.island_dtype(q.dtype)
+        kernel = self.policy_attention if self.compute.active else self.fused_attention
+        if self.compute.active:  # float32 operands holding the bfloat16 values: see policy_attention
+            k, v = self.compute.widen(k), self.compute.widen(v)
+        no_keys = torch.zeros((batch, 1, 1, seq), dtype=score_dtype, device=q.device)
+        uniform = kernel(torch.zeros_like(q[:, :, :1]), k, v, no_keys)
+        keys, values, key_padding = k, v, padding_mask
+        if blocks.banded:  # pad the keys so that every block's band is one slice
+            keys, values = (F.pad(t, (0, 0, blocks.left, blocks.right)) for t in (k, v))
+            key_padding = F.pad(padding_mask, (blocks.left, blocks.right), value=True)
+
+        def one_block(q_block: torch.Tensor, index: int) -> torch.Tensor:  # [B, H, rows <= block, d_head]
+            start, rows = blocks.key_start(index), q_block.shape[2]
+            k_block, v_block = (t[:, :, start : start + blocks.keys] for t in (keys, values))
+            allowed = allowed_in_block(key_padding[:, start : start + blocks.keys], blocks, index)[:, :, :rows]
+            empty = ~allowed.any(dim=-1, keepdim=True)  # [B, 1, 1 or rows, 1]
+            context = kernel(q_block, k_block, v_block, key_bias(allowed | empty, score_dtype))
+            return torch.where(empty, uniform, context)
+
+        recompute = self.compute.active and blocks.count > 1 and torch.is_grad_enabled()
+        contexts = []
+        for index in range(blocks.count):
+            q_block = q[:, :, index * blocks.block : (index + 1) * blocks.block]
+            if recompute:
+                contexts.append(checkpoint(one_block, q_block, index, use_reentrant=False))
+            else:
+                contexts.append(one_block(q_block, index))
+        return contexts[0] if blocks.count == 1 else torch.cat(contexts, dim=2)
+
+    def fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]`, bias `[B, 1, 1 or Q, K]` -> context `[B, H, Q, d_head]`:
+        `F.scaled_dot_product_attention`, whose fused kernels never hold the `[Q, K]` scores of every head."""
+        dropout = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
     def policy_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Attention under a precision policy: q, k, v `[B, H, S, d_head]` (compute dtype), bias float32
-        `[B, 1, 1, S]` -> context `[B, H, S, d_head]`. Scores from float32 operands (exact products of the
-        bfloat16 values, float32 accumulation), softmax in float32, the probabilities rounded, then p @ v with one
-        rounding (as `rosetta_flax.attention.MultiHeadSelfAttention.policy_attention`)."""
-        widen = self.compute.widen
+        """Attention under a precision policy: q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]` (compute dtype),
+        bias float32 `[B, 1, 1 or Q, K]` -> context `[B, H, Q, d_head]`. Scores from float32 operands (exact
+        products of the bfloat16 values, float32 accumulation), softmax in float32, the probabilities rounded,
+        then p @ v with one rounding (as `rosetta_flax.attention.MultiHeadSelfAttention.policy_attention`).
+
+        `blockwise` passes k and v widened once, before the blocks: both products run on float32 operands that hold
+        the bfloat16 values (exact products, float32 accumulation, the same maths as a bfloat16 GEMM), so the
+        gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once."""
+        widen, round_ = self.compute.widen, self.compute.round
         scores = widen(q) @ widen(k).transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
         probabilities = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
-        return self.compute.matmul(self.compute.round(probabilities), v)
+        return round_(widen(round_(probabilities)) @ widen(v))

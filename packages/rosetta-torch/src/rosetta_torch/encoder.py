@@ -8,7 +8,6 @@ from torch import nn
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
-from rosetta_torch.attention import attention_biases
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.layer import EncoderLayer, layer_norm
 from rosetta_torch.pooler import Pooler
@@ -174,7 +173,7 @@ class Encoder(nn.Module):
         acts: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The checked forward pass -> the output `[B, S, D]`; every boundary activation into `acts` when given.
-        Each layer reads the bias of its kind (global, or its local window) and its rotary base's tables."""
+        Each layer reads the padding mask (its attention applies its own window) and its rotary base's tables."""
         padding_mask = self.padding_mask_for(
             token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
         )
@@ -187,14 +186,13 @@ class Encoder(nn.Module):
         for name, value in front.items():
             record(name, value)
         x = self.dropout(self.compute.round(front["embedding_norm" if "embedding_norm" in front else "positional"]))
-        biases = attention_biases(self.config, padding_mask, self.compute.island_dtype(x.dtype))
         rotary = self.rotary.tables(x.shape[1])
         for i, layer in enumerate(self.layers):
-            bias, tables = biases[layer.spec.max_distance], rotary.get(layer.spec.rope_theta)
+            tables = rotary.get(layer.spec.rope_theta)
             if acts is None:  # the layer's own call: FSDP2's hooks (gathering its parameters) run on it
-                x = layer(x, bias, tables)
+                x = layer(x, padding_mask, tables)
                 continue
-            x = layer.attention_block(x, bias, tables)
+            x = layer.attention_block(x, padding_mask, tables)
             record(f"layers.{i}.attn", x)
             x = layer.feed_forward_block(x)
             record(f"layers.{i}.ffn", x)

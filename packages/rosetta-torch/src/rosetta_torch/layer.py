@@ -26,7 +26,7 @@ def layer_norm(
 
 
 class EncoderLayer(nn.Module):
-    """x `[B, S, D]`, attention bias `[B, 1, 1 or S, S]` (the layer's kind: `attention_biases`), rotary tables when
+    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary tables when
     the config has rotary positions -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`. Layer `index`'s
     kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention norm."""
 
@@ -41,7 +41,9 @@ class EncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.norm_first, self.spec = config.norm_first, config.layer(index)
-        self.attn = MultiHeadSelfAttention(config, dtype=dtype, compute_dtype=compute_dtype, device=device)
+        self.attn = MultiHeadSelfAttention(
+            config, max_distance=self.spec.max_distance, dtype=dtype, compute_dtype=compute_dtype, device=device
+        )
         self.norm1 = layer_norm(config, dtype=dtype, device=device) if self.spec.attention_norm else None
         self.ffn = FeedForward(config, dtype=dtype, compute_dtype=compute_dtype, device=device)
         self.norm2 = layer_norm(config, dtype=dtype, device=device)
@@ -49,12 +51,12 @@ class EncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(config.dropout)
         self.compute = Compute(compute_dtype)
 
-    def attention_block(self, x: torch.Tensor, bias: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+    def attention_block(self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
         add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:
-            return add(x, self.dropout1(self.attn(self.attention_norm(x), bias, rotary)))
-        return self.attention_norm(add(x, self.dropout1(self.attn(x, bias, rotary))))
+            return add(x, self.dropout1(self.attn(self.attention_norm(x), padding_mask, rotary)))
+        return self.attention_norm(add(x, self.dropout1(self.attn(x, padding_mask, rotary))))
 
     def attention_norm(self, x: torch.Tensor) -> torch.Tensor:
         """norm1, or x itself in a layer without one (ModernBERT's layer 0)."""
@@ -67,5 +69,5 @@ class EncoderLayer(nn.Module):
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
-        return self.feed_forward_block(self.attention_block(x, bias, rotary))
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+        return self.feed_forward_block(self.attention_block(x, padding_mask, rotary))

@@ -10,7 +10,7 @@ import torch
 from rosetta_common import EncoderConfig
 from rosetta_tools.throughput import hf_bert
 from rosetta_torch import Encoder, to_canonical
-from rosetta_torch.attention import attention_bias
+from rosetta_torch.attention import key_bias
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (token_ids, padding_mask) -> [B, S, D]
 
@@ -35,6 +35,6 @@ def hf_bert_peer(config: EncoderConfig, model: Encoder) -> tuple[torch.nn.Module
 
     def forward(token_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         x = model.positional(model.embedding(token_ids))
-        return bert(x, attention_mask=attention_bias(padding_mask, x.dtype)).last_hidden_state
+        return bert(x, attention_mask=key_bias(~padding_mask[:, None, None, :], x.dtype)).last_hidden_state
 
     return torch.nn.ModuleList([model.embedding, bert]), forward
