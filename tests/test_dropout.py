@@ -179,12 +179,12 @@ def test_torch_attention_dropout_keeps_and_scales(device: str) -> None:
             getattr(module, name).weight.copy_(torch.from_numpy(kernel.T))
             getattr(module, name).bias.copy_(torch.from_numpy(bias))
     x = torch.randn(BATCH, SEQ, CONFIG.d_model, dtype=torch.float64, device=device)
-    bias = torch.zeros(BATCH, 1, 1, SEQ, dtype=torch.float64, device=device)
+    no_padding = torch.zeros(BATCH, SEQ, dtype=torch.bool, device=device)
     module.eval()
-    assert torch.allclose(module(x, bias), torch.ones_like(x), atol=1e-12)
+    assert torch.allclose(module(x, no_padding), torch.ones_like(x), atol=1e-12)
     module.train()
     torch.manual_seed(0)
-    check_attention_counts(module(x, bias).detach().cpu().numpy(), CONFIG.n_heads)
+    check_attention_counts(module(x, no_padding).detach().cpu().numpy(), CONFIG.n_heads)
 
 
 def test_flax_attention_dropout_keeps_and_scales() -> None:
@@ -193,11 +193,11 @@ def test_flax_attention_dropout_keeps_and_scales() -> None:
         getattr(module, name).kernel.set_value(jnp.asarray(kernel))
         getattr(module, name).bias.set_value(jnp.asarray(bias))
     x = jax.random.normal(jax.random.key(0), (BATCH, SEQ, CONFIG.d_model), jnp.float64)
-    bias = jnp.zeros((BATCH, 1, 1, SEQ), jnp.float64)
+    no_padding = jnp.zeros((BATCH, SEQ), bool)
     module.eval()
-    assert np.allclose(module(x, bias), 1.0, atol=1e-12)
+    assert np.allclose(module(x, no_padding), 1.0, atol=1e-12)
     module.train()
-    check_attention_counts(np.asarray(module(x, bias)), CONFIG.n_heads)
+    check_attention_counts(np.asarray(module(x, no_padding)), CONFIG.n_heads)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
