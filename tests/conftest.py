@@ -67,14 +67,21 @@ def fuzz_examples(request: pytest.FixtureRequest) -> int:
     return request.config.getoption("--fuzz-examples")
 
 
-@pytest.fixture(scope="session")
-def device(request: pytest.FixtureRequest) -> str:
-    """'cpu' or 'cuda'; on CUDA, TF32 is off in torch and JAX matmuls run at full precision."""
-    name = request.config.getoption("--device")
-    if name == "cuda":
+def pytest_configure(config: pytest.Config) -> None:
+    """On CUDA, for every test (not only those taking `device`): TF32 off in torch, JAX matmuls at full precision,
+    and cuBLAS's bfloat16 GEMMs reducing in float32 (the policy's one rounding per matmul)."""
+    if config.getoption("--device") == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """'cpu' or 'cuda' (set up by `pytest_configure`); on CUDA JAX's default device is the GPU."""
+    name = request.config.getoption("--device")
+    if name == "cuda":
         jax.config.update("jax_default_device", jax.devices("gpu")[0])
     return name
 

@@ -119,9 +119,7 @@ def test_attention_with_padding(setup, device):
     config, weights, torch_model, flax_model, x, mask = setup
     expected = oracle.attention(x, layer_weights(weights), config.n_heads, mask)
     assert np.isfinite(expected).all()
-    got_torch = torch_np(
-        lambda t, m: torch_model.layers[0].attn(t, m), x, mask, device=device
-    )
+    got_torch = torch_np(lambda t, m: torch_model.layers[0].attn(t, m), x, mask, device=device)
     flax_attn = flax_model.layers[0].attn
     got_flax = flax_attn(jnp.asarray(x), jnp.asarray(mask))
     assert max_abs_diff(got_torch, expected) <= FLOAT64
@@ -138,9 +136,7 @@ def test_feed_forward(setup, device):
 def test_encoder_layer(setup, device):
     config, weights, torch_model, flax_model, x, mask = setup
     expected = oracle.encoder_layer(config, layer_weights(weights), x, mask)[1]
-    got_torch = torch_np(
-        lambda t, m: torch_model.layers[0](t, m), x, mask, device=device
-    )
+    got_torch = torch_np(lambda t, m: torch_model.layers[0](t, m), x, mask, device=device)
     got_flax = flax_model.layers[0](jnp.asarray(x), jnp.asarray(mask))
     assert max_abs_diff(got_torch, expected) <= FLOAT64
     assert max_abs_diff(got_flax, expected) <= FLOAT64

@@ -30,7 +30,14 @@ import rosetta_torch
 from rosetta_common import EncoderConfig, encoder_forward
 from rosetta_common.attention_blocks import QueryBlocks
 from rosetta_common.precision import POLICIES
-from rosetta_common.tolerances import BFLOAT16_CROSS_FRACTION, FLOAT64, GRADIENT_FLOAT64_RELATIVE, relative_l2
+from rosetta_common.tolerances import (
+    BFLOAT16_CROSS_FRACTION,
+    FLOAT32_CROSS,
+    FLOAT32_ORACLE,
+    FLOAT64,
+    GRADIENT_FLOAT64_RELATIVE,
+    relative_l2,
+)
 from rosetta_common.vectors import CASES, random_inputs, random_tensors
 from rosetta_flax import training as flax_training
 from rosetta_torch import training as torch_training
@@ -46,8 +53,12 @@ BLOCKS = (5, 8, 512)  # 5 and 8: several blocks (the last partial), a local band
 
 
 def set_query_block(model: rosetta_torch.Encoder | rosetta_flax.Encoder, block: int) -> None:
+    """`block` queries per block; in flax, also `block + 1` keys per online-softmax step (several steps, the last
+    one partial, wherever a block reads more keys than that)."""
     for layer in model.layers:
         layer.attn.query_block = block
+        if isinstance(model, rosetta_flax.Encoder):
+            layer.attn.key_block = block + 1
 
 
 def models(config: EncoderConfig, weights: dict[str, np.ndarray], block: int, **kinds):
@@ -87,6 +98,22 @@ def test_blocked_activations_equal_the_oracle(case, block: int) -> None:
     for key, value in expected.items():
         assert max_abs_diff(got_torch[key].numpy(), value) <= FLOAT64, (name, block, key)
         assert max_abs_diff(np.asarray(got_flax[key]), value) <= FLOAT64, (name, block, key)
+
+
+def test_blocked_float32_within_the_float32_bounds(case) -> None:
+    """float32 with 5-query blocks (flax: 6-key online-softmax steps): the output within FLOAT32_ORACLE of the
+    oracle and torch within FLOAT32_CROSS of flax, the bounds of the unblocked models (the online softmax rescales
+    each row's running sums once per step: a few float32 roundings, far inside them)."""
+    name, config, weights, token_ids, mask = case
+    expected = encoder_forward(config, weights, token_ids, mask)["output"]
+    torch_model, flax_model = models(config, {k: v.astype(np.float32) for k, v in weights.items()}, 5)
+    with torch.no_grad():
+        got_torch = torch_model.eval()(torch.as_tensor(token_ids), torch.as_tensor(mask)).numpy()
+    flax_model.eval()
+    got_flax = np.asarray(flax_model(jnp.asarray(token_ids), jnp.asarray(mask)))
+    assert max_abs_diff(got_torch, expected) <= FLOAT32_ORACLE, name
+    assert max_abs_diff(got_flax, expected) <= FLOAT32_ORACLE, name
+    assert max_abs_diff(got_torch, got_flax) <= FLOAT32_CROSS, name
 
 
 def gradients(torch_model, flax_model, token_ids, mask) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -160,13 +187,15 @@ def shapes_in(jaxpr) -> list[tuple[int, ...]]:
 
 @pytest.mark.parametrize("layer", [0, 1])
 def test_flax_attention_never_holds_seq_by_seq(layer: int) -> None:
-    """rosetta_flax at S = 256 with 32-query blocks, forward and gradient: no intermediate has a [.., S, S] pair of
-    axes; the global layer's scores are [.., 32, 256], the local layer's [.., 32, 40] (its band: 32 + 2 * 4)."""
+    """rosetta_flax at S = 256 with 32-query blocks and 64-key online-softmax steps, forward and gradient: no
+    intermediate has a [.., S, S] pair of axes; the widest scores are the global layer's [.., 32, 64] and the local
+    layer's [.., 32, 40] (its band, 32 + 2 * 4, in one step)."""
     config = replace(CONFIGS["modernbert"], max_len=256)
     seq, block = 256, 32
     model = rosetta_flax.from_canonical(config, random_tensors(config, seed=3, dtype=np.float32))
     set_query_block(model, block)
     attn = model.layers[layer].attn
+    attn.key_block = 64
     x = jnp.ones((1, seq, config.d_model))
     mask = jnp.zeros((1, seq), bool)
     tables = model.rotary.tables(seq, x.dtype)[config.layer(layer).rope_theta]
@@ -179,7 +208,7 @@ def test_flax_attention_never_holds_seq_by_seq(layer: int) -> None:
     shapes = shapes_in(jaxpr)
     assert not [s for s in shapes if len(s) >= 2 and s[-2:] == (seq, seq)]
     widest = max(s[-1] for s in shapes if len(s) == 4 and s[-2] == block)
-    assert widest == (seq if layer == 0 else block + 2 * 4)
+    assert widest == (64 if layer == 0 else block + 2 * 4)
 
 
 def fused_attention_flops(query_shape, key_shape, *args, **kwargs) -> int:

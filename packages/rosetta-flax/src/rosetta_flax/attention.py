@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rosetta_common import EncoderConfig
-from rosetta_common.attention_blocks import QUERY_BLOCK, QueryBlocks
+from rosetta_common.attention_blocks import KEY_BLOCK, QUERY_BLOCK, QueryBlocks
 from rosetta_flax.precision import Compute
 from rosetta_flax.rotary import Rotary, apply_rotary
 
@@ -37,8 +37,10 @@ def window_keep(padding_mask: jax.Array, max_distance: int | None) -> jax.Array:
     """bool `[B, 1, S, S]` (True = attend) for a library kernel that takes a dense mask: not padding and, in a local
     layer, within `max_distance`."""
     seq = padding_mask.shape[-1]
-    return jnp.broadcast_to(allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0), (
-        padding_mask.shape[0], 1, seq, seq))
+    return jnp.broadcast_to(
+        allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0),
+        (padding_mask.shape[0], 1, seq, seq),
+    )
 
 
 class MultiHeadSelfAttention(nnx.Module):
@@ -47,8 +49,9 @@ class MultiHeadSelfAttention(nnx.Module):
     layer's window (`LayerSpec.max_distance`; None: global).
 
     `implementation=None` (the default) computes the attention in blocks of `query_block` queries
-    (`rosetta_common.attention_blocks`): exact in every dtype (float64 included), memory linear in S, a local
-    layer reading only its band of keys. "cudnn" (GPU, bfloat16/float16) or "xla" hands it to
+    (`rosetta_common.attention_blocks`) and, without a precision policy, each block against `key_block` keys at a
+    time (an online softmax): exact in every dtype (float64 included), memory linear in S, a local layer reading
+    only its band of keys. "cudnn" (GPU, bfloat16/float16) or "xla" hands it to
     `jax.nn.dot_product_attention` instead, which takes its softmax in float32 and has no dropout: the
     counterpart of the kernels torch's `F.scaled_dot_product_attention` picks for itself. Both can be set on a
     built model (`attn.implementation`, `attn.query_block`).
@@ -64,6 +67,7 @@ class MultiHeadSelfAttention(nnx.Module):
         rngs: nnx.Rngs,
         implementation: str | None = None,
         query_block: int = QUERY_BLOCK,
+        key_block: int = KEY_BLOCK,
     ) -> None:
         d = config.d_model
         self.n_heads, self.rotary, self.max_distance = config.n_heads, config.positions == "rotary", max_distance
@@ -71,7 +75,7 @@ class MultiHeadSelfAttention(nnx.Module):
             nnx.Linear(d, d, use_bias=config.attention_bias, param_dtype=dtype, rngs=rngs) for _ in range(4)
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.implementation, self.query_block = implementation, query_block
+        self.implementation, self.query_block, self.key_block = implementation, query_block, key_block
         self.compute = Compute(compute_dtype)
 
     def __call__(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
@@ -105,7 +109,7 @@ class MultiHeadSelfAttention(nnx.Module):
         batch, heads, seq, d_head = q.shape
         blocks = QueryBlocks.plan(seq, self.max_distance, self.query_block)
         score_dtype = self.compute.island_dtype(q.dtype)
-        kernel = self.policy_attention if self.compute.active else self.softmax_attention
+        kernel = self.policy_attention if self.compute.active else self.online_softmax_attention
         dropout_key = self.dropout_key()
         if self.compute.active:  # float32 operands holding the bfloat16 values: see policy_attention
             k, v = self.compute.widen(k), self.compute.widen(v)
@@ -122,8 +126,9 @@ class MultiHeadSelfAttention(nnx.Module):
             padding_block = jax.lax.dynamic_slice_in_dim(key_padding, start, blocks.keys, axis=1)
             allowed = allowed_in_block(padding_block, blocks, index)
             empty = ~allowed.any(axis=-1, keepdims=True)  # [B, 1, 1 or block, 1]
-            context = kernel(q_block, k_block, v_block, key_bias(allowed | empty, score_dtype),
-                             self.block_key(dropout_key, index))
+            context = kernel(
+                q_block, k_block, v_block, key_bias(allowed | empty, score_dtype), self.block_key(dropout_key, index)
+            )
             return jnp.where(empty, uniform, context)
 
         if blocks.count == 1:
@@ -163,6 +168,46 @@ class MultiHeadSelfAttention(nnx.Module):
         scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
         unnormalised = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
         return self.attention_dropout(unnormalised, dropout_key) @ v / unnormalised.sum(axis=-1, keepdims=True)
+
+    def online_softmax_attention(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
+        """`softmax_attention` (same shapes) over `key_block` keys at a time: a running max m, sum l and context c
+        per query row (Milakov & Gimelshein's online softmax, as flash attention): for each key block,
+        m' = max(m, max(s)), l' = l e^(m - m') + sum(e^(s - m')), c' = c e^(m - m') + e^(s - m') @ v, and c / l at
+        the end. The same maths as one pass; the `[B, H, Q, key_block]` scores of one step stay in cache (see
+        `rosetta_common.attention_blocks.KEY_BLOCK` for the measurement). The max is a shift, as in
+        `softmax_attention`: no gradient flows through it. Dropout scales each step's e^(s - m') entries, never l.
+        """
+        keys, block = k.shape[2], self.key_block
+        if keys <= block:
+            return self.softmax_attention(q, k, v, bias, dropout_key)
+        count = -(-keys // block)
+        padding = count * block - keys  # padded keys are masked: bias at the dtype's lowest, weight 0
+        if padding:
+            k, v = (jnp.pad(t, ((0, 0), (0, 0), (0, padding), (0, 0))) for t in (k, v))
+            bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, padding)), constant_values=jnp.finfo(bias.dtype).min)
+
+        def steps(t: jax.Array) -> jax.Array:  # [..., count * block, d] -> [count, ..., block, d]
+            return jnp.moveaxis(t.reshape(*t.shape[:-2], count, block, t.shape[-1]), -3, 0)
+
+        bias_steps = jnp.moveaxis(bias.reshape(*bias.shape[:-1], count, block), -2, 0)
+        root = math.sqrt(q.shape[-1])
+
+        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
+            running_max, total, context = carry
+            k_step, v_step, bias_step, index = inputs
+            scores = q @ k_step.swapaxes(-1, -2) / root + bias_step
+            new_max = jax.lax.stop_gradient(jnp.maximum(running_max, scores.max(axis=-1, keepdims=True)))
+            unnormalised, correction = jnp.exp(scores - new_max), jnp.exp(running_max - new_max)
+            kept = self.attention_dropout(unnormalised, self.block_key(dropout_key, index))
+            total = total * correction + unnormalised.sum(axis=-1, keepdims=True)
+            return (new_max, total, context * correction + kept @ v_step), None
+
+        rows = (*q.shape[:-1], 1)
+        start = (jnp.full(rows, -jnp.inf, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
+        (_, total, context), _ = jax.lax.scan(step, start, (steps(k), steps(v), bias_steps, jnp.arange(count)))
+        return context / total
 
     def policy_attention(
         self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None

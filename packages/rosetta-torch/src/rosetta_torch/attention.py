@@ -81,9 +81,7 @@ class MultiHeadSelfAttention(nn.Module):
         context = self.blockwise(query, key, value, padding_mask)
         return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, -1))
 
-    def blockwise(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor
-    ) -> torch.Tensor:
+    def blockwise(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]` -> context `[B, H, S, d_head]`, one query block at a
         time (under a policy, each block under activation checkpointing when there are several, so the backward
         recomputes a block's scores instead of storing all of them, as flash attention does).

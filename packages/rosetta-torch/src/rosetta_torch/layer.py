@@ -51,7 +51,9 @@ class EncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(config.dropout)
         self.compute = Compute(compute_dtype)
 
-    def attention_block(self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+    def attention_block(
+        self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None
+    ) -> torch.Tensor:
         add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:

@@ -262,7 +262,7 @@ class ParallelTrainer:
 
     def local_part(self, param: nn.Parameter, whole: torch.Tensor) -> torch.Tensor:
         """`whole` laid out as `param`: a DTensor shard for a DTensor, the local shard for a localized one."""
-        whole = whole.to(dtype=param.dtype)
+        whole = whole.to(device=param.device, dtype=param.dtype)  # moments live where their parameter does (a GPU)
         view = self.as_dtensor(param, param.detach())
         if not isinstance(view, DTensor):
             return whole

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="paper-base",
         help="model size: tiny (a quick look), paper-base (512/8/6/2048, the README's tables), bert-base "
         "(768/12/12/3072), modernbert-base (768/12/22/1152 GeGLU, rotary, 128-token windows; peer: transformers' "
-        "ModernBertModel) (default %(default)s); the run prints its estimated duration before it starts",
+        "ModernBertModel), modernbert-base-global (the same, every layer global) (default %(default)s); the run "
+        "prints its estimated duration before it starts",
     )
     parser.add_argument("--batch", type=positive_int, help="batch size (default: the preset's)")
     parser.add_argument("--seq", type=positive_int, help="sequence length (default: the preset's)")

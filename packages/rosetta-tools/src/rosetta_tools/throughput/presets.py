@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rosetta_common import EncoderConfig
 
@@ -26,7 +26,7 @@ PRESETS: dict[str, Preset] = {
     # ModernBERT-base sizes (answerdotai/ModernBERT-base's config.json): 22 layers, GeGLU, rotary, a 128-token window
     # on two of every three layers, no biases.
     "modernbert-base": Preset(
-        EncoderConfig(
+        MODERNBERT_BASE := EncoderConfig(
             50368,
             768,
             12,
@@ -52,6 +52,10 @@ PRESETS: dict[str, Preset] = {
         ),
         batch=1,
         seq=512,
+    ),
+    # The same model with every layer global: what its local layers save, measured (the long-context tables).
+    "modernbert-base-global": Preset(
+        replace(MODERNBERT_BASE, local_window=0, global_every=1, local_rope_theta=None), batch=1, seq=512
     ),
     # Small enough for CI on two cores.
     "tiny": Preset(EncoderConfig(1000, 64, 4, 2, 128, max_len=128, dropout=0.0), batch=4, seq=32),
