@@ -60,12 +60,17 @@ def hf_folder(family: str, folder: Path, seed: int = 0) -> Path:
     tokenizer = fast_tokenizer(family)
     torch.manual_seed(seed)
     sizes = dict(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=32, initializer_range=0.3, hidden_act="gelu")  # fmt: skip
+                 intermediate_size=32, hidden_act="gelu")  # fmt: skip
     if family == "bert":
         model = BertModel(BertConfig(**sizes, max_position_embeddings=64, pad_token_id=0, type_vocab_size=2))
     else:
         config = XLMRobertaConfig(**sizes, max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2)
         model = XLMRobertaModel(config)
+    with torch.no_grad():  # every weight of order 1: HF's zero biases and unit LayerNorms would hide a mix-up
+        for name, param in model.named_parameters():
+            param.copy_(torch.randn_like(param) * (0.3 if "weight" in name and param.ndim == 2 else 0.1))
+            if "LayerNorm.weight" in name:
+                param.add_(1.0)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

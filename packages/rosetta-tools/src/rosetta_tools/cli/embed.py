@@ -44,7 +44,8 @@ def texts_of(args: argparse.Namespace) -> list[str]:
 
 def embedder(framework: str, folder: Path, dtype: str):  # noqa: ANN201  (model, a NumPy-in NumPy-out embed)
     """(the loaded model, `run(batch) -> [B, D_out]` NumPy): torch's `model.embed` under no_grad, or flax's
-    `checked_jit(model, method="embed")`."""
+    `checked_jit(model, method="embed")`. Single texts are all token type 0, the encoder's default: no
+    token_type_ids are passed."""
     module = require(framework, "rosetta embed")
     notes = lambda note: print(f"note: {note}")  # noqa: E731
     if framework == "torch":
@@ -55,8 +56,7 @@ def embedder(framework: str, folder: Path, dtype: str):  # noqa: ANN201  (model,
         def run_torch(batch) -> np.ndarray:  # noqa: ANN001
             with torch.no_grad():
                 ids, mask = torch.from_numpy(batch.token_ids), torch.from_numpy(batch.attention_mask)
-                types = torch.from_numpy(batch.token_type_ids) if model.config.type_vocab_size else None
-                return model.embed(ids, token_type_ids=types, attention_mask=mask).numpy()
+                return model.embed(ids, attention_mask=mask).numpy()
 
         return model, run_torch
     import jax
@@ -68,8 +68,7 @@ def embedder(framework: str, folder: Path, dtype: str):  # noqa: ANN201  (model,
     compiled = module.checked_jit(model, method="embed")
 
     def run_flax(batch) -> np.ndarray:  # noqa: ANN001
-        types = batch.token_type_ids if model.config.type_vocab_size else None
-        return np.asarray(compiled(batch.token_ids, token_type_ids=types, attention_mask=batch.attention_mask))
+        return np.asarray(compiled(batch.token_ids, attention_mask=batch.attention_mask))
 
     return model, run_flax
 
