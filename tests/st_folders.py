@@ -14,10 +14,44 @@ from pathlib import Path
 
 import torch
 
-WORDS = (
-    "a the cat dog sat on mat runs fast slow quick brown fox jumps over lazy sleeps in sun rain "
-    "red blue green sky sea tree house car road city night day query passage is was"
-).split()
+WORDS = [
+    "a",
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "runs",
+    "fast",
+    "slow",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "sleeps",
+    "in",
+    "sun",
+    "rain",
+    "red",
+    "blue",
+    "green",
+    "sky",
+    "sea",
+    "tree",
+    "house",
+    "car",
+    "road",
+    "city",
+    "night",
+    "day",
+    "query",
+    "passage",
+    "is",
+    "was",
+]
 TEXTS = [
     "The cat sat on the mat.",
     "A quick brown fox jumps over the lazy dog",
@@ -32,7 +66,7 @@ FAMILIES = {  # model type -> (special tokens in id order, the pad token, the te
 }
 
 
-def fast_tokenizer(family: str):  # noqa: ANN201  (a transformers PreTrainedTokenizerFast)
+def fast_tokenizer(family: str):
     """A WordPiece tokenizer over WORDS (lower-cased, BERT's pre-tokenizer), the family's special tokens."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast

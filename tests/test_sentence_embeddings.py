@@ -9,6 +9,7 @@ output equal, bit for bit, to the model's own embed on the same batch.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -81,16 +82,16 @@ def texts_and_prompt(name: str) -> tuple[list[str], dict[str, str]]:
     return [PROMPT + text for text in TEXTS], {"prompt": PROMPT}
 
 
-def batch(folder: Path, model, texts: list[str]):  # noqa: ANN001, ANN201
+def batch(folder: Path, model, texts: list[str]):
     return FolderTokenizer(folder, model.config.max_len, model.config.padding_idx).tokenize(texts)
 
 
-def prompt_length(folder: Path, model) -> int:  # noqa: ANN001
+def prompt_length(folder: Path, model) -> int:
     """The client's rule: the prompt's tokens less a trailing special token ([SEP], </s>)."""
     return int(batch(folder, model, [PROMPT]).attention_mask.sum()) - 1
 
 
-def torch_embed(model, b, prompt: int | None) -> np.ndarray:  # noqa: ANN001
+def torch_embed(model, b, prompt: int | None) -> np.ndarray:
     with torch.no_grad():
         ids, mask = torch.from_numpy(b.token_ids), torch.from_numpy(b.attention_mask)
         return model.embed(ids, attention_mask=mask, prompt_length=prompt).numpy()
@@ -139,9 +140,7 @@ def test_embed_matches_the_client_and_the_oracle_float64(folders, name) -> None:
     flax_model.eval()
     checkpoint = layouts.load_checkpoint(folder, dtype="float64")
     hidden = encoder_forward(checkpoint.config, checkpoint.tensors, b.token_ids, attention_mask=b.attention_mask)
-    oracle = sentence_embedding(
-        checkpoint.head, checkpoint.head_tensors, hidden["output"], b.attention_mask, prompt
-    )
+    oracle = sentence_embedding(checkpoint.head, checkpoint.head_tensors, hidden["output"], b.attention_mask, prompt)
     for got in (
         torch_embed(torch_model, b, prompt),
         np.asarray(flax_model.embed(b.token_ids, attention_mask=b.attention_mask, prompt_length=prompt)),
@@ -162,7 +161,9 @@ def test_rosetta_embed_is_the_models_embed_bit_for_bit(folders, name, tmp_path, 
     flax_model.eval()
     expected = {
         "torch": torch_embed(torch_model, b, None),
-        "flax": np.asarray(rosetta_flax.checked_jit(flax_model, method="embed")(b.token_ids, attention_mask=b.attention_mask)),
+        "flax": np.asarray(
+            rosetta_flax.checked_jit(flax_model, method="embed")(b.token_ids, attention_mask=b.attention_mask)
+        ),
     }
     reference = client_encode(client(folder), TEXTS)
     for framework, vectors in expected.items():
@@ -201,9 +202,14 @@ def test_the_head_survives_convert_both_ways(folders, tmp_path, capsys) -> None:
     folder = folders["bert-cls+mean-dense-dense-normalize"]
     canonical = tmp_path / "model.safetensors"
     assert main(["convert", str(folder), str(canonical), "--to", "rosetta"]) == 0
-    assert "note: sentence-transformers head: cls+mean pooling, dense 32 -> 12 (tanh), dense 12 -> 8 (identity), normalize" in capsys.readouterr().out
+    assert (
+        "note: sentence-transformers head: cls+mean pooling, dense 32 -> 12 (tanh), dense 12 -> 8 (identity), normalize"
+        in capsys.readouterr().out
+    )
     assert HEAD_KEY in read_metadata(canonical)
-    from_file, from_folder = (rosetta_torch.load(path, on_note=lambda note: None).eval() for path in (canonical, folder))
+    from_file, from_folder = (
+        rosetta_torch.load(path, on_note=lambda note: None).eval() for path in (canonical, folder)
+    )
     b = batch(folder, from_folder, TEXTS)
     np.testing.assert_array_equal(torch_embed(from_file, b, None), torch_embed(from_folder, b, None))
     back = tmp_path / "st-again"
@@ -218,7 +224,10 @@ def test_the_head_survives_convert_both_ways(folders, tmp_path, capsys) -> None:
 
 def test_a_layout_without_a_place_for_the_head_says_it_left_it_out(folders, tmp_path, capsys) -> None:
     assert main(["convert", str(folders["bert-mean-normalize"]), str(tmp_path / "hf"), "--to", "hf-bert"]) == 0
-    assert "note: the sentence head (mean pooling, normalize) is not written: the hf-bert layout" in capsys.readouterr().out
+    assert (
+        "note: the sentence head (mean pooling, normalize) is not written: the hf-bert layout"
+        in capsys.readouterr().out
+    )
     assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "st"), "--to", "sentence-transformers"]) == 2
     assert "the weights have no sentence head" in capsys.readouterr().err
 
@@ -254,7 +263,7 @@ def test_a_folder_without_modules_json_has_no_head(folders, capsys) -> None:
     folder = folders["hf-bert"]
     model = rosetta_torch.load(folder, on_note=lambda note: None)
     ids = torch.tensor([[2, 7, 3]])
-    with pytest.raises(NoSentenceHeadError, match="no sentence-embedding head.*without modules.json"):
+    with pytest.raises(NoSentenceHeadError, match=r"no sentence-embedding head.*without modules\.json"):
         model.embed(ids)
     flax_model = rosetta_flax.load(folder, on_note=lambda note: None)
     with pytest.raises(NoSentenceHeadError, match="no sentence-embedding head"):
@@ -285,12 +294,14 @@ def test_modules_rosetta_does_not_read_are_refused_by_name(folders, tmp_path) ->
     for i, entry in enumerate(entries):
         entry["idx"] = i
     (folder / "modules.json").write_text(json.dumps(entries))
-    with pytest.raises(WeightFormatError, match="module 'sentence_transformers.models.LayerNorm' is not one rosetta reads"):
+    with pytest.raises(
+        WeightFormatError, match=re.escape("module 'sentence_transformers.models.LayerNorm' is not one rosetta reads")
+    ):
         rosetta_torch.load(folder)
     dense = tmp_path / "swish"
     shutil.copytree(folders["xlmr-max-dense-gelu"], dense)
     config_path = dense / "2_Dense" / "config.json"
     config = json.loads(config_path.read_text())
-    (config_path).write_text(json.dumps({**config, "activation_function": "torch.nn.modules.activation.SiLU"}))
-    with pytest.raises(WeightFormatError, match="activation_function 'torch.nn.modules.activation.SiLU'"):
+    config_path.write_text(json.dumps({**config, "activation_function": "torch.nn.modules.activation.SiLU"}))
+    with pytest.raises(WeightFormatError, match=re.escape("activation_function 'torch.nn.modules.activation.SiLU'")):
         rosetta_flax.load(dense)

@@ -62,8 +62,10 @@ def read_checkpoint(
     try:
         layouts = importlib.import_module("rosetta_tools.layouts")
     except ImportError:
-        raise WeightFormatError(f"{_what(path)}: reading it needs rosetta-tools (pip install rosetta-tools), which "
-                                "holds the layouts `rosetta convert` reads") from None
+        raise WeightFormatError(
+            f"{_what(path)}: reading it needs rosetta-tools (pip install rosetta-tools), which "
+            "holds the layouts `rosetta convert` reads"
+        ) from None
     read = layouts.load_checkpoint(path, dtype=dtype, on_note=on_note or warn_note)
     return Checkpoint(read.config, read.tensors, read.layout, read.head, read.head_tensors)
 
@@ -82,5 +84,8 @@ def _is_canonical_file(path: Path) -> bool:
 def _what(path: Path) -> str:
     if not path.exists():
         return f"{path}: no such file or directory"
-    return f"{path}: a directory that is not a canonical rosetta file" if path.is_dir() else (
-        f"{path}: a file that is not a canonical rosetta file")
+    return (
+        f"{path}: a directory that is not a canonical rosetta file"
+        if path.is_dir()
+        else (f"{path}: a file that is not a canonical rosetta file")
+    )

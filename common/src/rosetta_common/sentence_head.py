@@ -56,8 +56,11 @@ class HeadConfig:
         problems = []
         if not self.pooling:
             problems.append("pooling: at least one mode")
-        problems += [f"pooling: unknown mode {mode!r}, expected one of {POOLING_MODES}" for mode in self.pooling
-                     if mode not in POOLING_MODES]
+        problems += [
+            f"pooling: unknown mode {mode!r}, expected one of {POOLING_MODES}"
+            for mode in self.pooling
+            if mode not in POOLING_MODES
+        ]
         width = self.pooled_dim
         for i, dense in enumerate(self.dense):
             if dense.in_features != width:
@@ -137,4 +140,6 @@ def check_head_tensors(
     their common dtype, None for a head without tensors."""
     if not head.shapes() and not tensors:
         return None
-    return check_named_tensors(head.shapes(), tensors, source=source, description=f"the sentence head ({head.describe()})")
+    return check_named_tensors(
+        head.shapes(), tensors, source=source, description=f"the sentence head ({head.describe()})"
+    )

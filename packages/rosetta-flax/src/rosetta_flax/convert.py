@@ -77,9 +77,7 @@ def save(model: Encoder, path: str | os.PathLike) -> Path:
     head = model.sentence_head
     if head is None:
         return save_canonical(path, model.config, to_canonical(model))
-    return save_canonical(
-        path, model.config, to_canonical(model), head=head.head, head_tensors=head_to_canonical(head)
-    )
+    return save_canonical(path, model.config, to_canonical(model), head=head.head, head_tensors=head_to_canonical(head))
 
 
 def load(

@@ -9,8 +9,8 @@ import numpy as np
 from flax import nnx
 
 from rosetta_common import EncoderConfig, check_array_type
-from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
+from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
 from rosetta_flax.pooler import Pooler
@@ -31,7 +31,8 @@ class Encoder(nnx.Module):
 
     Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
     `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
-    the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head. Inputs are checked when they are concrete; under `jax.jit` call `check_inputs`
+    the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head.
+    Inputs are checked when they are concrete; under `jax.jit` call `check_inputs`
     before the jitted function (JAX's gather would silently clamp a bad token id).
     """
 

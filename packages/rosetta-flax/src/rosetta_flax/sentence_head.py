@@ -64,13 +64,16 @@ class SentenceHead(nnx.Module):
         self.head = head
         self.dtype = jnp.dtype(dtype)  # what it computes in (the encoder output is cast)
         self.dense = nnx.List(
-            [nnx.Linear(d.in_features, d.out_features, use_bias=d.bias, param_dtype=dtype, rngs=rngs) for d in head.dense]
+            [
+                nnx.Linear(d.in_features, d.out_features, use_bias=d.bias, param_dtype=dtype, rngs=rngs)
+                for d in head.dense
+            ]
         )
 
     def __call__(self, hidden: jax.Array, keep: jax.Array, prompt_length: int | None = None) -> jax.Array:
         mask, hidden = pooling_mask(self.head, keep, prompt_length), jnp.asarray(hidden).astype(self.dtype)
         x = jnp.concatenate([pool(mode, hidden, mask) for mode in self.head.pooling], axis=-1)
-        for layer, spec in zip(self.dense, self.head.dense):
+        for layer, spec in zip(self.dense, self.head.dense, strict=True):
             x = ACTIVATIONS[spec.activation](layer(x))
         if self.head.normalize:
             x = x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), NORM_EPS)

@@ -19,7 +19,11 @@ import numpy as np
 from rosetta_common import WeightFormatError
 from rosetta_common.io import read_json_object
 
-TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, ST_CONFIG_FILE = "tokenizer.json", "tokenizer_config.json", "sentence_bert_config.json"
+TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, ST_CONFIG_FILE = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "sentence_bert_config.json",
+)
 
 
 @dataclass(frozen=True)

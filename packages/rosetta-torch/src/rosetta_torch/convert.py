@@ -11,9 +11,9 @@ import torch
 
 from rosetta_common import EncoderConfig, check_tensors, save_canonical
 from rosetta_common.checkpoints import read_checkpoint
-from rosetta_common.sentence_head import head_dtype
 from rosetta_common.name_tables import TORCH_ENCODER
 from rosetta_common.precision import BFLOAT16, Precision, cast_tensors, model_precision
+from rosetta_common.sentence_head import head_dtype
 from rosetta_torch.embedding import PositionalEncoding
 from rosetta_torch.encoder import Encoder
 from rosetta_torch.sentence_head import head_from_canonical, head_to_canonical
@@ -95,9 +95,7 @@ def save(model: Encoder, path: str | os.PathLike) -> Path:
     head = model.sentence_head
     if head is None:
         return save_canonical(path, model.config, to_canonical(model))
-    return save_canonical(
-        path, model.config, to_canonical(model), head=head.head, head_tensors=head_to_canonical(head)
-    )
+    return save_canonical(path, model.config, to_canonical(model), head=head.head, head_tensors=head_to_canonical(head))
 
 
 def load(

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from rosetta_common import EncoderConfig, check_array_type
-from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
+from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.layer import EncoderLayer, layer_norm
 from rosetta_torch.pooler import Pooler
@@ -34,7 +34,8 @@ class Encoder(nn.Module):
 
     Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
     `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
-    the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head. Every call checks its inputs first (`check_inputs`, also callable on its own, as in
+    the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head.
+    Every call checks its inputs first (`check_inputs`, also callable on its own, as in
     rosetta_flax).
     """
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from rosetta_common.pooling import CLAMP, NORM_EPS
@@ -74,7 +74,7 @@ class SentenceHead(nn.Module):
     def forward(self, hidden: torch.Tensor, keep: torch.Tensor, prompt_length: int | None = None) -> torch.Tensor:
         mask, hidden = pooling_mask(self.head, keep, prompt_length), hidden.to(self.dtype)
         x = torch.cat([pool(mode, hidden, mask) for mode in self.head.pooling], dim=-1)
-        for layer, spec in zip(self.dense, self.head.dense):
+        for layer, spec in zip(self.dense, self.head.dense, strict=True):
             x = ACTIVATIONS[spec.activation](layer(x))
         return F.normalize(x, p=2, dim=1, eps=NORM_EPS) if self.head.normalize else x
 

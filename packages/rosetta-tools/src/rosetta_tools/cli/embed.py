@@ -18,10 +18,14 @@ TABLE_MAX = 8  # the cosine-similarity table is printed for 2 to TABLE_MAX texts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", type=Path, help="a sentence-transformers folder (or any folder `load` reads, with tokenizer.json)")
+    parser.add_argument(
+        "folder", type=Path, help="a sentence-transformers folder (or any folder `load` reads, with tokenizer.json)"
+    )
     parser.add_argument("texts", nargs="*", help="the texts to embed")
     parser.add_argument("--file", type=Path, help="more texts, one a line (a progress bar follows them)")
-    parser.add_argument("--framework", choices=["torch", "flax"], default="torch", help="which encoder runs (default torch)")
+    parser.add_argument(
+        "--framework", choices=["torch", "flax"], default="torch", help="which encoder runs (default torch)"
+    )
     parser.add_argument("--out", type=Path, metavar="FILE.npy", help="write the [N, D] float32 embeddings here")
     parser.add_argument(
         "--dtype", choices=["float32", "float64"], default="float32", help="the model's dtype (default float32)"
@@ -47,7 +51,7 @@ def embedder(framework: str, folder: Path, dtype: str):  # noqa: ANN201  (model,
     `checked_jit(model, method="embed")`. Single texts are all token type 0, the encoder's default: no
     token_type_ids are passed."""
     module = require(framework, "rosetta embed")
-    notes = lambda note: print(f"note: {note}")  # noqa: E731
+    notes = lambda note: print(f"note: {note}")
     if framework == "torch":
         import torch
 

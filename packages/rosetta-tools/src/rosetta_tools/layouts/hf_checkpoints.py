@@ -21,9 +21,9 @@ from safetensors.numpy import save as serialize
 
 from rosetta_common import EncoderConfig, WeightFormatError, read_safetensors, write_directory_atomically
 from rosetta_common.io import read_json_object
+from rosetta_common.sentence_head import HeadConfig
 from rosetta_tools.layouts.hf_families import FAMILIES, Family, family_of, stored_dtype_fields
 from rosetta_tools.layouts.hf_index import read_shards
-from rosetta_common.sentence_head import HeadConfig
 from rosetta_tools.layouts.registry import Layout, Tensors, WeightFile, agreeing_config, register
 from rosetta_tools.layouts.st_modules import MODULES_FILE, encoder_folder, read_head, write_head
 

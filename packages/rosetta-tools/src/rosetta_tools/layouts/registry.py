@@ -161,7 +161,11 @@ def load_checkpoint(
     tensors = weights.layout.to_canonical(weights)
     if weights.head is not None:
         source = f"{weights.path} ({weights.description})"
-        check_head_dtype(source, tensors["embedding.weight"].dtype, check_head_tensors(weights.head, weights.head_tensors, source=source))
+        check_head_dtype(
+            source,
+            tensors["embedding.weight"].dtype,
+            check_head_tensors(weights.head, weights.head_tensors, source=source),
+        )
     return Checkpoint(weights.config, tensors, weights.layout.name, weights.head, dict(weights.head_tensors))
 
 
@@ -192,8 +196,10 @@ def save(
     if head is not None and target.write_with_head is not None:
         return target.write_with_head(path, config, tensors, head, dict(head_tensors or {}))
     if head is not None and on_note is not None:
-        on_note(f"the sentence head ({head.describe()}) is not written: the {layout} layout has no place for it "
-                "(--to rosetta or --to sentence-transformers keep it)")
+        on_note(
+            f"the sentence head ({head.describe()}) is not written: the {layout} layout has no place for it "
+            "(--to rosetta or --to sentence-transformers keep it)"
+        )
     return target.write(path, config, tensors)
 
 

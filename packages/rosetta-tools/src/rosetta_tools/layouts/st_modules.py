@@ -61,19 +61,22 @@ def modules(folder: Path) -> list[dict[str, Any]]:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WeightFormatError(f"{path}: not a readable sentence-transformers modules.json: {err}") from err
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in entries):
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("type"), str) for e in entries
+    ):
         raise WeightFormatError(f"{path}: expected a list of {{'idx', 'name', 'path', 'type'}} objects")
     read = []
     for entry in sorted(entries, key=lambda e: e.get("idx", 0)):
         kind = TYPES.get(entry["type"].rsplit(".", 1)[-1])
         if kind is None:
-            raise WeightFormatError(
-                f"{path}: module {entry['type']!r} is not one rosetta reads ({', '.join(TYPES)})"
-            )
+            raise WeightFormatError(f"{path}: module {entry['type']!r} is not one rosetta reads ({', '.join(TYPES)})")
         read.append({**entry, "kind": kind})
     kinds = [entry["kind"] for entry in read]
-    if kinds[:2] != ["transformer", "pooling"] or "transformer" in kinds[1:] or "pooling" in kinds[2:] or (
-        "normalize" in kinds and kinds.index("normalize") != len(kinds) - 1
+    if (
+        kinds[:2] != ["transformer", "pooling"]
+        or "transformer" in kinds[1:]
+        or "pooling" in kinds[2:]
+        or ("normalize" in kinds and kinds.index("normalize") != len(kinds) - 1)
     ):
         raise WeightFormatError(
             f"{path}: modules {kinds}: rosetta reads Transformer, Pooling, any Dense layers, then Normalize (or none)"
@@ -135,21 +138,30 @@ def _dense(folder: Path) -> tuple[DenseSpec, np.ndarray, np.ndarray | None]:
     fields = read_json_object(path, "Dense config")
     for key in ("module_input_name", "module_output_name"):
         if fields.get(key, "sentence_embedding") not in ("sentence_embedding", None):
-            raise WeightFormatError(f"{path}: {key} {fields[key]!r}: rosetta's Dense reads and writes sentence_embedding")
+            raise WeightFormatError(
+                f"{path}: {key} {fields[key]!r}: rosetta's Dense reads and writes sentence_embedding"
+            )
     activation_path = fields.get("activation_function", "torch.nn.modules.activation.Tanh")
     if activation_path not in ACTIVATIONS:
         raise WeightFormatError(
             f"{path}: activation_function {activation_path!r}: rosetta reads {', '.join(ACTIVATIONS)}"
         )
     try:
-        spec = DenseSpec(int(fields["in_features"]), int(fields["out_features"]), bool(fields.get("bias", True)),
-                         ACTIVATIONS[activation_path])
+        spec = DenseSpec(
+            int(fields["in_features"]),
+            int(fields["out_features"]),
+            bool(fields.get("bias", True)),
+            ACTIVATIONS[activation_path],
+        )
     except (KeyError, TypeError, ValueError) as err:
         raise WeightFormatError(f"{path}: a Dense config needs in_features and out_features: {err!r}") from err
     if not (folder / WEIGHTS_FILE).is_file():
         pickles = sorted(p.name for p in folder.glob("*.bin"))
-        why = f"refusing to unpickle {pickles[0]}; re-save the model with `SentenceTransformer.save`" if pickles else (
-            f"no {WEIGHTS_FILE}")
+        why = (
+            f"refusing to unpickle {pickles[0]}; re-save the model with `SentenceTransformer.save`"
+            if pickles
+            else (f"no {WEIGHTS_FILE}")
+        )
         raise WeightFormatError(f"{folder}: {why}")
     stored = read_safetensors(folder / WEIGHTS_FILE)
     expected = {"linear.weight"} | ({"linear.bias"} if spec.bias else set())
@@ -169,17 +181,27 @@ def write_head(folder: Path, head: HeadConfig, tensors: Mapping[str, np.ndarray]
 
     def add(kind: str) -> Path:
         idx = len(entries)
-        entries.append({"idx": idx, "name": str(idx), "path": f"{idx}_{kind}", "type": f"sentence_transformers.models.{kind}"})
+        entries.append(
+            {"idx": idx, "name": str(idx), "path": f"{idx}_{kind}", "type": f"sentence_transformers.models.{kind}"}
+        )
         (folder / f"{idx}_{kind}").mkdir()
         return folder / f"{idx}_{kind}"
 
-    pooling = {"embedding_dimension": head.d_model, "pooling_mode": list(head.pooling), "include_prompt": head.include_prompt}
+    pooling = {
+        "embedding_dimension": head.d_model,
+        "pooling_mode": list(head.pooling),
+        "include_prompt": head.include_prompt,
+    }
     (add("Pooling") / CONFIG_FILE).write_text(json.dumps(pooling, indent=2) + "\n")
     names = {name: path for path, name in ACTIVATIONS.items()}
     for i, dense in enumerate(head.dense):
         where = add("Dense")
-        fields = {"in_features": dense.in_features, "out_features": dense.out_features, "bias": dense.bias,
-                  "activation_function": names[dense.activation]}
+        fields = {
+            "in_features": dense.in_features,
+            "out_features": dense.out_features,
+            "bias": dense.bias,
+            "activation_function": names[dense.activation],
+        }
         (where / CONFIG_FILE).write_text(json.dumps(fields, indent=2) + "\n")
         stored = {"linear.weight": np.ascontiguousarray(tensors[f"{PREFIX}dense.{i}.kernel"].T)}
         if dense.bias:
