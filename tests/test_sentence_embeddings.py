@@ -83,7 +83,7 @@ def texts_and_prompt(name: str) -> tuple[list[str], dict[str, str]]:
 
 
 def batch(folder: Path, model, texts: list[str]):
-    return FolderTokenizer(folder, model.config.max_len, model.config.padding_idx).tokenize(texts)
+    return FolderTokenizer(folder, model.config).tokenize(texts)
 
 
 def prompt_length(folder: Path, model) -> int:

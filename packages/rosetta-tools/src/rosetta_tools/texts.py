@@ -10,13 +10,14 @@ encoder's padding_idx).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rosetta_common import WeightFormatError
+from rosetta_common import EncoderConfig, WeightFormatError
 from rosetta_common.io import read_json_object
 
 TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, ST_CONFIG_FILE = (
@@ -39,7 +40,15 @@ class Batch:
 class FolderTokenizer:
     """`tokenize(texts) -> Batch` with the folder's tokenizer.json and sentence-transformers' settings."""
 
-    def __init__(self, folder: Path, max_len: int, padding_idx: int | None) -> None:
+    def __init__(self, folder: str | os.PathLike, config: EncoderConfig | None = None) -> None:
+        """`config`: the encoder's (its max_len and padding_idx are the fallbacks; default: read from the folder
+        as `load` reads it)."""
+        folder = Path(folder)
+        if config is None:
+            from rosetta_tools import layouts
+
+            config = layouts.load_checkpoint(folder).config
+        max_len, padding_idx = config.max_len, config.padding_idx
         try:
             from tokenizers import Tokenizer
         except ImportError:

@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, metavar="FILE.npy", help="write the [N, D] float32 embeddings here")
     parser.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="the model's dtype (default float32)"
+        "--dtype",
+        choices=["float32", "float64"],
+        help="cast the weights first (default: as stored); --out is float32 either way",
     )
     parser.add_argument("--batch-size", type=int_at_least(1), default=32, help="texts per forward pass (default 32)")
 
@@ -46,7 +48,7 @@ def texts_of(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def embedder(framework: str, folder: Path, dtype: str):  # noqa: ANN201  (model, a NumPy-in NumPy-out embed)
+def embedder(framework: str, folder: Path, dtype: str | None):  # noqa: ANN201  (model, a NumPy-in NumPy-out embed)
     """(the loaded model, `run(batch) -> [B, D_out]` NumPy): torch's `model.embed` under no_grad, or flax's
     `checked_jit(model, method="embed")`. Single texts are all token type 0, the encoder's default: no
     token_type_ids are passed."""
@@ -65,8 +67,7 @@ def embedder(framework: str, folder: Path, dtype: str):  # noqa: ANN201  (model,
         return model, run_torch
     import jax
 
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_x64", True)  # a float64 folder, or --dtype float64 (float32 stays float32)
     model = module.load(folder, dtype=dtype, on_note=notes)
     model.eval()
     compiled = module.checked_jit(model, method="embed")
@@ -84,13 +85,13 @@ def run(args: argparse.Namespace) -> int:
     model, embed = embedder(args.framework, args.folder, args.dtype)
     if model.sentence_head is None:
         raise CommandError(f"{args.folder}: no sentence-embedding head (no modules.json): nothing says how to pool")
-    tokenizer = FolderTokenizer(args.folder, model.config.max_len, model.config.padding_idx)
+    tokenizer = FolderTokenizer(args.folder, model.config)
     vectors = embed_all(texts, tokenizer, embed, args.batch_size, progress=args.file is not None)
     if args.out is not None:
         out = np.ascontiguousarray(vectors, dtype=np.float32)
         write_atomically(args.out, lambda tmp: _save_npy(tmp, out))
     print(
-        f"{len(texts)} texts -> [{vectors.shape[0]}, {vectors.shape[1]}] ({args.framework}, {args.dtype}; "
+        f"{len(texts)} texts -> [{vectors.shape[0]}, {vectors.shape[1]}] ({args.framework}, {vectors.dtype}; "
         f"{model.sentence_head.head.describe()})" + (f" -> {args.out}" if args.out else "")
     )
     if 2 <= len(texts) <= TABLE_MAX:
