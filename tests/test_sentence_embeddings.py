@@ -305,3 +305,16 @@ def test_modules_rosetta_does_not_read_are_refused_by_name(folders, tmp_path) ->
     config_path.write_text(json.dumps({**config, "activation_function": "torch.nn.modules.activation.SiLU"}))
     with pytest.raises(WeightFormatError, match=re.escape("activation_function 'torch.nn.modules.activation.SiLU'")):
         rosetta_flax.load(dense)
+
+
+def test_rosetta_embed_refuses_what_it_cannot_embed(folders, tmp_path, capsys) -> None:
+    folder = folders["bert-mean-normalize"]
+    assert main(["embed", str(folder)]) == 2
+    assert "no texts to embed: give them as arguments or with --file texts.txt" in capsys.readouterr().err
+    assert main(["embed", str(folder), "--file", str(tmp_path / "absent.txt")]) == 2
+    assert "absent.txt: cannot read the texts" in capsys.readouterr().err
+    weights_only = tmp_path / "weights-only"  # what convert writes: the weights and the head, no tokenizer
+    assert main(["convert", str(folder), str(weights_only), "--to", "sentence-transformers"]) == 0
+    capsys.readouterr()
+    assert main(["embed", str(weights_only), "a cat"]) == 2
+    assert "no tokenizer.json (rosetta embed tokenizes with the folder's own)" in capsys.readouterr().err
