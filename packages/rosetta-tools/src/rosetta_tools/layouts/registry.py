@@ -5,6 +5,12 @@
     torch-modules  safetensors of the state_dict of `{"embedding": nn.Embedding, "encoder": nn.TransformerEncoder}`
     orbax          a directory: `state/`, an Orbax checkpoint of `nnx.state(rosetta_flax.Encoder)`, and `config.json`
                    (a bare Orbax checkpoint directory is read too, with `--config`)
+    hf-*           Hugging Face checkpoint folders, one per encoder family (hf_checkpoints.py, hf_families.py)
+    sentence-transformers  an HF folder + modules.json (st_modules.py): written with the sentence head; read
+                   through the hf-* layouts (a modules.json beside config.json), or here for `0_Transformer/` ones
+
+A sentence-embedding head (`rosetta_common.sentence_head`) rides along in `WeightFile.head` / `Checkpoint.head`:
+read from modules.json or a canonical file's metadata, written by the layouts with `write_with_head`.
 
 Every layout goes through the canonical tensors, by its name table (`rosetta_common.name_tables`). The
 safetensors layouts need NumPy only; orbax needs rosetta-flax. The torch layouts carry their config in the
