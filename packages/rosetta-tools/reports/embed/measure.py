@@ -6,7 +6,9 @@ length sorting and rosetta's given order pad alike), batch 32, float32, 2 torch 
 3 timed passes over all texts after one warm-up pass (the flax warm-up pass holds its compilations, reported
 apart); tokenization is inside the timed region for every row. Run alone on a quiet machine:
 
-    PYTHONPATH=tests python packages/rosetta-tools/reports/embed/measure.py   # writes results.json here
+    PYTHONPATH=tests python packages/rosetta-tools/reports/embed/measure.py [FOLDER]   # writes results.json here
+
+FOLDER: a sentence-transformers folder of your own (e.g. the real all-MiniLM-L6-v2) instead of the random one.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def main() -> None:
     corpus = texts()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build(Path(tmp))
+        folder = Path(sys.argv[1]) if len(sys.argv) > 1 else build(Path(tmp))
         client = SentenceTransformer(str(folder), device="cpu").eval()
         rows["sentence-transformers encode (torch)"] = timed(lambda: client.encode(corpus, batch_size=BATCH))
         reference = client.encode(corpus, batch_size=BATCH)
@@ -85,7 +87,8 @@ def main() -> None:
     model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "")
     results = {
         "machine": {"cpu": model_name, "cores": torch.get_num_threads(), "python": platform.python_version()},
-        "setup": {"texts": N_TEXTS, "words_per_text": WORDS_PER_TEXT, "batch": BATCH, "threads": THREADS},
+        "setup": {"folder": "random" if len(sys.argv) < 2 else Path(sys.argv[1]).name, "texts": N_TEXTS,
+                  "words_per_text": WORDS_PER_TEXT, "batch": BATCH, "threads": THREADS},  # fmt: skip
         "rows": {
             name: {"texts_per_s": N_TEXTS / median, "median_s": median, "first_pass_s": warm}
             for name, (warm, median) in rows.items()
