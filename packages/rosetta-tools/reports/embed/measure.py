@@ -87,8 +87,13 @@ def main() -> None:
     model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), "")
     results = {
         "machine": {"cpu": model_name, "cores": torch.get_num_threads(), "python": platform.python_version()},
-        "setup": {"folder": "random" if len(sys.argv) < 2 else Path(sys.argv[1]).name, "texts": N_TEXTS,
-                  "words_per_text": WORDS_PER_TEXT, "batch": BATCH, "threads": THREADS},  # fmt: skip
+        "setup": {
+            "folder": "random" if len(sys.argv) < 2 else Path(sys.argv[1]).name,
+            "texts": N_TEXTS,
+            "words_per_text": WORDS_PER_TEXT,
+            "batch": BATCH,
+            "threads": THREADS,
+        },
         "rows": {
             name: {"texts_per_s": N_TEXTS / median, "median_s": median, "first_pass_s": warm}
             for name, (warm, median) in rows.items()
