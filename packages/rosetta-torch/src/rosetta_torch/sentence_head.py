@@ -66,13 +66,16 @@ class SentenceHead(nn.Module):
     ) -> None:
         super().__init__()
         self.head = head
-        self.dtype = torch.float32 if dtype is None else dtype  # what it computes in (the encoder output is cast)
+        # what it computes in (the encoder output is cast to it): a buffer, so that `.to()` / `.double()` move it
+        self.register_buffer(
+            "dtype_probe", torch.zeros(0, dtype=dtype or torch.float32, device=device), persistent=False
+        )
         self.dense = nn.ModuleList(
             nn.Linear(d.in_features, d.out_features, bias=d.bias, dtype=dtype, device=device) for d in head.dense
         )
 
     def forward(self, hidden: torch.Tensor, keep: torch.Tensor, prompt_length: int | None = None) -> torch.Tensor:
-        mask, hidden = pooling_mask(self.head, keep, prompt_length), hidden.to(self.dtype)
+        mask, hidden = pooling_mask(self.head, keep, prompt_length), hidden.to(self.dtype_probe.dtype)
         x = torch.cat([pool(mode, hidden, mask) for mode in self.head.pooling], dim=-1)
         for layer, spec in zip(self.dense, self.head.dense, strict=True):
             x = ACTIVATIONS[spec.activation](layer(x))
