@@ -4,7 +4,8 @@ One run, on a random all-MiniLM-L6-v2-shaped folder (BERT, 6 layers, d_model 384
 pooling, Normalize) built offline with `tests/st_folders.py`; 512 texts of 24 words each (so sentence-transformers'
 length sorting and rosetta's given order pad alike), batch 32, float32, 2 torch threads. Each row is the median of
 3 timed passes over all texts after one warm-up pass (the flax warm-up pass holds its compilations, reported
-apart); tokenization is inside the timed region for every row. Run alone on a quiet machine:
+apart); tokenization is inside the timed region for every row. Run alone on a quiet machine, in the cross suite's
+virtualenv (it has sentence-transformers):
 
     PYTHONPATH=tests python packages/rosetta-tools/reports/embed/measure.py [FOLDER]   # writes results.json here
 
