@@ -28,6 +28,7 @@ TORCH = "torch==2.13.0"  # the CPU build this machine carries; an unpinned torch
 TEST_TOOLS = ["pytest>=8", "hypothesis>=6.100", "pytest-xdist>=3"]
 DEV_TOOLS = ["ruff>=0.6", "nox>=2024.4"]
 SUITES = ["cross", "torch-only", "flax-only", "common-only"]
+CLIENTS = ["sentence-transformers"]  # the real client the cross suite proves `embed` against (pinned in the lock)
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
@@ -42,7 +43,8 @@ def install(session: nox.Session, *names: str, extras: tuple[str, ...] = ()) -> 
     """Install rosetta packages (by key of PACKAGES, with `[extra]` allowed, e.g. "tools[hf]") and extra
     requirements from the repo, or point PYTHONPATH at their sources under `--no-venv`.
 
-    rosetta-tools' `hf` extra is transformers < 5: the HF BERT peers of `rosetta bench`, PyTorch and Flax.
+    rosetta-tools' `hf` extra is transformers < 5: the HF BERT peers of `rosetta bench`, PyTorch and Flax; its
+    `embed` extra is the tokenizers library (`rosetta embed` reads a folder's tokenizer.json).
     """
     if provisioned(session):
         inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
@@ -84,7 +86,7 @@ def tests(session: nox.Session, suite: str) -> None:
         session.skip("--device=cuda asked for, but this machine has no CUDA GPU (no nvidia-smi on PATH)")
     tools_tests = str(PACKAGES["tools"] / "tests")
     if suite == "cross":
-        install(session, "torch", "flax", "tools[hf]", extras=tuple(TEST_TOOLS))
+        install(session, "torch", "flax", "tools[hf,embed]", extras=(*TEST_TOOLS, *CLIENTS))
         session.run("pytest", *cpu_count_args(), "tests", tools_tests, *session.posargs)
         return
     own = suite.removesuffix("-only")
@@ -123,8 +125,8 @@ def lock(session: nox.Session) -> None:
     if provisioned(session):
         session.error("nox -s lock resolves in a fresh virtualenv; run it without --no-venv")
     session.install("--upgrade", "pip", "setuptools")
-    packages = [f"{path}[hf]" if name == "tools" else str(path) for name, path in PACKAGES.items()]  # everything
-    session.install(TORCH, *packages, *TEST_TOOLS, *DEV_TOOLS)
+    packages = [f"{path}[hf,embed]" if name == "tools" else str(path) for name, path in PACKAGES.items()]  # all
+    session.install(TORCH, *packages, *TEST_TOOLS, *CLIENTS, *DEV_TOOLS)
     frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
     pins = sorted(
         (re.sub(r"\+cpu$", "", line) for line in frozen.splitlines() if "==" in line and " @ " not in line),

@@ -43,7 +43,8 @@ CONFIG = EncoderConfig(
     final_norm=True,
     layer_norm_eps=1e-6,
 )
-LAYOUTS = [name for name in layouts.LAYOUTS if not name.startswith("hf-")]  # hold any encoder; HF: test_hf_checkpoints
+# the layouts that hold any encoder (HF: test_hf_checkpoints; sentence-transformers: test_sentence_embeddings)
+LAYOUTS = [name for name in layouts.LAYOUTS if not name.startswith("hf-") and name != "sentence-transformers"]
 SUFFIX = {"rosetta": ".safetensors", "torch": ".safetensors", "torch-modules": ".safetensors", "orbax": ""}
 
 

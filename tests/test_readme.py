@@ -4,7 +4,8 @@ Python blocks run with this interpreter, bash blocks with bash, and `$ command` 
 `<!-- readme-test: session -->` run one by one with their printed output compared to the README's. A block
 marked `<!-- readme-test: output of: CMD -->` is compared with what CMD prints, `<!-- readme-test: output of the
 block above -->` with what the block before it printed. A block may be left out only with a reason,
-`<!-- readme-test: not run: REASON -->` (installs, the test suite itself, benchmarks, a GPU).
+`<!-- readme-test: not run: REASON -->` (installs, the test suite itself, benchmarks, a GPU). A folder the README
+names as the reader's own (`my-st-model`) is built first, small and random (`build_folders`).
 
 Compared output: numbers are masked (they differ by machine and seed), runs of spaces collapse, `...` stands
 for lines left out, and the README's lines must appear in that order in what the command printed.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -90,8 +92,19 @@ def test_every_block_is_run_or_says_why_not() -> None:
             assert block.what, f"README line {block.line}: an output block must say what printed it"
 
 
+def build_folders(where: Path) -> None:
+    """The folders the README's commands name as the reader's own, built offline: `my-st-model`, a small random
+    sentence-transformers folder (BERT, mean pooling, Normalize, as all-MiniLM-L6-v2 is; `st_folders`)."""
+    import st_folders
+
+    hf = st_folders.hf_folder("bert", where / ".my-st-model-hf")
+    st_folders.st_folder(hf, where / "my-st-model", "mean", normalize=True)
+    shutil.rmtree(hf)
+
+
 @pytest.mark.slow
 def test_the_readme_runs_as_written(tmp_path: Path) -> None:
+    build_folders(tmp_path)
     previous_output = ""
     for block in blocks():
         where = f"README line {block.line}"

@@ -24,6 +24,7 @@ from rosetta_common.canonical import (
     version_2_options,
 )
 from rosetta_common.config import EncoderConfig
+from rosetta_common.sentence_head import HEAD_KEY, HeadConfig, check_head_tensors, split_head_tensors, stored_head
 
 CONFIG_KEY = "rosetta.config"
 VERSION_KEY = "rosetta.format_version"
@@ -200,12 +201,21 @@ def save_canonical(
     config: EncoderConfig,
     tensors: Mapping[str, np.ndarray],
     extra_metadata: Mapping[str, str] | None = None,
+    *,
+    head: HeadConfig | None = None,
+    head_tensors: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Check `tensors` against `config` and write them, atomically, as a rosetta safetensors file."""
+    """Check `tensors` against `config` and write them, atomically, as a rosetta safetensors file; with a
+    sentence-embedding `head`, its config in the metadata and its `sentence_head.*` tensors after the encoder's."""
     refuse_pickle_name(path)
-    check_tensors(config, tensors)
+    dtype = check_tensors(config, tensors)
     metadata = {CONFIG_KEY: config.to_json(), VERSION_KEY: FORMAT_VERSION, **(extra_metadata or {})}
     ordered = {name: np.ascontiguousarray(tensors[name]) for name in expected_shapes(config)}
+    if head is not None:
+        head_tensors = dict(head_tensors or {})
+        check_head_dtype(path, dtype, check_head_tensors(head, head_tensors))
+        metadata[HEAD_KEY] = head.to_json()
+        ordered.update({name: np.ascontiguousarray(head_tensors[name]) for name in head.shapes()})
     payload = save(ordered, metadata=metadata)
     return write_atomically(path, lambda tmp: tmp.write_bytes(payload))
 
@@ -269,8 +279,24 @@ def _has_safetensors_header(path: Path) -> bool:
     return 0 < header_length <= path.stat().st_size - 8 and start[8:9] == b"{"
 
 
+def check_head_dtype(source: object, encoder: np.dtype, head: np.dtype | None) -> None:
+    """WeightFormatError unless the sentence head's tensors share the encoder's dtype (one dtype per file)."""
+    if head is not None and head != encoder:
+        raise WeightFormatError(f"{source}: the sentence head is {head}, the encoder {encoder}: one dtype for both")
+
+
 def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
-    """Read a rosetta safetensors file; check config, names, shapes, dtypes and values before returning."""
+    """Read a rosetta safetensors file; check config, names, shapes, dtypes and values before returning. A
+    sentence-embedding head stored with the encoder is checked too, and left out (`load_canonical_with_head`)."""
+    config, tensors, _, _ = load_canonical_with_head(path)
+    return config, tensors
+
+
+def load_canonical_with_head(
+    path: str | os.PathLike,
+) -> tuple[EncoderConfig, dict[str, np.ndarray], HeadConfig | None, dict[str, np.ndarray]]:
+    """`load_canonical`, and the sentence-embedding head stored with the encoder: (config, encoder tensors, head
+    config or None, the head's `sentence_head.*` tensors), every one checked."""
     metadata = read_metadata(path)
     if CONFIG_KEY not in metadata:
         raise WeightFormatError(
@@ -285,6 +311,12 @@ def load_canonical(path: str | os.PathLike) -> tuple[EncoderConfig, dict[str, np
     check_format_version(path, metadata)
     config = stored_config(path, metadata[CONFIG_KEY])
     check_format_version(path, metadata, config)
+    head = stored_head(str(path), metadata)
     tensors = read_safetensors(path)
-    check_tensors(config, tensors, source=str(path))
-    return config, tensors
+    head_tensors: dict[str, np.ndarray] = {}
+    if head is not None:
+        tensors, head_tensors = split_head_tensors(tensors)
+    dtype = check_tensors(config, tensors, source=str(path))
+    if head is not None:
+        check_head_dtype(path, dtype, check_head_tensors(head, head_tensors, source=str(path)))
+    return config, tensors, head, head_tensors

@@ -11,6 +11,7 @@ from rosetta_flax.orbax import load_checkpoint, save_checkpoint
 from rosetta_flax.pooler import Pooler
 from rosetta_flax.precision import Compute
 from rosetta_flax.runner import Runner
+from rosetta_flax.sentence_head import SentenceHead
 
 __all__ = [
     "Compute",
@@ -22,6 +23,7 @@ __all__ = [
     "Pooler",
     "PositionalEncoding",
     "Runner",
+    "SentenceHead",
     "TokenEmbedding",
     "TokenTypeEmbedding",
     "checked_jit",

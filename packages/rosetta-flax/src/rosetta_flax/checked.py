@@ -21,8 +21,8 @@ class CheckedJit:
     """`call(token_ids, padding_mask=None, *, token_type_ids=None, attention_mask=None)`: checked, then jitted."""
 
     def __init__(self, model: Encoder, method: str = "__call__") -> None:
-        if method not in ("__call__", "activations"):
-            raise ValueError(f"method must be '__call__' or 'activations', got {method!r}")
+        if method not in ("__call__", "activations", "embed"):
+            raise ValueError(f"method must be '__call__', 'activations' or 'embed', got {method!r}")
         self.model = model
         graphdef, self._state = nnx.split(model)
 
@@ -47,5 +47,5 @@ class CheckedJit:
 
 
 def checked_jit(model: Encoder, *, method: str = "__call__") -> CheckedJit:
-    """`model` (or its `activations` with `method="activations"`) under `jax.jit`, every call's inputs checked first."""
+    """`model` (or its `activations` / `embed` with `method=`) under `jax.jit`, every call's inputs checked first."""
     return CheckedJit(model, method)

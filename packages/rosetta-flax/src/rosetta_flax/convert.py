@@ -12,14 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
+from rosetta_common import EncoderConfig, check_tensors, save_canonical
+from rosetta_common.checkpoints import read_checkpoint
 from rosetta_common.name_tables import FLAX_ENCODER
 from rosetta_common.precision import Precision, cast_tensors, model_precision
+from rosetta_common.sentence_head import head_dtype
 from rosetta_flax.encoder import Encoder
+from rosetta_flax.sentence_head import head_from_canonical, head_to_canonical
+
+HEAD_PREFIX = "sentence_head."
 
 
 def _params_by_name(model: Encoder) -> dict[str, nnx.Variable]:
-    return {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    """The encoder's parameters by dotted name (a sentence head's are `head_to_canonical`'s)."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    named = {".".join(map(str, path)): variable for path, variable in flat}
+    return {name: variable for name, variable in named.items() if not name.startswith(HEAD_PREFIX)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -65,12 +73,30 @@ def from_canonical(
 
 
 def save(model: Encoder, path: str | os.PathLike) -> Path:
-    """Write the model as a canonical safetensors file (atomically)."""
-    return save_canonical(path, model.config, to_canonical(model))
+    """Write the model as a canonical safetensors file (atomically), with its sentence head when it has one."""
+    head = model.sentence_head
+    if head is None:
+        return save_canonical(path, model.config, to_canonical(model))
+    return save_canonical(path, model.config, to_canonical(model), head=head.head, head_tensors=head_to_canonical(head))
 
 
-def load(path: str | os.PathLike, *, precision: Precision | None = None, rngs: nnx.Rngs | None = None) -> Encoder:
-    """Read a canonical safetensors file (checked before anything is built) into an Encoder (`precision`: as in
-    `from_canonical`)."""
-    config, tensors = load_canonical(path)
-    return from_canonical(config, tensors, precision=precision, rngs=rngs)
+def load(
+    path: str | os.PathLike,
+    *,
+    precision: Precision | None = None,
+    rngs: nnx.Rngs | None = None,
+    dtype: str | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> Encoder:
+    """Read any layout rosetta reads into an Encoder, checked before anything is built: a canonical file, or, as
+    `rosetta convert` reads them (with rosetta-tools), an HF or sentence-transformers folder, a torch state_dict
+    file with its config, an Orbax directory. A sentence-transformers head (modules.json, or one stored in the
+    canonical file) becomes `model.sentence_head`, which `model.embed` runs. `dtype` casts the stored tensors first
+    (as `rosetta convert --dtype`: "float64", "float32", ...); `on_note` hears what reading left out or a cast
+    changed (default: `rosetta_common.checkpoints.ConversionNote` warnings); `precision`: as in `from_canonical`."""
+    checkpoint = read_checkpoint(path, on_note, dtype)
+    model = from_canonical(checkpoint.config, checkpoint.tensors, precision=precision, rngs=rngs)
+    if checkpoint.head is not None:
+        dtype = head_dtype(np.dtype(model.embedding.weight[...].dtype).name)
+        model.sentence_head = head_from_canonical(checkpoint.head, checkpoint.head_tensors, dtype)
+    return model

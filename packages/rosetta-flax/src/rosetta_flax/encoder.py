@@ -10,11 +10,13 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
+from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_flax.layer import EncoderLayer, layer_norm
 from rosetta_flax.pooler import Pooler
 from rosetta_flax.precision import Compute
 from rosetta_flax.rotary import RotaryTables
+from rosetta_flax.sentence_head import SentenceHead
 
 ARRAY_TYPES = (jax.Array, np.ndarray)
 Array = jax.Array | np.ndarray
@@ -29,7 +31,8 @@ class Encoder(nnx.Module):
 
     Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
     `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
-    the config has a pooler. Inputs are checked when they are concrete; under `jax.jit` call `check_inputs`
+    the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head.
+    Inputs are checked when they are concrete; under `jax.jit` call `check_inputs`
     before the jitted function (JAX's gather would silently clamp a bad token id).
     """
 
@@ -62,6 +65,7 @@ class Encoder(nnx.Module):
         self.layers = nnx.List([EncoderLayer(config, index=i, **kinds) for i in range(config.n_layers)])
         self.final_norm = layer_norm(config, dtype, rngs) if config.has_final_norm else None
         self.pooler = Pooler(config, **kinds) if config.pooler else None
+        self.sentence_head: SentenceHead | None = nnx.data(None)  # set by `load` from a sentence-transformers head
 
     def check_inputs(
         self,
@@ -132,6 +136,29 @@ class Encoder(nnx.Module):
         if self.pooler is None:
             raise ValueError("this encoder has no pooler (EncoderConfig.pooler=False)")
         return self.pooler(hidden)
+
+    def embed(
+        self,
+        token_ids: jax.Array,
+        padding_mask: jax.Array | None = None,
+        *,
+        token_type_ids: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        prompt_length: int | None = None,
+    ) -> jax.Array:
+        """Sentence embeddings `[B, D_out]`: the encoder (same calling convention), then its sentence head
+        (pooling over the tokens that are not padding, dense layers, Normalize). `prompt_length`: the leading
+        tokens a head with include_prompt=False leaves out. NoSentenceHeadError when the model has no head."""
+        if self.sentence_head is None:
+            raise NoSentenceHeadError(
+                "this encoder has no sentence-embedding head: it was read from a folder without modules.json (or a "
+                "file without a stored head); pool `model(token_ids)` yourself, or load a sentence-transformers folder"
+            )
+        padding = self.padding_mask_for(
+            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+        hidden = self(token_ids, padding, token_type_ids=token_type_ids)
+        return self.sentence_head(hidden, ~padding, prompt_length)
 
     def activations(
         self,

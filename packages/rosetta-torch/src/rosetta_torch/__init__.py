@@ -10,6 +10,7 @@ from rosetta_torch.layer import EncoderLayer
 from rosetta_torch.pooler import Pooler
 from rosetta_torch.precision import Compute
 from rosetta_torch.runner import Runner
+from rosetta_torch.sentence_head import SentenceHead
 
 __all__ = [
     "Compute",
@@ -21,6 +22,7 @@ __all__ = [
     "Pooler",
     "PositionalEncoding",
     "Runner",
+    "SentenceHead",
     "TokenEmbedding",
     "TokenTypeEmbedding",
     "from_canonical",

@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rosetta_common import EncoderConfig, check_tensors, load_canonical, save_canonical
+from rosetta_common import EncoderConfig, check_tensors, save_canonical
+from rosetta_common.checkpoints import read_checkpoint
 from rosetta_common.name_tables import TORCH_ENCODER
 from rosetta_common.precision import BFLOAT16, Precision, cast_tensors, model_precision
+from rosetta_common.sentence_head import head_dtype
 from rosetta_torch.embedding import PositionalEncoding
 from rosetta_torch.encoder import Encoder
+from rosetta_torch.sentence_head import head_from_canonical, head_to_canonical
+
+HEAD_PREFIX = "sentence_head."
 
 
 def tensor_from_numpy(array: np.ndarray) -> torch.Tensor:
@@ -36,7 +41,11 @@ def parameters_to_canonical(
 ) -> dict[str, np.ndarray]:
     """`read(parameter)` for every parameter, as canonical NumPy arrays (copies, on the CPU): the weights,
     their gradients or an optimizer's per-parameter state all cross to the canonical layout this way."""
-    native = {name: tensor_to_numpy(read(param).detach().cpu()) for name, param in model.named_parameters()}
+    native = {
+        name: tensor_to_numpy(read(param).detach().cpu())
+        for name, param in model.named_parameters()
+        if not name.startswith(HEAD_PREFIX)  # a sentence head's: head_to_canonical
+    }
     return TORCH_ENCODER.to_canonical(model.config, native, source=f"{type(model).__name__} parameters")
 
 
@@ -82,14 +91,30 @@ def from_canonical(
 
 
 def save(model: Encoder, path: str | os.PathLike) -> Path:
-    """Write the model as a canonical safetensors file (atomically)."""
-    return save_canonical(path, model.config, to_canonical(model))
+    """Write the model as a canonical safetensors file (atomically), with its sentence head when it has one."""
+    head = model.sentence_head
+    if head is None:
+        return save_canonical(path, model.config, to_canonical(model))
+    return save_canonical(path, model.config, to_canonical(model), head=head.head, head_tensors=head_to_canonical(head))
 
 
 def load(
-    path: str | os.PathLike, *, precision: Precision | None = None, device: torch.device | str | None = None
+    path: str | os.PathLike,
+    *,
+    precision: Precision | None = None,
+    device: torch.device | str | None = None,
+    dtype: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Encoder:
-    """Read a canonical safetensors file (checked before anything is built) into an Encoder (`precision`: as in
-    `from_canonical`)."""
-    config, tensors = load_canonical(path)
-    return from_canonical(config, tensors, precision=precision, device=device)
+    """Read any layout rosetta reads into an Encoder, checked before anything is built: a canonical file, or, as
+    `rosetta convert` reads them (with rosetta-tools), an HF or sentence-transformers folder, a torch state_dict
+    file with its config, an Orbax directory. A sentence-transformers head (modules.json, or one stored in the
+    canonical file) becomes `model.sentence_head`, which `model.embed` runs. `dtype` casts the stored tensors first
+    (as `rosetta convert --dtype`: "float64", "float32", ...); `on_note` hears what reading left out or a cast
+    changed (default: `rosetta_common.checkpoints.ConversionNote` warnings); `precision`: as in `from_canonical`."""
+    checkpoint = read_checkpoint(path, on_note, dtype)
+    model = from_canonical(checkpoint.config, checkpoint.tensors, precision=precision, device=device)
+    if checkpoint.head is not None:
+        dtype = head_dtype(str(model.embedding.weight.dtype).removeprefix("torch."))
+        model.sentence_head = head_from_canonical(checkpoint.head, checkpoint.head_tensors, dtype, device=device)
+    return model

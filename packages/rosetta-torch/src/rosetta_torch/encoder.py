@@ -8,11 +8,13 @@ from torch import nn
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
+from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
 from rosetta_torch.layer import EncoderLayer, layer_norm
 from rosetta_torch.pooler import Pooler
 from rosetta_torch.precision import Compute
 from rosetta_torch.rotary import RotaryTables
+from rosetta_torch.sentence_head import SentenceHead
 
 
 def _facts(tensor: torch.Tensor, *, binary: bool = False) -> ArrayFacts:
@@ -32,7 +34,8 @@ class Encoder(nn.Module):
 
     Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
     `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
-    the config has a pooler. Every call checks its inputs first (`check_inputs`, also callable on its own, as in
+    the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head.
+    Every call checks its inputs first (`check_inputs`, also callable on its own, as in
     rosetta_flax).
     """
 
@@ -63,6 +66,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config, index=i, **kinds) for i in range(config.n_layers))
         self.final_norm = layer_norm(config, **norms) if config.has_final_norm else None
         self.pooler = Pooler(config, **kinds) if config.pooler else None
+        self.sentence_head: SentenceHead | None = None  # set by `load` from a sentence-transformers head
 
     # The checks read token ids back to the host (int(min), int(max)): under torch.compile they run eagerly
     # before the compiled graph instead of breaking it in two (rosetta_flax checks outside jax.jit likewise).
@@ -138,6 +142,29 @@ class Encoder(nn.Module):
         if self.pooler is None:
             raise ValueError("this encoder has no pooler (EncoderConfig.pooler=False)")
         return self.pooler(hidden)
+
+    def embed(
+        self,
+        token_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prompt_length: int | None = None,
+    ) -> torch.Tensor:
+        """Sentence embeddings `[B, D_out]`: the encoder (same calling convention), then its sentence head
+        (pooling over the tokens that are not padding, dense layers, Normalize). `prompt_length`: the leading
+        tokens a head with include_prompt=False leaves out. NoSentenceHeadError when the model has no head."""
+        if self.sentence_head is None:
+            raise NoSentenceHeadError(
+                "this encoder has no sentence-embedding head: it was read from a folder without modules.json (or a "
+                "file without a stored head); pool `model(token_ids)` yourself, or load a sentence-transformers folder"
+            )
+        padding = self.padding_mask_for(
+            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+        hidden = self(token_ids, padding, token_type_ids=token_type_ids)
+        return self.sentence_head(hidden, ~padding, prompt_length)
 
     def activations(
         self,

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "source", type=Path, help="weight file, Orbax directory or HF checkpoint folder to read (layout detected)"
     )
     parser.add_argument(
-        "destination", type=Path, help="file (safetensors layouts) or directory (orbax, hf-bert, hf-roberta) to write"
+        "destination",
+        type=Path,
+        help="file (safetensors layouts) or directory (orbax, hf-*, sentence-transformers) to write",
     )
     parser.add_argument(
         "--to",
@@ -47,8 +49,18 @@ def run(args: argparse.Namespace) -> int:
     if destination.exists() and not args.force:
         raise CommandError(f"{destination} exists (pass --force to replace it)")
     given = given_config(args)
-    config, tensors, layout = layouts.load(args.source, given, args.dtype, on_note=lambda note: print(f"note: {note}"))
-    written = layouts.save(destination, args.to, config, tensors, force=args.force)
+    checkpoint = layouts.load_checkpoint(args.source, given, args.dtype, on_note=_print_note)
+    config, tensors, layout = checkpoint.config, checkpoint.tensors, checkpoint.layout
+    written = layouts.save(
+        destination,
+        args.to,
+        config,
+        tensors,
+        force=args.force,
+        head=checkpoint.head,
+        head_tensors=checkpoint.head_tensors,
+        on_note=_print_note,
+    )
     parameters = sum(int(np.prod(value.shape)) for value in tensors.values())
     dtype = next(iter(tensors.values())).dtype
     print(
@@ -57,3 +69,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(tensors)} tensors, {parameters:,} parameters, {dtype}"
     )
     return EXIT_OK
+
+
+def _print_note(note: str) -> None:
+    print(f"note: {note}")

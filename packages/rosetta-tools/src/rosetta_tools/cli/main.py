@@ -18,7 +18,7 @@ from typing import NoReturn
 from rosetta_tools.cli.errors import EXIT_BAD_INPUT, EXIT_OK, guarded
 from rosetta_tools.cli.terminal import silence_stdout
 
-COMMANDS = ("demo", "bench", "train", "convert", "inspect", "diff")
+COMMANDS = ("demo", "bench", "train", "convert", "inspect", "diff", "embed")
 
 
 def command_module(name: str) -> ModuleType:

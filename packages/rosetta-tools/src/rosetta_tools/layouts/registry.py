@@ -5,6 +5,12 @@
     torch-modules  safetensors of the state_dict of `{"embedding": nn.Embedding, "encoder": nn.TransformerEncoder}`
     orbax          a directory: `state/`, an Orbax checkpoint of `nnx.state(rosetta_flax.Encoder)`, and `config.json`
                    (a bare Orbax checkpoint directory is read too, with `--config`)
+    hf-*           Hugging Face checkpoint folders, one per encoder family (hf_checkpoints.py, hf_families.py)
+    sentence-transformers  an HF folder + modules.json (st_modules.py): written with the sentence head; read
+                   through the hf-* layouts (a modules.json beside config.json), or here for `0_Transformer/` ones
+
+A sentence-embedding head (`rosetta_common.sentence_head`) rides along in `WeightFile.head` / `Checkpoint.head`:
+read from modules.json or a canonical file's metadata, written by the layouts with `write_with_head`.
 
 Every layout goes through the canonical tensors, by its name table (`rosetta_common.name_tables`). The
 safetensors layouts need NumPy only; orbax needs rosetta-flax. The torch layouts carry their config in the
@@ -21,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta_common import EncoderConfig, WeightFormatError, check_tensors, load_canonical
-from rosetta_common.io import CONFIG_KEY, NotSafetensorsError
+from rosetta_common import EncoderConfig, WeightFormatError, check_tensors
+from rosetta_common.checkpoints import Checkpoint
+from rosetta_common.io import CONFIG_KEY, NotSafetensorsError, check_head_dtype, load_canonical_with_head
 from rosetta_common.name_tables import NameTable
 from rosetta_common.precision import cast_tensors
+from rosetta_common.sentence_head import HeadConfig, check_head_tensors
 
 Tensors = dict[str, np.ndarray]
 
@@ -39,6 +47,8 @@ class WeightFile:
     config: EncoderConfig | None
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what reading it left out (e.g. a task head), to tell the user
+    head: HeadConfig | None = None  # a sentence-embedding head (modules.json; a canonical file's stored one)
+    head_tensors: Tensors = field(default_factory=dict)  # its `sentence_head.*` tensors, canonical names
 
     @property
     def description(self) -> str:
@@ -50,7 +60,8 @@ class Layout:
     """One layout. `detect(path, metadata, names)` says whether a stored file is in it (metadata and names are
     empty for a directory); `read(path, config)` reads it as stored; `write(path, config, canonical)` writes it
     atomically; `table` maps its names to the canonical ones (None: they are the canonical ones); `directory`:
-    written as a folder (`--force` replaces an earlier one) rather than a file."""
+    written as a folder (`--force` replaces an earlier one) rather than a file; `write_with_head`: how it writes
+    a sentence-embedding head with the encoder (None: it has no place for one)."""
 
     name: str
     description: str
@@ -59,6 +70,7 @@ class Layout:
     write: Callable[[Path, EncoderConfig, Mapping[str, np.ndarray]], Path]
     table: NameTable | None
     directory: bool = False
+    write_with_head: Callable[[Path, EncoderConfig, Mapping[str, np.ndarray], HeadConfig, Tensors], Path] | None = None
 
     def to_canonical(self, weights: WeightFile) -> Tensors:
         """The file's tensors under canonical names; one WeightFormatError lists every problem in its own names."""
@@ -122,14 +134,27 @@ def load(
     dtype: str | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> tuple[EncoderConfig, Tensors, str]:
-    """Any layout -> (config, canonical tensors, layout name), every name, shape, dtype and value checked.
+    """Any layout -> (config, canonical tensors, layout name), every name, shape, dtype and value checked; the
+    sentence head, if any, is left out (`load_checkpoint` keeps it)."""
+    checkpoint = load_checkpoint(path, config, dtype, on_note)
+    return checkpoint.config, checkpoint.tensors, checkpoint.layout
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    config: EncoderConfig | None = None,
+    dtype: str | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> Checkpoint:
+    """Any layout -> a Checkpoint, every name, shape, dtype and value checked (the sentence head's too).
 
     `dtype` casts the stored tensors first (round to nearest even: `rosetta_common.precision.cast_tensors`);
     `on_note` hears what reading left out (a task model's head) and what a cast lost (or that it was exact)."""
     weights = read(path, config)
     notes = list(weights.notes)
     if dtype is not None:
-        weights.tensors, report = cast_tensors(weights.tensors, dtype)
+        weights.tensors, report = cast_tensors({**weights.tensors, **weights.head_tensors}, dtype)
+        weights.head_tensors = {name: weights.tensors.pop(name) for name in weights.head_tensors}
         notes.append(report.describe())
     for note in notes:
         if on_note is not None:
@@ -137,15 +162,34 @@ def load(
     if weights.config is None:
         raise WeightFormatError(f"{weights.path} ({weights.description}) stores no config: pass --config config.json")
     if weights.layout.name == "rosetta" and CONFIG_KEY in weights.metadata and dtype is None:
-        _, tensors = load_canonical(weights.path)  # the format version and every tensor checked
-        return weights.config, tensors, "rosetta"
-    return weights.config, weights.layout.to_canonical(weights), weights.layout.name
+        _, tensors, head, head_tensors = load_canonical_with_head(weights.path)  # format version, every tensor
+        return Checkpoint(weights.config, tensors, "rosetta", head, head_tensors)
+    tensors = weights.layout.to_canonical(weights)
+    if weights.head is not None:
+        source = f"{weights.path} ({weights.description})"
+        check_head_dtype(
+            source,
+            tensors["embedding.weight"].dtype,
+            check_head_tensors(weights.head, weights.head_tensors, source=source),
+        )
+    return Checkpoint(weights.config, tensors, weights.layout.name, weights.head, dict(weights.head_tensors))
 
 
 def save(
-    path: str | os.PathLike, layout: str, config: EncoderConfig, tensors: Mapping[str, np.ndarray], *, force: bool
+    path: str | os.PathLike,
+    layout: str,
+    config: EncoderConfig,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    force: bool,
+    head: HeadConfig | None = None,
+    head_tensors: Mapping[str, np.ndarray] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write canonical `tensors` in `layout`, atomically; an existing `path` is replaced only when `force`."""
+    """Write canonical `tensors` in `layout`, atomically; an existing `path` is replaced only when `force`. A
+    sentence-embedding `head` is written with them where the layout has a place for one (rosetta,
+    sentence-transformers); elsewhere `on_note` hears that it was left out. A layout that is only a head's
+    (sentence-transformers) refuses to write without one."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}, expected one of {tuple(LAYOUTS)}")
     path = Path(path)
@@ -154,7 +198,15 @@ def save(
     if path.is_dir():
         check_replaceable_directory(path, LAYOUTS[layout])
     check_tensors(config, tensors)
-    return LAYOUTS[layout].write(path, config, tensors)
+    target = LAYOUTS[layout]
+    if head is not None and target.write_with_head is not None:
+        return target.write_with_head(path, config, tensors, head, dict(head_tensors or {}))
+    if head is not None and on_note is not None:
+        on_note(
+            f"the sentence head ({head.describe()}) is not written: the {layout} layout has no place for it "
+            "(--to rosetta or --to sentence-transformers keep it)"
+        )
+    return target.write(path, config, tensors)
 
 
 def check_replaceable_directory(path: Path, layout: Layout) -> None:

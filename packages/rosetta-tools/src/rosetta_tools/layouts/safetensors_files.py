@@ -20,7 +20,8 @@ from rosetta_common.io import (
     write_atomically,
 )
 from rosetta_common.name_tables import TORCH_ENCODER, TORCH_NN, NameTable
-from rosetta_tools.layouts.registry import LAYOUTS, Layout, WeightFile, agreeing_config, detect, register
+from rosetta_common.sentence_head import HeadConfig, split_head_tensors, stored_head
+from rosetta_tools.layouts.registry import LAYOUTS, Layout, Tensors, WeightFile, agreeing_config, detect, register
 
 
 def read_any(path: Path, config: EncoderConfig | None) -> WeightFile:
@@ -28,10 +29,19 @@ def read_any(path: Path, config: EncoderConfig | None) -> WeightFile:
     canonical file of another format version, as `load_canonical` does)."""
     metadata = read_metadata(path)
     tensors = read_safetensors(path)
+    head = stored_head(str(path), metadata)
+    tensors, head_tensors = split_head_tensors(tensors) if head is not None else (tensors, {})
     layout = detect(path, metadata, frozenset(tensors))
     if layout.name == "rosetta" and (CONFIG_KEY in metadata or VERSION_KEY in metadata):
         check_format_version(path, metadata)
-    return WeightFile(path, layout, tensors, agreeing_config(path, _stored_config(path, metadata), config), metadata)
+    stored = agreeing_config(path, _stored_config(path, metadata), config)
+    return WeightFile(path, layout, tensors, stored, metadata, head=head, head_tensors=head_tensors)
+
+
+def _write_canonical_with_head(
+    path: Path, config: EncoderConfig, tensors: Mapping[str, np.ndarray], head: HeadConfig, head_tensors: Tensors
+) -> Path:
+    return save_canonical(path, config, tensors, head=head, head_tensors=head_tensors)
 
 
 def _stored_config(path: Path, metadata: Mapping[str, str]) -> EncoderConfig | None:
@@ -76,6 +86,16 @@ NATIVE_LAYOUTS = (  # name, description, how a stored file is recognised, its na
     ("torch-modules", "nn.Embedding + nn.TransformerEncoder state_dict, safetensors", _is_torch_modules, TORCH_NN),
 )
 
-register(Layout("rosetta", "rosetta canonical safetensors", _is_canonical, read_any, save_canonical, table=None))
+register(
+    Layout(
+        "rosetta",
+        "rosetta canonical safetensors",
+        _is_canonical,
+        read_any,
+        save_canonical,
+        table=None,
+        write_with_head=_write_canonical_with_head,
+    )
+)
 for _name, _description, _is_it, _table in NATIVE_LAYOUTS:
     register(Layout(_name, _description, _is_it, read_any, _native_writer(_name, _table), _table))
