@@ -42,8 +42,9 @@ class MultiHeadSelfAttention(nn.Module):
     has rotary positions -> `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local
     layer's window (`LayerSpec.max_distance`; None: global).
 
-    Without a precision policy a global layer is one `F.scaled_dot_product_attention` call (its fused kernels keep
-    memory linear in S); a local layer, and every layer under a policy, is computed in blocks of `query_block`
+    Without a precision policy a global float32 / bfloat16 layer is one `F.scaled_dot_product_attention` call (its
+    fused kernels keep memory linear in S); a local layer, every float64 layer (SDPA's math kernel would hold the
+    `[S, S]` scores) and every layer under a policy are computed in blocks of `query_block`
     queries (`rosetta_common.attention_blocks`), a local block reading only its band of keys. `query_block` can be
     set on a built model.
     """
@@ -83,8 +84,8 @@ class MultiHeadSelfAttention(nn.Module):
 
     def blockwise(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]` -> context `[B, H, S, d_head]`, one query block at a
-        time (under a policy, each block under activation checkpointing when there are several, so the backward
-        recomputes a block's scores instead of storing all of them, as flash attention does).
+        time (under a policy, and in float64, each block under activation checkpointing when there are several, so
+        the backward recomputes a block's scores instead of storing all of them, as flash attention does).
 
         A query with no key it may attend to (a sequence that is all padding; in a local layer, a padded position
         whose window holds only padding) attends uniformly to every position, as the oracle defines: the same
@@ -93,7 +94,8 @@ class MultiHeadSelfAttention(nn.Module):
         probabilities from a log-sum-exp that absorbed log(S).)
         """
         batch, _, seq, _ = q.shape
-        blocked = self.compute.active or self.max_distance is not None
+        # SDPA's fused kernels take float32 / bfloat16 / float16: float64 falls back to the math kernel, [S, S] scores
+        blocked = self.compute.active or self.max_distance is not None or q.dtype == torch.float64
         blocks = QueryBlocks.plan(seq, self.max_distance, self.query_block if blocked else seq)
         score_dtype = self.compute.island_dtype(q.dtype)
         kernel = self.policy_attention if self.compute.active else self.fused_attention
@@ -114,7 +116,8 @@ class MultiHeadSelfAttention(nn.Module):
             context = kernel(q_block, k_block, v_block, key_bias(allowed | empty, score_dtype))
             return torch.where(empty, uniform, context)
 
-        recompute = self.compute.active and blocks.count > 1 and torch.is_grad_enabled()
+        stores_probabilities = self.compute.active or q.dtype == torch.float64  # not a fused kernel
+        recompute = stores_probabilities and blocks.count > 1 and torch.is_grad_enabled()
         contexts = []
         for index in range(blocks.count):
             q_block = q[:, :, index * blocks.block : (index + 1) * blocks.block]
