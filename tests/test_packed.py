@@ -233,10 +233,9 @@ def test_packed_gradients_equal_separate(name: str) -> None:
     within GRADIENT_FLOAT64_RELATIVE of it."""
     config = CONFIGS[name]
     weights, packed = random_tensors(config, seed=3), pack(config, seed=8)
-    torch_model, flax_model = (
-        rosetta_torch.from_canonical(config, weights),
-        rosetta_flax.from_canonical(config, weights),
-    )
+    torch_model = rosetta_torch.from_canonical(config, weights).eval()
+    flax_model = rosetta_flax.from_canonical(config, weights)
+    flax_model.eval()
     rng = np.random.default_rng(11)
     targets = [rng.integers(0, config.vocab_size, length) for _, _, length in LAYOUT]
     results = {}
