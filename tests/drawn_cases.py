@@ -30,13 +30,15 @@ class Case:
     """A config, a weight seed and a padding pattern `mask` (rows of bools, True = padding).
 
     With `derive_mask` the padded positions hold padding_idx (and only they) and the model derives the mask;
-    otherwise the ids are random and `mask` is passed explicitly.
+    otherwise the ids are random and `mask` is passed explicitly. With `segments` (rows of segment ids: packed
+    sequences numbered 1, 2, ... per row, 0 = padding, where `mask` is True) the model gets them as `segment_ids`.
     """
 
     config: EncoderConfig
     seed: int
     mask: tuple[tuple[bool, ...], ...]
     derive_mask: bool = False
+    segments: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def token_ids(self) -> np.ndarray:
@@ -162,6 +164,35 @@ def draw_layer_options(draws: Draws, config: EncoderConfig) -> EncoderConfig:
             local_rope_theta=draws.choice((None, 10.0)) if local_window else None,
         )
     return config.replace(**changes)
+
+
+def draw_packed_case(draws: Draws) -> Case:
+    """`draw_case`'s config and weights with packed rows instead of a padding pattern: each row a random run of
+    segments (1 to its remaining length long) and padding runs, drawn left to right."""
+    case = draw_case(draws)
+    rows = []
+    for row in case.mask:
+        segments, position, number = [], 0, 0
+        while position < len(row):
+            length = draws.integer(1, len(row) - position)
+            is_segment = draws.choice((True, True, False))
+            number += is_segment
+            segments += [number if is_segment else 0] * length
+            position += length
+        rows.append(tuple(segments))
+    mask = tuple(tuple(segment == 0 for segment in row) for row in rows)
+    return Case(case.config, case.seed, mask, derive_mask=False, segments=tuple(rows))
+
+
+@st.composite
+def packed_cases(draw: st.DrawFn) -> Case:
+    """The Hypothesis strategy for `draw_packed_case`."""
+    return draw_packed_case(HypothesisDraws(draw))
+
+
+def seeded_packed_cases(count: int, seed: int) -> list[Case]:
+    """`count` cases from `draw_packed_case`, seeded as `seeded_cases`."""
+    return [draw_packed_case(SeededDraws(np.random.default_rng([seed, i]))) for i in range(count)]
 
 
 @st.composite

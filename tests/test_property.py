@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from drawn_cases import Case, cases, seeded_cases
+from drawn_cases import Case, cases, packed_cases, seeded_cases, seeded_packed_cases
 from flax import nnx
 from hypothesis import HealthCheck, given, settings
 
@@ -34,6 +34,7 @@ from rosetta_common.rounding_error import float32_error_estimate
 from rosetta_common.vectors import random_tensors
 
 SEEDED_CASES = seeded_cases(count=24, seed=20261130)
+PACKED_CASES = seeded_packed_cases(count=12, seed=20261202)
 
 # Always run: every case that ever broke a bound (kept after the fix), and the shapes worth pinning.
 FOUND_CASES = {
@@ -237,7 +238,46 @@ def test_flax_compiled_as_one_graph(case: Case) -> None:
     assert_within(max_differences(one_graph, oracle), to_oracle, "float32 flax as one XLA graph vs oracle", case)
 
 
-def explore(check, examples: int) -> None:
+def check_packed_float64(case: Case) -> None:
+    """Packed rows (`case.segments`), float64: torch == flax == the oracle at every position (FLOAT64), and the
+    oracle at each segment's tokens == that sequence run alone (PACKED_FLOAT64)."""
+    weights = random_tensors(case.config, case.seed)
+    ids, segments = case.token_ids, np.array(case.segments, dtype=np.int64)
+    oracle = encoder_forward(case.config, weights, ids, segment_ids=segments)
+    torch_model = rosetta_torch.from_canonical(case.config, weights).eval()
+    with torch.no_grad():
+        acts = torch_model.activations(torch.from_numpy(ids), segment_ids=torch.from_numpy(segments))
+    torch_acts = {name: value.numpy() for name, value in acts.items()}
+    model = flax_model(case, weights)
+    model.check_inputs(ids, segment_ids=segments)
+    flax_acts = {
+        name: np.asarray(value) for name, value in packed_model(model, jnp.asarray(ids), jnp.asarray(segments)).items()
+    }
+    bounds = dict.fromkeys(oracle, tolerances.FLOAT64)
+    assert_within(max_differences(torch_acts, oracle), bounds, "packed float64 torch vs oracle", case)
+    assert_within(max_differences(flax_acts, oracle), bounds, "packed float64 flax vs oracle", case)
+    for row, row_segments in enumerate(segments):
+        for segment in set(row_segments[row_segments > 0].tolist()):
+            where = np.flatnonzero(row_segments == segment)
+            alone = encoder_forward(case.config, weights, ids[row : row + 1, where], np.zeros((1, where.size), bool))
+            differences = {
+                name: float(np.abs(oracle[name][row, where] - value[0]).max())
+                for name, value in alone.items()
+                if name != "pooler"
+            }
+            bound = dict.fromkeys(differences, tolerances.PACKED_FLOAT64)
+            assert_within(differences, bound, f"packed row {row}, segment {segment} vs alone", case)
+
+
+packed_model = nnx.jit(lambda model, ids, segments: model.activations(ids, segment_ids=segments))
+
+
+@pytest.mark.parametrize("case", PACKED_CASES, ids=[f"packed_{i}" for i in range(len(PACKED_CASES))])
+def test_packed_float64_parity(case: Case) -> None:
+    check_packed_float64(case)
+
+
+def explore(check, examples: int, strategy=None) -> None:
     """Run `check` on `examples` new Hypothesis draws (random seed, no database); shrink and report a failure."""
     exploring = settings(
         max_examples=examples,
@@ -253,7 +293,7 @@ def explore(check, examples: int) -> None:
             jax.clear_caches()
         check(case)
 
-    exploring(given(case=cases())(check_with_bounded_caches))()
+    exploring(given(case=(strategy or cases)())(check_with_bounded_caches))()
 
 
 @pytest.mark.fuzz
@@ -264,3 +304,8 @@ def test_float64_parity_explored(fuzz_examples: int) -> None:
 @pytest.mark.fuzz
 def test_float32_parity_explored(fuzz_examples: int) -> None:
     explore(check_float32_parity, fuzz_examples)
+
+
+@pytest.mark.fuzz
+def test_packed_float64_parity_explored(fuzz_examples: int) -> None:
+    explore(check_packed_float64, fuzz_examples, packed_cases)

@@ -318,3 +318,60 @@ def test_rosetta_embed_refuses_what_it_cannot_embed(folders, tmp_path, capsys) -
     capsys.readouterr()
     assert main(["embed", str(weights_only), "a cat"]) == 2
     assert "no tokenizer.json (rosetta embed tokenizes with the folder's own)" in capsys.readouterr().err
+
+
+def pack_texts(b) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """The tokenized texts of batch `b` packed two or three to a row (in order, rows as long as `b`'s):
+    token ids, segment ids, and each text's (row, start)."""
+    lengths = b.attention_mask.sum(axis=1)
+    row_length, pad = b.token_ids.shape[1], int(b.token_ids[b.attention_mask == 0][0])
+    token_ids, segment_ids, places = [], [], []
+    row_ids, row_segments = [], []
+    for i, length in enumerate(lengths.tolist()):
+        if len(row_ids) + length > row_length:
+            token_ids.append(row_ids + [pad] * (row_length - len(row_ids)))
+            segment_ids.append(row_segments + [0] * (row_length - len(row_segments)))
+            row_ids, row_segments = [], []
+        places.append((len(token_ids), len(row_ids)))
+        row_ids += b.token_ids[i, :length].tolist()
+        row_segments += [max(row_segments, default=0) + 1] * length
+    token_ids.append(row_ids + [pad] * (row_length - len(row_ids)))
+    segment_ids.append(row_segments + [0] * (row_length - len(row_segments)))
+    return np.asarray(token_ids), np.asarray(segment_ids), places
+
+
+PACKED_HEADS = (
+    "bert-cls+mean-dense-dense-normalize",
+    "xlmr-max-dense-gelu",
+    "bert-lasttoken-normalize",
+    "bert-mean-without-prompt",
+    "bert-weightedmean",
+)
+
+
+@pytest.mark.parametrize("name", PACKED_HEADS)
+def test_packed_embed_is_the_padded_embed(folders, name) -> None:
+    """float64: `embed(..., segment_ids=...)` on the texts packed several to a row gives each text's embedding of
+    the padded batch within F64_BOUND (measured ~1e-16), in both frameworks, every pooling mode there is (cls,
+    mean, max, lasttoken, weightedmean, the prompt left out); one per text, in row then segment order."""
+    folder = folders[name]
+    texts, _ = texts_and_prompt(name)
+    torch_model = rosetta_torch.load(folder, dtype="float64", on_note=lambda note: None).eval()
+    flax_model = rosetta_flax.load(folder, dtype="float64", on_note=lambda note: None)
+    flax_model.eval()
+    b = batch(folder, torch_model, texts)
+    prompt = None if HEADS[name][4] else prompt_length(folder, torch_model)
+    token_ids, segment_ids, places = pack_texts(b)
+    assert token_ids.shape[0] < len(texts)  # several texts share a row
+    expected = torch_embed(torch_model, b, prompt)
+    with torch.no_grad():
+        got_torch = torch_model.embed(
+            torch.from_numpy(token_ids), segment_ids=torch.from_numpy(segment_ids), prompt_length=prompt
+        ).numpy()
+    hidden = rosetta_flax.checked_jit(flax_model)(token_ids, segment_ids=segment_ids)
+    got_flax = np.asarray(flax_model.embed_sequences(hidden, segment_ids, prompt))
+    eager_flax = np.asarray(flax_model.embed(token_ids, segment_ids=segment_ids, prompt_length=prompt))
+    order = sorted(range(len(texts)), key=lambda i: places[i])  # row order, then segment order
+    for got in (got_torch, got_flax, eager_flax):
+        assert got.shape == expected.shape
+        assert np.abs(got - expected[order]).max() <= F64_BOUND

@@ -87,6 +87,29 @@ def rotate_half(x: np.ndarray) -> np.ndarray:
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
+def segment_spans(segment_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The packed sequences of `segment_ids` `[B, S]` (checked: contiguous runs numbered 1, 2, ... per row), in row
+    order then segment order: int64 `(rows, starts, lengths)` `[N]` each."""
+    segment_ids = np.asarray(segment_ids)
+    first = np.ones(segment_ids.shape, dtype=bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    rows, starts = np.nonzero(first & (segment_ids != 0))  # row-major: row order, then left to right
+    last = np.ones(segment_ids.shape, dtype=bool)
+    last[:, :-1] = segment_ids[:, :-1] != segment_ids[:, 1:]
+    _, ends = np.nonzero(last & (segment_ids != 0))
+    return rows.astype(np.int64), starts.astype(np.int64), (ends - starts + 1).astype(np.int64)
+
+
+def sequences_of(segment_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where to gather each packed sequence of `segment_ids` `[B, S]` from, as one right-padded row each: int64
+    `rows [N, 1]`, `positions [N, L]` (L the longest; past a sequence's end its first position again) and bool
+    `keep [N, L]` (True = the sequence's token). `hidden[rows, positions]` is then `[N, L, D]`."""
+    rows, starts, lengths = segment_spans(segment_ids)
+    offsets = np.arange(max(int(lengths.max(initial=0)), 1))[None, :]
+    keep = offsets < lengths[:, None]
+    return rows[:, None], np.where(keep, starts[:, None] + offsets, starts[:, None]), keep
+
+
 def segment_allowed(segment_ids: np.ndarray) -> np.ndarray:
     """bool `[B, S, S]`: whether query i may attend to key j as packing allows: a key of the query's own segment,
     or, for a padding query (segment 0), every key that is not padding (as in an unpacked row)."""

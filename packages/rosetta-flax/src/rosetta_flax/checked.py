@@ -18,7 +18,8 @@ from rosetta_flax.encoder import Array, Encoder
 
 
 class CheckedJit:
-    """`call(token_ids, padding_mask=None, *, token_type_ids=None, attention_mask=None)`: checked, then jitted."""
+    """`call(token_ids, padding_mask=None, *, token_type_ids=None, attention_mask=None, segment_ids=None)`: checked,
+    then jitted (`embed` without segment_ids: packed, jit the encoder and call `model.embed_sequences` after)."""
 
     def __init__(self, model: Encoder, method: str = "__call__") -> None:
         if method not in ("__call__", "activations", "embed"):
@@ -27,10 +28,16 @@ class CheckedJit:
         graphdef, self._state = nnx.split(model)
 
         def run(
-            state: nnx.State, token_ids: Array, padding_mask: Array | None, types: Array | None, mask: Array | None
+            state: nnx.State,
+            token_ids: Array,
+            padding_mask: Array | None,
+            types: Array | None,
+            mask: Array | None,
+            segments: Array | None,
         ) -> jax.Array | dict[str, jax.Array]:
             merged = nnx.merge(graphdef, state)
-            return getattr(merged, method)(token_ids, padding_mask, token_type_ids=types, attention_mask=mask)
+            call = getattr(merged, method)
+            return call(token_ids, padding_mask, token_type_ids=types, attention_mask=mask, segment_ids=segments)
 
         self._compiled: Callable = jax.jit(run)
 
@@ -41,9 +48,16 @@ class CheckedJit:
         *,
         token_type_ids: Array | None = None,
         attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
     ) -> jax.Array | dict[str, jax.Array]:
-        self.model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask)
-        return self._compiled(self._state, token_ids, padding_mask, token_type_ids, attention_mask)
+        self.model.check_inputs(
+            token_ids,
+            padding_mask,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
+        )
+        return self._compiled(self._state, token_ids, padding_mask, token_type_ids, attention_mask, segment_ids)
 
 
 def checked_jit(model: Encoder, *, method: str = "__call__") -> CheckedJit:

@@ -10,6 +10,7 @@ from flax import nnx
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
+from rosetta_common.positional import sequences_of
 from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_flax.embedding import (
     LearnedPositionalEmbedding,
@@ -180,21 +181,46 @@ class Encoder(nnx.Module):
         *,
         token_type_ids: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
         prompt_length: int | None = None,
     ) -> jax.Array:
         """Sentence embeddings `[B, D_out]`: the encoder (same calling convention), then its sentence head
         (pooling over the tokens that are not padding, dense layers, Normalize). `prompt_length`: the leading
-        tokens a head with include_prompt=False leaves out. NoSentenceHeadError when the model has no head."""
+        tokens a head with include_prompt=False leaves out. NoSentenceHeadError when the model has no head.
+
+        Packed rows (`segment_ids`): one embedding per packed sequence, `[N, D_out]` in row order then segment
+        order, each pooled over its own tokens as if it were alone (`embed_sequences`)."""
         if self.sentence_head is None:
             raise NoSentenceHeadError(
                 "this encoder has no sentence-embedding head: it was read from a folder without modules.json (or a "
                 "file without a stored head); pool `model(token_ids)` yourself, or load a sentence-transformers folder"
             )
+        if segment_ids is not None and _is_traced(segment_ids):
+            raise ValueError(
+                "embed with segment_ids needs them concrete (the number of sequences is the output's shape): call "
+                "the encoder under jax.jit, then `embed_sequences` outside it"
+            )
         padding = self.padding_mask_for(
-            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+            token_ids,
+            padding_mask,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
         )
-        hidden = self(token_ids, padding, token_type_ids=token_type_ids)
+        hidden = self(token_ids, padding, token_type_ids=token_type_ids, segment_ids=segment_ids)
+        if segment_ids is not None:
+            return self.embed_sequences(hidden, segment_ids, prompt_length)
         return self.sentence_head(hidden, ~padding, prompt_length)
+
+    def embed_sequences(self, hidden: jax.Array, segment_ids: Array, prompt_length: int | None = None) -> jax.Array:
+        """The sentence head on packed rows: the encoder output `hidden [B, S, D]`, checked, concrete
+        `segment_ids [B, S]` -> `[N, D_out]`, one per packed sequence in row order then segment order. Each
+        sequence is gathered into a right-padded row of its own (`rosetta_common.positional.sequences_of`) and
+        pooled as an unpacked batch is."""
+        if self.sentence_head is None:
+            raise NoSentenceHeadError("this encoder has no sentence-embedding head (see `embed`)")
+        rows, positions, keep = sequences_of(np.asarray(segment_ids))
+        return self.sentence_head(hidden[rows, positions], jnp.asarray(keep), prompt_length)
 
     def activations(
         self,

@@ -8,6 +8,7 @@ from torch import nn
 
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
+from rosetta_common.positional import sequences_of
 from rosetta_common.sentence_head import NoSentenceHeadError
 from rosetta_torch.embedding import (
     LearnedPositionalEmbedding,
@@ -183,21 +184,45 @@ class Encoder(nn.Module):
         *,
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
         prompt_length: int | None = None,
     ) -> torch.Tensor:
         """Sentence embeddings `[B, D_out]`: the encoder (same calling convention), then its sentence head
         (pooling over the tokens that are not padding, dense layers, Normalize). `prompt_length`: the leading
-        tokens a head with include_prompt=False leaves out. NoSentenceHeadError when the model has no head."""
+        tokens a head with include_prompt=False leaves out. NoSentenceHeadError when the model has no head.
+
+        Packed rows (`segment_ids`): one embedding per packed sequence, `[N, D_out]` in row order then segment
+        order, each pooled over its own tokens as if it were alone (`embed_sequences`)."""
         if self.sentence_head is None:
             raise NoSentenceHeadError(
                 "this encoder has no sentence-embedding head: it was read from a folder without modules.json (or a "
                 "file without a stored head); pool `model(token_ids)` yourself, or load a sentence-transformers folder"
             )
         padding = self.padding_mask_for(
-            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+            token_ids,
+            padding_mask,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
         )
-        hidden = self(token_ids, padding, token_type_ids=token_type_ids)
+        hidden = self(token_ids, padding, token_type_ids=token_type_ids, segment_ids=segment_ids)
+        if segment_ids is not None:
+            return self.embed_sequences(hidden, segment_ids, prompt_length)
         return self.sentence_head(hidden, ~padding, prompt_length)
+
+    def embed_sequences(
+        self, hidden: torch.Tensor, segment_ids: torch.Tensor, prompt_length: int | None = None
+    ) -> torch.Tensor:
+        """The sentence head on packed rows: the encoder output `hidden [B, S, D]`, checked `segment_ids [B, S]`
+        -> `[N, D_out]`, one per packed sequence in row order then segment order. Each sequence is gathered into a
+        right-padded row of its own (`rosetta_common.positional.sequences_of`, from a host copy of the segment
+        ids) and pooled as an unpacked batch is."""
+        if self.sentence_head is None:
+            raise NoSentenceHeadError("this encoder has no sentence-embedding head (see `embed`)")
+        rows, positions, keep = sequences_of(segment_ids.cpu().numpy())
+        device = hidden.device
+        gathered = hidden[torch.from_numpy(rows).to(device), torch.from_numpy(positions).to(device)]
+        return self.sentence_head(gathered, torch.from_numpy(keep).to(device), prompt_length)
 
     def activations(
         self,
