@@ -113,7 +113,10 @@ def bar_plot(results: BenchResults, path: Path) -> Path:
                 low.append(value - rates.tokens_per_s_iqr[0] if rates else 0.0)
                 high.append(rates.tokens_per_s_iqr[1] - value if rates else 0.0)
             positions = [i + offset * width for i in range(len(impls))]
-            ax.bar(positions, values, width, yerr=[low, high], capsize=3, label=f"padding {case.padded_fraction:.0%}")
+            label = f"padding {case.padded_fraction:.0%}"
+            if case.workload is not None:
+                label = f"{case.workload['name']} (real tokens/s; .packed rows packed, others padded)"
+            ax.bar(positions, values, width, yerr=[low, high], capsize=3, label=label)
         ax.set_xticks([i + width * (len(cases) - 1) / 2 for i in range(len(impls))])
         ax.set_xticklabels(impls, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("tokens/s (median, IQR bars)")
