@@ -172,7 +172,9 @@ def write_workload(workload: Workload, path: Path) -> Path:
         for index, batch in enumerate(workload.batches(layout)):
             arrays[f"{layout}{index}_token_ids"] = batch.token_ids
             arrays[f"{layout}{index}_segment_ids"] = batch.segment_ids
-            place[:, batch.indices] = index, batch.rows, batch.starts
+            place[0, batch.indices] = index
+            place[1, batch.indices] = batch.rows
+            place[2, batch.indices] = batch.starts
         arrays[f"{layout}_place"] = place
         arrays[f"{layout}_batches"] = np.array(len(workload.batches(layout)))
     arrays["padding_mask"] = np.zeros(int(workload.lengths[: workload.check_sequences].sum()), dtype=bool)

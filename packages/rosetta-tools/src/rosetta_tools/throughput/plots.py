@@ -29,7 +29,7 @@ def _points(results: BenchResults, mode: str, axis: str) -> dict[str, list[Point
     lines: dict[str, list[Point]] = {}
     for case_result in results.cases:
         case = case_result.case
-        if getattr(case, fixed) != fixed_value or case.padding != padding:
+        if getattr(case, fixed) != fixed_value or case.padding != padding or case.lengths is not None:
             continue
         for row in _timed_encoders(case_result, mode):
             rates = row.rates

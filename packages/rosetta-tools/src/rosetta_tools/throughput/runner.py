@@ -274,7 +274,7 @@ def _setup(
     )
     reason = config.skip_reason(impl.name, spec.mode, case)
     if reason is None and impl.packed and worker is not None and not worker.info.get("segment_ids"):
-        reason = f"not available: this {impl.package} has no segment_ids (packed inputs) yet"
+        reason = f"not available: this rosetta_{impl.package} has no segment_ids (packed inputs) yet"
     if reason or worker is None:
         return replace(row, status="skipped", reason=reason)
     reporter.step(f"{case.label} {spec.mode}: compile + check {impl.name}")

@@ -136,9 +136,6 @@ class Backend:
             if key not in self._gemms:  # the same probe serves every mode of a case
                 self._gemms = {key: self._gemm(*key)}
             return self._gemms[key]
-        inputs = np.load(spec.inputs)
-        token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
-        padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
         model = load(spec.weights, precision=self.precision, device=self.device)
         training = spec.mode == "train"
         self.compile = compile_settings(spec.torch_compile, spec.mode, self.device.type)
@@ -147,6 +144,9 @@ class Backend:
         module.train(training)
         if spec.layout is not None:
             return self._lengths(spec, module, forward, model, training)
+        inputs = np.load(spec.inputs)
+        token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
+        padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
         if training:
             return self._train_step(module, forward, token_ids, padding_mask, spec)
 
