@@ -100,6 +100,41 @@ def check_attention_mask(
         raise InputError("attention_mask must hold only 0 (padding) and 1 (keep)")
 
 
+def check_segment_ids(ids_shape: Sequence[int], segment_ids: np.ndarray, padding: np.ndarray | None = None) -> None:
+    """Check packed segment ids (host copies): int `[B, S]` like the token ids, 0 = padding, k >= 1 the k-th sequence
+    packed into its row, each one contiguous run, numbered 1, 2, ... from the left. `padding`: the bool padding mask
+    (True = padding) a padding_mask or attention_mask also gave, which must be exactly `segment_ids == 0`."""
+    segment_ids = np.asarray(segment_ids)
+    if tuple(segment_ids.shape) != tuple(ids_shape):
+        shape = tuple(segment_ids.shape)
+        raise InputError(f"segment_ids shape {shape} does not match token_ids shape {tuple(ids_shape)}")
+    if not np.issubdtype(segment_ids.dtype, np.integer):
+        raise InputError(f"segment_ids must be an integer array, got dtype {segment_ids.dtype}")
+    check_id_dtype("segment_ids", str(segment_ids.dtype))
+    if segment_ids.size and segment_ids.min() < 0:
+        raise InputError(f"segment id {int(segment_ids.min())} is negative (0 = padding, 1, 2, ... = the sequences)")
+    first = np.ones(segment_ids.shape, dtype=bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    starts = first & (segment_ids != 0)  # a sequence's first token
+    numbered = np.cumsum(starts, axis=1)  # the number the segment of each token must have
+    wrong = (segment_ids != 0) & (segment_ids != numbered)
+    if wrong.any():
+        row, column = (int(i) for i in np.argwhere(wrong)[0])
+        segment = int(segment_ids[row, column])
+        earlier = segment_ids[row, :column]
+        what = "is not contiguous" if segment in earlier else f"comes where segment {int(numbered[row, column])} should"
+        raise InputError(
+            f"segment_ids row {row}: segment {segment} at position {column} {what} (each packed sequence is one "
+            "contiguous run, numbered 1, 2, ... from the left; 0 = padding)"
+        )
+    if padding is not None and not np.array_equal(np.asarray(padding), segment_ids == 0):
+        row, column = (int(i) for i in np.argwhere(np.asarray(padding) != (segment_ids == 0))[0])
+        raise InputError(
+            f"segment_ids and the padding mask disagree at row {row}, position {column} (segment id "
+            f"{int(segment_ids[row, column])}; padding is exactly where the segment id is 0)"
+        )
+
+
 @dataclass(frozen=True)
 class ArrayFacts:
     """What the input checks read of one array; each framework reads them from its own array type."""
@@ -132,9 +167,12 @@ def check_encoder_inputs(
     *,
     token_type_ids: ArrayFacts | None = None,
     attention_mask: ArrayFacts | None = None,
+    segment_ids: np.ndarray | None = None,
+    mask_padding: np.ndarray | None = None,
 ) -> None:
     """Every check of an encoder call, in one order and one set of words for the oracle and both frameworks: the
-    token ids, the token types, then the attention_mask (not beside a padding_mask) or the padding_mask."""
+    token ids, the token types, the attention_mask (not beside a padding_mask) or the padding_mask, then packed
+    `segment_ids` (a host copy; `mask_padding`: the host copy of the padding a given mask says, which must agree)."""
     ids = token_ids
     check_token_ids(config, ids.shape, ids.dtype, ids.is_integer, ids.lowest, ids.highest)
     if token_type_ids is not None:
@@ -144,3 +182,5 @@ def check_encoder_inputs(
         check_attention_mask(padding_mask is not None, ids.shape, attention_mask.shape, attention_mask.binary)
     elif padding_mask is not None:
         check_padding_mask(ids.shape, padding_mask.shape, padding_mask.dtype, padding_mask.is_bool)
+    if segment_ids is not None:
+        check_segment_ids(ids.shape, segment_ids, mask_padding)

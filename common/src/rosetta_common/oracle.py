@@ -26,7 +26,15 @@ import numpy as np
 
 from rosetta_common.config import EncoderConfig
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
-from rosetta_common.positional import position_ids, rotary_tables, rotate_half, sinusoidal_table, window_allowed
+from rosetta_common.positional import (
+    position_ids,
+    rotary_tables,
+    rotate_half,
+    segment_allowed,
+    sequence_positions,
+    sinusoidal_table,
+    window_allowed,
+)
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -76,17 +84,26 @@ def linear(x: np.ndarray, weights: Mapping[str, np.ndarray], name: str, *, round
     return r(y + weights[f"{name}.bias"]) if f"{name}.bias" in weights else y
 
 
-def allowed_keys(padding_mask: np.ndarray, max_distance: int | None = None) -> np.ndarray:
-    """bool `[B, S, S]`: query i may attend to key j when j is not padding and, in a local layer, |i - j| is at
-    most `max_distance`."""
+def allowed_keys(
+    padding_mask: np.ndarray, max_distance: int | None = None, segment_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """bool `[B, S, S]`: query i may attend to key j when j is not padding, in a local layer |i - j| is at most
+    `max_distance`, and, packed (`segment_ids`), j is in i's segment (`positional.segment_allowed`)."""
     seq = padding_mask.shape[-1]
-    return ~padding_mask[:, None, :] & window_allowed(seq, max_distance)[None]
+    allowed = ~padding_mask[:, None, :] & window_allowed(seq, max_distance)[None]
+    return allowed if segment_ids is None else allowed & segment_allowed(segment_ids)
 
 
-def rotary(x: np.ndarray, theta: float, *, rounding: Rounding = exact) -> np.ndarray:
-    """Rotary positions on q or k `[B, H, S, d_head]` at positions 0, 1, ..., S-1: x cos + rotate_half(x) sin."""
+def rotary(
+    x: np.ndarray, theta: float, positions: np.ndarray | None = None, *, rounding: Rounding = exact
+) -> np.ndarray:
+    """Rotary positions on q or k `[B, H, S, d_head]`: x cos + rotate_half(x) sin at positions 0, 1, ..., S-1, or
+    at int `positions` `[B, S]` (packed: each token's position in its own sequence)."""
     r = rounding
-    cos, sin = rotary_tables(np.arange(x.shape[2]), x.shape[-1], theta)
+    if positions is None:
+        cos, sin = rotary_tables(np.arange(x.shape[2]), x.shape[-1], theta)
+    else:
+        cos, sin = (table[:, None] for table in rotary_tables(positions, x.shape[-1], theta))  # [B, 1, S, d_head]
     return r(r(x * r(cos)) + r(rotate_half(x) * r(sin)))
 
 
@@ -98,14 +115,16 @@ def attention(
     *,
     max_distance: int | None = None,
     rope_theta: float | None = None,
+    segment_ids: np.ndarray | None = None,
     rounding: Rounding = exact,
 ) -> np.ndarray:
     """Multi-head self-attention. x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding) -> `[B, S, D]`.
 
     A padded position is never attended to as a key; `max_distance` (a local layer): nor a key further than that
-    from the query. `rope_theta`: rotate q and k (rotary positions) with this base. A query with no key it may
-    attend to (a sequence that is all padding; in a local layer, a padded position whose window holds only padding)
-    attends uniformly to every position instead (scores 0: finite, never NaN).
+    from the query; packed (`segment_ids` int `[B, S]`): nor a key of another segment, and rotary positions count
+    from each segment's start. `rope_theta`: rotate q and k (rotary positions) with this base. A query with no key
+    it may attend to (a sequence that is all padding; in a local layer, a padded position whose window holds only
+    padding) attends uniformly to every position instead (scores 0: finite, never NaN).
     """
     r = rounding
     batch, seq, d_model = x.shape
@@ -117,9 +136,10 @@ def attention(
 
     q, k, v = heads("q"), heads("k"), heads("v")
     if rope_theta is not None:
-        q, k = rotary(q, rope_theta, rounding=r), rotary(k, rope_theta, rounding=r)
+        positions = None if segment_ids is None else sequence_positions(segment_ids, segment_ids.shape)
+        q, k = (rotary(t, rope_theta, positions, rounding=r) for t in (q, k))
     scores = r(r(q @ k.transpose(0, 1, 3, 2)) / math.sqrt(d_head))  # [B, H, S, S]
-    allowed = allowed_keys(padding_mask, max_distance)  # [B, S, S]
+    allowed = allowed_keys(padding_mask, max_distance, segment_ids)  # [B, S, S]
     scores = np.where(allowed[:, None], scores, -np.inf)
     no_key = ~allowed.any(axis=-1)[:, None, :, None]  # [B, 1, S, 1]
     scores = np.where(no_key, 0.0, scores)
@@ -153,9 +173,11 @@ def encoder_layer(
     padding_mask: np.ndarray,
     *,
     index: int = 0,
+    segment_ids: np.ndarray | None = None,
     rounding: Rounding = exact,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Layer `index`; returns (hidden after the attention sub-layer, hidden after the feed-forward sub-layer)."""
+    """Layer `index`; returns (hidden after the attention sub-layer, hidden after the feed-forward sub-layer).
+    `segment_ids`: packed rows (see `attention`)."""
     r, eps, spec = rounding, config.layer_norm_eps, config.layer(index)
 
     def norm(name: str, h: np.ndarray) -> np.ndarray:
@@ -171,6 +193,7 @@ def encoder_layer(
             padding_mask,
             max_distance=spec.max_distance,
             rope_theta=spec.rope_theta,
+            segment_ids=segment_ids,
             rounding=r,
         )
 
@@ -199,9 +222,11 @@ def embedding_front(
     token_ids: np.ndarray,
     token_type_ids: np.ndarray | None,
     *,
+    segment_ids: np.ndarray | None = None,
     rounding: Rounding = exact,
 ) -> dict[str, np.ndarray]:
-    """Token embedding, positions, token types and the embedding LayerNorm: the activations up to the first layer."""
+    """Token embedding, positions, token types and the embedding LayerNorm: the activations up to the first layer.
+    Packed (`segment_ids`): positions restart at each segment (`positional.position_ids`)."""
     r = rounding
     acts: dict[str, np.ndarray] = {}
     x = w["embedding.weight"][token_ids]
@@ -209,9 +234,10 @@ def embedding_front(
         x = r(x * math.sqrt(config.d_model))
     acts["embedding"] = x
     if config.positions == "learned":
-        x = r(x + w["position_embedding.weight"][position_ids(config, token_ids)])
+        x = r(x + w["position_embedding.weight"][position_ids(config, token_ids, segment_ids)])
     elif config.positions == "sinusoidal":
-        x = r(x + r(sinusoidal_table(config.max_len, config.d_model)[: token_ids.shape[1]]))
+        table = sinusoidal_table(config.max_len, config.d_model)
+        x = r(x + r(table[sequence_positions(segment_ids, token_ids.shape)]))
     else:
         assert config.positions == "rotary", config.positions  # rotary: applied inside each attention
 
@@ -231,20 +257,27 @@ def checked_masks(
     padding_mask: np.ndarray | None,
     attention_mask: np.ndarray | None,
     token_type_ids: np.ndarray | None,
+    segment_ids: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Check every input (`check_encoder_inputs`, as both frameworks do) and return the padding mask."""
+    """Check every input (`check_encoder_inputs`, as both frameworks do) and return the padding mask (packed:
+    where the segment id is 0)."""
+    given = None
+    if attention_mask is not None:
+        given = np.asarray(attention_mask) == 0
+    elif padding_mask is not None:
+        given = np.asarray(padding_mask)
     check_encoder_inputs(
         config,
         numpy_facts(token_ids),
         None if padding_mask is None else numpy_facts(padding_mask),
         token_type_ids=None if token_type_ids is None else numpy_facts(token_type_ids),
         attention_mask=None if attention_mask is None else numpy_facts(attention_mask, binary=True),
+        segment_ids=segment_ids,
+        mask_padding=given,
     )
-    if attention_mask is not None:
-        return np.asarray(attention_mask) == 0
-    if padding_mask is None:
-        return default_padding_mask(config, token_ids)
-    return np.asarray(padding_mask)
+    if segment_ids is not None:
+        return np.asarray(segment_ids) == 0
+    return default_padding_mask(config, token_ids) if given is None else given
 
 
 def encoder_forward(
@@ -255,25 +288,29 @@ def encoder_forward(
     *,
     token_type_ids: np.ndarray | None = None,
     attention_mask: np.ndarray | None = None,
+    segment_ids: np.ndarray | None = None,
     rounding: Rounding = exact,
 ) -> dict[str, np.ndarray]:
     """The encoder in float64 (dropout off). token_ids int `[B, S]` -> every boundary activation, see module doc.
 
     `padding_mask` bool (True = padding) or, instead, HF's `attention_mask` (1 = keep); `token_type_ids` int
-    `[B, S]` when the config has token types (default: all 0). `rounding` (see the module doc) is applied to
-    every intermediate array; the default computes exactly.
+    `[B, S]` when the config has token types (default: all 0). `segment_ids` int `[B, S]`: packed rows (0 =
+    padding, k = the k-th sequence of the row): each token attends only within its segment and positions restart
+    at each one, so every packed token's output is its sequence's output alone. `rounding` (see the module doc) is
+    applied to every intermediate array; the default computes exactly.
     """
     token_ids = np.asarray(token_ids)
-    mask = checked_masks(config, token_ids, padding_mask, attention_mask, token_type_ids)
+    segments = None if segment_ids is None else np.asarray(segment_ids)
+    mask = checked_masks(config, token_ids, padding_mask, attention_mask, token_type_ids, segments)
     w = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
     types = None if token_type_ids is None else np.asarray(token_type_ids)
 
     r = rounding
-    acts = embedding_front(config, w, token_ids, types, rounding=r)
+    acts = embedding_front(config, w, token_ids, types, segment_ids=segments, rounding=r)
     x = acts["embedding_norm" if config.embedding_norm else "positional"]
     for i in range(config.n_layers):
         layer = {name[len(f"layers.{i}.") :]: value for name, value in w.items() if name.startswith(f"layers.{i}.")}
-        acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask, index=i, rounding=r)
+        acts[f"layers.{i}.attn"], x = encoder_layer(config, layer, x, mask, index=i, segment_ids=segments, rounding=r)
         acts[f"layers.{i}.ffn"] = x
     if config.has_final_norm:
         x = layer_norm(x, w["final_norm.scale"], w.get("final_norm.bias"), config.layer_norm_eps, rounding=r)

@@ -29,17 +29,46 @@ def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
     return _table(int(length), int(d_model))
 
 
-def position_ids(config: EncoderConfig, token_ids: np.ndarray) -> np.ndarray:
+def run_starts(segment_ids: np.ndarray) -> np.ndarray:
+    """int64 `[B, S]`: the index where each token's run of equal segment ids begins (a packed sequence's first
+    token, or the first of a run of padding)."""
+    seq = segment_ids.shape[-1]
+    index = np.arange(seq, dtype=np.int64)
+    first = np.ones(segment_ids.shape, dtype=bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return np.maximum.accumulate(np.where(first, index, 0), axis=1)
+
+
+def sequence_positions(segment_ids: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """int64 `[B, S]`: each token's position in its own sequence. Without segment ids 0, 1, ..., S-1; packed
+    (`segment_ids`, 0 = padding), the offset from its segment's first token, and at padding its index in the row
+    (as unpacked padding)."""
+    batch, seq = shape
+    index = np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))
+    if segment_ids is None:
+        return index
+    return np.where(segment_ids == 0, index, index - run_starts(segment_ids))
+
+
+def position_ids(config: EncoderConfig, token_ids: np.ndarray, segment_ids: np.ndarray | None = None) -> np.ndarray:
     """The row of the position table each token reads, int64 `[B, S]`.
 
-    "sequential": 0, 1, ..., S-1. "after_padding" (RoBERTa): padding_idx + 1, + 2, ... counting the tokens that are
-    not padding_idx, and padding_idx itself at padding tokens (whose rows then do not depend on where they stand).
+    "sequential": 0, 1, ..., S-1 (`sequence_positions`: packed, restarting at each segment). "after_padding"
+    (RoBERTa): padding_idx + 1, + 2, ... counting the tokens that are not padding_idx (packed: from the start of the
+    token's segment, and padding is where the segment id is 0), and padding_idx itself at padding tokens (whose
+    rows then do not depend on where they stand).
     """
-    batch, seq = token_ids.shape
     if config.position_ids == "sequential":
-        return np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))
-    real = (token_ids != config.padding_idx).astype(np.int64)
-    return np.cumsum(real, axis=1) * real + config.padding_idx
+        return sequence_positions(segment_ids, token_ids.shape)
+    real = token_ids != config.padding_idx
+    if segment_ids is not None:
+        real &= segment_ids != 0
+    counted = np.cumsum(real.astype(np.int64), axis=1)
+    if segment_ids is not None:  # count from the segment's start: subtract what came before it
+        starts = run_starts(segment_ids)
+        before = np.take_along_axis(counted - real, starts, axis=1)
+        counted = counted - before
+    return counted * real + config.padding_idx
 
 
 def rotary_tables(positions: np.ndarray, d_head: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +85,13 @@ def rotate_half(x: np.ndarray) -> np.ndarray:
     """`[..., d]` -> `[-x2, x1]` with x1, x2 the two halves of the last axis."""
     half = x.shape[-1] // 2
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def segment_allowed(segment_ids: np.ndarray) -> np.ndarray:
+    """bool `[B, S, S]`: whether query i may attend to key j as packing allows: a key of the query's own segment,
+    or, for a padding query (segment 0), every key that is not padding (as in an unpacked row)."""
+    queries, keys = segment_ids[:, :, None], segment_ids[:, None, :]
+    return (keys != 0) & ((queries == keys) | (queries == 0))
 
 
 def window_allowed(seq: int, max_distance: int | None) -> np.ndarray:

@@ -12,6 +12,11 @@ FLOAT32_CROSS = 1e-5
 FLOAT32_ORACLE = 1e-4
 """float32 torch or flax vs the float64 oracle."""
 
+PACKED_FLOAT64 = 1e-12
+"""float64: a packed sequence's activations (and gradients, relative to the largest entry) against the same sequence
+run alone. The same maths: the other segments' keys get weight exactly 0, and only the GEMMs' shapes, so their
+summation orders, change (measured <= 4e-15)."""
+
 GRADIENT_FLOAT64_RELATIVE = 1e-10
 """float64 gradients, every parameter, relative to the parameter's largest gradient entry."""
 

@@ -21,11 +21,21 @@ def key_bias(allowed: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return jnp.where(allowed, jnp.zeros((), dtype), jnp.finfo(dtype).min)
 
 
-def allowed_in_block(key_padding: jax.Array, blocks: QueryBlocks, index: jax.Array | int) -> jax.Array:
+def allowed_in_block(
+    key_padding: jax.Array,
+    blocks: QueryBlocks,
+    index: jax.Array | int,
+    segments: tuple[jax.Array, jax.Array] | None = None,
+) -> jax.Array:
     """key_padding bool `[B, keys]` (the keys block `index` reads, True = padding) -> bool
     `[B, 1, 1 or block, keys]`: the keys each of its queries may attend to (not padding; in a local layer, within
-    `max_distance` of the query)."""
+    `max_distance` of the query; packed, `segments` = the segment ids of the block's queries `[B, block]` and of its
+    keys `[B, keys]`: a key of the query's own segment, any key for a padding query, as
+    `rosetta_common.positional.segment_allowed`)."""
     allowed = ~key_padding[:, None, None, :]
+    if segments is not None:
+        queries, keys = segments[0][:, None, :, None], segments[1][:, None, None, :]
+        allowed = allowed & ((queries == keys) | (queries == 0))
     if blocks.max_distance is None:
         return allowed
     queries = index * blocks.block + jnp.arange(blocks.block)
@@ -33,19 +43,21 @@ def allowed_in_block(key_padding: jax.Array, blocks: QueryBlocks, index: jax.Arr
     return allowed & (jnp.abs(queries[:, None] - keys[None, :]) <= blocks.max_distance)[None, None]
 
 
-def window_keep(padding_mask: jax.Array, max_distance: int | None) -> jax.Array:
-    """bool `[B, 1, S, S]` (True = attend) for a library kernel that takes a dense mask: not padding and, in a local
-    layer, within `max_distance`."""
+def window_keep(padding_mask: jax.Array, max_distance: int | None, segment_ids: jax.Array | None = None) -> jax.Array:
+    """bool `[B, 1, S, S]` (True = attend) for a library kernel that takes a dense mask: not padding, in a local
+    layer within `max_distance`, packed within the query's segment."""
     seq = padding_mask.shape[-1]
+    segments = None if segment_ids is None else (segment_ids, segment_ids)
     return jnp.broadcast_to(
-        allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0),
+        allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0, segments),
         (padding_mask.shape[0], 1, seq, seq),
     )
 
 
 class MultiHeadSelfAttention(nnx.Module):
     """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary (cos, sin) `[S, d_head]` when the layer
-    has rotary positions -> `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local
+    has rotary positions, segment_ids int `[B, S]` for packed rows (a token attends only within its segment) ->
+    `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local
     layer's window (`LayerSpec.max_distance`; None: global).
 
     `implementation=None` (the default) computes the attention in blocks of `query_block` queries
@@ -78,7 +90,13 @@ class MultiHeadSelfAttention(nnx.Module):
         self.implementation, self.query_block, self.key_block = implementation, query_block, key_block
         self.compute = Compute(compute_dtype)
 
-    def __call__(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        padding_mask: jax.Array,
+        rotary: Rotary | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
         batch, seq, d_model = x.shape
         tokens = x.reshape(batch * seq, d_model)  # 2-D projections: see FeedForward.__call__
 
@@ -91,14 +109,22 @@ class MultiHeadSelfAttention(nnx.Module):
                 raise ValueError("this attention has rotary positions: pass its (cos, sin) tables")
             q, k = (self.compute.rotary(apply_rotary, t, rotary) for t in (q, k))
         if self.implementation is None or self.compute.active:
-            context = self.blockwise(q, k, v, padding_mask)
+            context = self.blockwise(q, k, v, padding_mask, segment_ids)
         else:
-            context = self.library_attention(q, k, v, padding_mask)
+            context = self.library_attention(q, k, v, padding_mask, segment_ids)
         merged = context.swapaxes(1, 2).reshape(batch * seq, d_model)
         return self.compute.linear(self.out, merged).reshape(batch, seq, d_model)
 
-    def blockwise(self, q: jax.Array, k: jax.Array, v: jax.Array, padding_mask: jax.Array) -> jax.Array:
-        """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]` -> context `[B, H, S, d_head]`, one query block at a
+    def blockwise(
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        padding_mask: jax.Array,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]`, segment_ids `[B, S]` (packed rows, or None) ->
+        context `[B, H, S, d_head]`, one query block at a
         time (`jax.lax.map`; each block under `jax.checkpoint` when there are several, so the backward recomputes a
         block's scores instead of storing all of them, as flash attention does).
 
@@ -115,16 +141,27 @@ class MultiHeadSelfAttention(nnx.Module):
             k, v = self.compute.widen(k), self.compute.widen(v)
         no_keys = jnp.zeros((batch, 1, 1, seq), score_dtype)
         uniform = kernel(jnp.zeros_like(q[:, :, :1]), k, v, no_keys, self.block_key(dropout_key, blocks.count))
-        keys, values, key_padding = k, v, padding_mask
+        keys, values, key_padding, key_segments = k, v, padding_mask, segment_ids
         if blocks.banded:  # pad the keys so that every block's band is one slice
             keys, values = (jnp.pad(t, ((0, 0), (0, 0), (blocks.left, blocks.right), (0, 0))) for t in (k, v))
             key_padding = jnp.pad(padding_mask, ((0, 0), (blocks.left, blocks.right)), constant_values=True)
+            if segment_ids is not None:
+                key_segments = jnp.pad(segment_ids, ((0, 0), (blocks.left, blocks.right)))
+        query_segments = None  # packed: the queries' segment ids, padded like the queries to whole blocks
+        if segment_ids is not None:
+            query_segments = jnp.pad(segment_ids, ((0, 0), (0, blocks.padded_queries - seq)))
 
         def one_block(q_block: jax.Array, index: jax.Array | int) -> jax.Array:  # [B, H, block, d_head]
             start = blocks.key_start(index)
             k_block, v_block = (jax.lax.dynamic_slice_in_dim(t, start, blocks.keys, axis=2) for t in (keys, values))
             padding_block = jax.lax.dynamic_slice_in_dim(key_padding, start, blocks.keys, axis=1)
-            allowed = allowed_in_block(padding_block, blocks, index)
+            segments = None
+            if segment_ids is not None:
+                segments = (
+                    jax.lax.dynamic_slice_in_dim(query_segments, index * blocks.block, blocks.block, axis=1),
+                    jax.lax.dynamic_slice_in_dim(key_segments, start, blocks.keys, axis=1),
+                )
+            allowed = allowed_in_block(padding_block, blocks, index, segments)
             empty = ~allowed.any(axis=-1, keepdims=True)  # [B, 1, 1 or block, 1]
             context = kernel(
                 q_block, k_block, v_block, key_bias(allowed | empty, score_dtype), self.block_key(dropout_key, index)
@@ -225,14 +262,16 @@ class MultiHeadSelfAttention(nnx.Module):
         probabilities = self.attention_dropout(jax.nn.softmax(scores, axis=-1), dropout_key)
         return round_(widen(round_(probabilities)) @ widen(v))
 
-    def library_attention(self, q: jax.Array, k: jax.Array, v: jax.Array, padding_mask: jax.Array) -> jax.Array:
+    def library_attention(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None = None
+    ) -> jax.Array:
         """`jax.nn.dot_product_attention` (`implementation` "cudnn" or "xla") on q, k, v `[B, H, S, d_head]` ->
         `[B, H, S, d_head]`, with a bool mask (True = attend) at the full `[B, 1, S, S]` cuDNN asks for; JAX turns
         it into its own large negative bias, which cuDNN handles where the dtype's lowest value may not. A row with
         no key gets JAX's own answer (its kernels' convention, not the oracle's)."""
         if self.dropout.rate and not self.dropout.deterministic:
             raise ValueError(f"attention dropout needs implementation=None, not {self.implementation!r}")
-        keep = window_keep(padding_mask, self.max_distance)
+        keep = window_keep(padding_mask, self.max_distance, segment_ids)
         q, k, v = (t.swapaxes(1, 2) for t in (q, k, v))  # JAX's kernels take [B, S, H, d_head]
         context = jax.nn.dot_product_attention(q, k, v, mask=keep, implementation=self.implementation)
         return context.swapaxes(1, 2)

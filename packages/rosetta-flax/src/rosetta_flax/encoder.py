@@ -11,7 +11,13 @@ from flax import nnx
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import check_encoder_inputs, numpy_facts
 from rosetta_common.sentence_head import NoSentenceHeadError
-from rosetta_flax.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
+from rosetta_flax.embedding import (
+    LearnedPositionalEmbedding,
+    PositionalEncoding,
+    TokenEmbedding,
+    TokenTypeEmbedding,
+    sequence_positions,
+)
 from rosetta_flax.layer import EncoderLayer, layer_norm
 from rosetta_flax.pooler import Pooler
 from rosetta_flax.precision import Compute
@@ -29,8 +35,10 @@ def _is_traced(array: object) -> bool:
 class Encoder(nnx.Module):
     """`model(token_ids [B, S], padding_mask [B, S] bool, True = padding) -> [B, S, D]`.
 
-    Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
-    `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
+    Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0), `attention_mask`
+    `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`) and `segment_ids` int `[B, S]`
+    (packed rows: 0 = padding, k = the k-th sequence of the row; each packed token's output is its sequence's
+    alone; `rosetta_common.packing` builds them). `pooled(hidden) -> [B, D]` when
     the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head.
     Inputs are checked when they are concrete; under `jax.jit` call `check_inputs`
     before the jitted function (JAX's gather would silently clamp a bad token id).
@@ -74,8 +82,9 @@ class Encoder(nnx.Module):
         *,
         token_type_ids: Array | None = None,
         attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
     ) -> None:
-        """Raise a clear InputError for bad token ids, token type ids or masks (concrete arrays only).
+        """Raise a clear InputError for bad token ids, token type ids, masks or segment ids (concrete arrays only).
 
         The checks and their words are `rosetta_common.inputs.check_encoder_inputs`'s: both masks at once, token types
         for an encoder without them, ids out of range, shapes or dtypes that do not fit.
@@ -86,15 +95,23 @@ class Encoder(nnx.Module):
             ("padding_mask", padding_mask),
             ("token_type_ids", token_type_ids),
             ("attention_mask", attention_mask),
+            ("segment_ids", segment_ids),
         ):
             if value is not None:
                 check_array_type(name, value, ARRAY_TYPES, kind, convert)
+        given = None  # the padding a mask says: packed, it must agree with the segment ids
+        if segment_ids is not None and attention_mask is not None:
+            given = np.asarray(attention_mask) == 0
+        elif segment_ids is not None and padding_mask is not None:
+            given = np.asarray(padding_mask)
         check_encoder_inputs(
             self.config,
             numpy_facts(token_ids),
             None if padding_mask is None else numpy_facts(padding_mask),
             token_type_ids=None if token_type_ids is None else numpy_facts(token_type_ids),
             attention_mask=None if attention_mask is None else numpy_facts(attention_mask, binary=True),
+            segment_ids=None if segment_ids is None else np.asarray(segment_ids),
+            mask_padding=given,
         )
 
     def padding_mask_for(
@@ -104,11 +121,22 @@ class Encoder(nnx.Module):
         *,
         token_type_ids: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
     ) -> jax.Array:
-        """Check concrete inputs and return the bool padding mask `[B, S]`: `padding_mask`, or
-        `attention_mask == 0`, or `token_ids == padding_idx` (no padding when padding_idx is None)."""
-        if not any(_is_traced(array) for array in (token_ids, padding_mask, token_type_ids, attention_mask)):
-            self.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        """Check concrete inputs and return the bool padding mask `[B, S]`: `segment_ids == 0` (packed),
+        `padding_mask`, or `attention_mask == 0`, or `token_ids == padding_idx` (no padding when padding_idx is
+        None)."""
+        arrays = (token_ids, padding_mask, token_type_ids, attention_mask, segment_ids)
+        if not any(_is_traced(array) for array in arrays):
+            self.check_inputs(
+                token_ids,
+                padding_mask,
+                token_type_ids=token_type_ids,
+                attention_mask=attention_mask,
+                segment_ids=segment_ids,
+            )
+        if segment_ids is not None:
+            return jnp.asarray(segment_ids) == 0
         if attention_mask is not None:
             return jnp.asarray(attention_mask) == 0
         if padding_mask is not None:
@@ -117,12 +145,20 @@ class Encoder(nnx.Module):
             return jnp.zeros(token_ids.shape, dtype=bool)
         return token_ids == self.config.padding_idx
 
-    def embedding_front(self, token_ids: jax.Array, token_type_ids: jax.Array | None = None) -> dict[str, jax.Array]:
+    def embedding_front(
+        self,
+        token_ids: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
         """The activations up to the first layer, `[B, S, D]` each, named as in `rosetta_common.oracle`:
-        "embedding", "positional" (+ positions, + token types: all 0 when `token_type_ids` is None) and
-        "embedding_norm" when configured. Unchecked and before dropout: `__call__` and `activations` check first."""
+        "embedding", "positional" (+ positions, restarting at each segment when packed, + token types: all 0 when
+        `token_type_ids` is None) and "embedding_norm" when configured. Unchecked and before dropout: `__call__`
+        and `activations` check first."""
         acts = {"embedding": self.embedding(token_ids)}
-        x = acts["embedding"] if self.positional is None else self.positional(acts["embedding"], token_ids)
+        x = acts["embedding"]
+        if self.positional is not None:
+            x = self.positional(x, token_ids, segment_ids)
         if self.token_type is not None:
             types = jnp.zeros_like(token_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type(types)
@@ -167,10 +203,11 @@ class Encoder(nnx.Module):
         *,
         token_type_ids: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Every boundary activation, named as in `rosetta_common.oracle`: `[B, S, D]` each, "pooler" `[B, D]`."""
         acts: dict[str, jax.Array] = {}
-        x = self.run(token_ids, padding_mask, token_type_ids, attention_mask, acts)
+        x = self.run(token_ids, padding_mask, token_type_ids, attention_mask, segment_ids, acts)
         if self.pooler is not None:
             acts["pooler"] = self.pooler(x)
         return acts
@@ -182,8 +219,9 @@ class Encoder(nnx.Module):
         *,
         token_type_ids: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
     ) -> jax.Array:
-        return self.run(token_ids, padding_mask, token_type_ids, attention_mask)
+        return self.run(token_ids, padding_mask, token_type_ids, attention_mask, segment_ids)
 
     def run(
         self,
@@ -191,14 +229,20 @@ class Encoder(nnx.Module):
         padding_mask: jax.Array | None,
         token_type_ids: jax.Array | None,
         attention_mask: jax.Array | None,
+        segment_ids: jax.Array | None = None,
         acts: dict[str, jax.Array] | None = None,
     ) -> jax.Array:
         """The checked forward pass -> the output `[B, S, D]`; every boundary activation into `acts` when given.
-        Each layer reads the padding mask (its attention applies its own window) and its rotary base's tables."""
+        Each layer reads the padding mask (its attention applies its own window), the segment ids when packed and
+        its rotary base's tables (packed: at each token's position in its own sequence)."""
         padding_mask = self.padding_mask_for(
-            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+            token_ids,
+            padding_mask,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
         )
-        front = self.embedding_front(token_ids, token_type_ids)
+        front = self.embedding_front(token_ids, token_type_ids, segment_ids)
 
         def record(name: str, value: jax.Array) -> None:
             if acts is not None:
@@ -207,13 +251,14 @@ class Encoder(nnx.Module):
         for name, value in front.items():
             record(name, value)
         x = self.dropout(self.compute.round(front["embedding_norm" if "embedding_norm" in front else "positional"]))
-        rotary = self.rotary.tables(x.shape[1], x.dtype)
+        positions = None if segment_ids is None or not self.rotary.thetas else sequence_positions(segment_ids)
+        rotary = self.rotary.tables(x.shape[1], x.dtype, positions)
         for i, layer in enumerate(self.layers):
             tables = rotary.get(layer.spec.rope_theta)
             if acts is None:  # the layer's own call: FSDP2's hooks (gathering its parameters) run on it
-                x = layer(x, padding_mask, tables)
+                x = layer(x, padding_mask, tables, segment_ids)
                 continue
-            x = layer.attention_block(x, padding_mask, tables)
+            x = layer.attention_block(x, padding_mask, tables, segment_ids)
             record(f"layers.{i}.attn", x)
             x = layer.feed_forward_block(x)
             record(f"layers.{i}.ffn", x)

@@ -30,9 +30,10 @@ def layer_norm(
 
 
 class EncoderLayer(nnx.Module):
-    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary tables when
-    the config has rotary positions -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`. Layer `index`'s
-    kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention norm."""
+    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary tables when the config has rotary
+    positions, segment_ids int `[B, S]` for packed rows -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`.
+    Layer `index`'s kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention
+    norm."""
 
     def __init__(
         self,
@@ -54,12 +55,18 @@ class EncoderLayer(nnx.Module):
         self.dropout2 = nnx.Dropout(config.dropout, rngs=rngs)
         self.compute = Compute(compute_dtype)
 
-    def attention_block(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
+    def attention_block(
+        self,
+        x: jax.Array,
+        padding_mask: jax.Array,
+        rotary: Rotary | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
         add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:
-            return add(x, self.dropout1(self.attn(self.attention_norm(x), padding_mask, rotary)))
-        return self.attention_norm(add(x, self.dropout1(self.attn(x, padding_mask, rotary))))
+            return add(x, self.dropout1(self.attn(self.attention_norm(x), padding_mask, rotary, segment_ids)))
+        return self.attention_norm(add(x, self.dropout1(self.attn(x, padding_mask, rotary, segment_ids))))
 
     def attention_norm(self, x: jax.Array) -> jax.Array:
         """norm1, or x itself in a layer without one (ModernBERT's layer 0)."""
@@ -72,5 +79,11 @@ class EncoderLayer(nnx.Module):
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
-    def __call__(self, x: jax.Array, padding_mask: jax.Array, rotary: Rotary | None = None) -> jax.Array:
-        return self.feed_forward_block(self.attention_block(x, padding_mask, rotary))
+    def __call__(
+        self,
+        x: jax.Array,
+        padding_mask: jax.Array,
+        rotary: Rotary | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        return self.feed_forward_block(self.attention_block(x, padding_mask, rotary, segment_ids))

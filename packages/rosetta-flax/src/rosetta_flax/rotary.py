@@ -16,7 +16,7 @@ from rosetta_common.positional import rotary_tables
 from rosetta_flax.precision import Compute
 
 Rotary = tuple[jax.Array, jax.Array]
-"""cos and sin `[S, d_head]` for one rotary base."""
+"""cos and sin `[S, d_head]` for one rotary base (packed: `[B, 1, S, d_head]`, at each token's position)."""
 
 
 def rotate_half(x: jax.Array) -> jax.Array:
@@ -46,9 +46,14 @@ class RotaryTables(nnx.Module):
         self.compute = Compute(compute_dtype)
         self.thetas = tuple(sorted({spec.rope_theta for spec in config.layers if spec.rope_theta is not None}))
 
-    def tables(self, seq: int, dtype: jnp.dtype) -> dict[float, Rotary]:
+    def tables(self, seq: int, dtype: jnp.dtype, positions: jax.Array | None = None) -> dict[float, Rotary]:
+        """Rows 0, ..., seq-1 `[seq, d_head]`, or packed the rows of int `positions` `[B, S]` (each < seq) ->
+        `[B, 1, S, d_head]` (each token's position in its own sequence)."""
         dtype = self.compute.island_dtype(dtype)
-        return {
+        tables = {
             theta: tuple(jnp.asarray(table, dtype=dtype) for table in _float64_tables(seq, self.d_head, theta))
             for theta in self.thetas
         }
+        if positions is None:
+            return tables
+        return {theta: tuple(jnp.take(t, positions, axis=0)[:, None] for t in pair) for theta, pair in tables.items()}

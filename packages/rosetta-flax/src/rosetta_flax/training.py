@@ -8,18 +8,21 @@ The public functions have the same names, parameters and order in both modules:
 
     token_logits(model, hidden)
     sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
-                  denominator=None)
-    predict(model, token_ids, padding_mask=None, *, token_type_ids=None)
-    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None) -> float
-    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
-        -> (float, canonical grads)
+                  segment_ids=None, denominator=None)
+    predict(model, token_ids, padding_mask=None, *, token_type_ids=None, segment_ids=None)
+    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
+                  segment_ids=None) -> float
+    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
+                       segment_ids=None) -> (float, canonical grads)
     gradients_to_canonical(model, grads) -> canonical grads
     build_optimizer(adamw, model)
     build_schedule(adamw, <the framework's second argument>)
-    Trainer(model, adamw): step(token_ids, targets, loss_mask, *, token_type_ids=None), learning_rate(),
+    Trainer(model, adamw): step(token_ids, targets, loss_mask, *, token_type_ids=None,
+                           segment_ids=None), learning_rate(),
                            optimizer_state(), load_optimizer_state(state)
 
-`token_type_ids` int `[B, S]` (configs with token types; default all 0) goes to the model. The loss reads the
+`token_type_ids` int `[B, S]` (configs with token types; default all 0) and `segment_ids` int `[B, S]` (packed
+rows, `rosetta_common.packing`) go to the model. The loss reads the
 encoder output only: a pooler's parameters get zero gradients from it.
 
 Where the frameworks differ, by necessity:
@@ -81,18 +84,23 @@ def sequence_loss(
     loss_mask: jax.Array | None = None,
     *,
     token_type_ids: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
     denominator: float | None = None,
 ) -> jax.Array:
     """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
 
-    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding. `denominator`: the
+    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding; `segment_ids`: packed
+    rows (the model's keyword; padding where it is 0). `denominator`: the
     count to divide the summed loss by (default: the counted positions of this batch; a data-parallel shard passes
     the global batch's, so that the shards' losses sum to the global mean).
     """
-    padding_mask = model.padding_mask_for(token_ids, padding_mask, token_type_ids=token_type_ids)
+    padding_mask = model.padding_mask_for(
+        token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+    )
     if loss_mask is None:
         loss_mask = ~padding_mask
-    logits = token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
+    hidden = model(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids)
+    logits = token_logits(model, hidden)
     per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, S]
     weights = loss_mask.astype(per_token.dtype)
     return (per_token * weights).sum() / (jnp.maximum(weights.sum(), 1.0) if denominator is None else denominator)
@@ -105,9 +113,10 @@ def _logits(
     token_ids: jax.Array,
     padding_mask: jax.Array | None,
     token_type_ids: jax.Array | None,
+    segment_ids: jax.Array | None = None,
 ) -> jax.Array:
     model = nnx.merge(graphdef, state, copy=True)
-    return token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
+    return token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids))
 
 
 def predict(
@@ -116,12 +125,14 @@ def predict(
     padding_mask: jax.Array | None = None,
     *,
     token_type_ids: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
 ) -> jax.Array:
     """The most likely token at every position, int `[B, S]`. Jitted; meant for eval mode (in train mode the
     dropout RNG counters are not written back, so repeated calls would draw the same masks)."""
-    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids)
+    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids)
     graphdef, state = nnx.split(model)
-    return jnp.argmax(_logits(graphdef, state, jnp.asarray(token_ids), padding_mask, token_type_ids), axis=-1)
+    logits = _logits(graphdef, state, jnp.asarray(token_ids), padding_mask, token_type_ids, segment_ids)
+    return jnp.argmax(logits, axis=-1)
 
 
 def params_to_canonical(config: EncoderConfig, state: nnx.State) -> dict[str, np.ndarray]:
@@ -156,10 +167,13 @@ def _loss_and_grads(
     padding_mask: jax.Array | None,
     loss_mask: jax.Array | None,
     token_type_ids: jax.Array | None,
+    segment_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, nnx.State]:
     def loss_fn(params: nnx.State) -> jax.Array:
         model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables at this trace level
-        return sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids)
+        return sequence_loss(
+            model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+        )
 
     return jax.value_and_grad(loss_fn)(params)
 
@@ -173,9 +187,12 @@ def _loss(
     padding_mask: jax.Array | None,
     loss_mask: jax.Array | None,
     token_type_ids: jax.Array | None,
+    segment_ids: jax.Array | None = None,
 ) -> jax.Array:
     model = nnx.merge(graphdef, state, copy=True)
-    return sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids)
+    return sequence_loss(
+        model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+    )
 
 
 def evaluate_loss(
@@ -186,11 +203,12 @@ def evaluate_loss(
     loss_mask: jax.Array | None = None,
     *,
     token_type_ids: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
 ) -> float:
     """`sequence_loss` at the model's weights, without gradients (jitted; inputs checked before)."""
-    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids)
+    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids)
     graphdef, state = nnx.split(model)
-    return float(_loss(graphdef, state, token_ids, targets, padding_mask, loss_mask, token_type_ids))
+    return float(_loss(graphdef, state, token_ids, targets, padding_mask, loss_mask, token_type_ids, segment_ids))
 
 
 def loss_and_gradients(
@@ -201,14 +219,17 @@ def loss_and_gradients(
     loss_mask: jax.Array | None = None,
     *,
     token_type_ids: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """`sequence_loss` and its gradient w.r.t. every parameter (canonical): `jax.grad` over `nnx.split` state.
 
     Jitted (one compile per model structure and input shapes); inputs are checked before the jitted call.
     """
-    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids)
+    model.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    loss, grads = _loss_and_grads(graphdef, params, rest, token_ids, targets, padding_mask, loss_mask, token_type_ids)
+    loss, grads = _loss_and_grads(
+        graphdef, params, rest, token_ids, targets, padding_mask, loss_mask, token_type_ids, segment_ids
+    )
     return float(loss), gradients_to_canonical(model, grads)
 
 
@@ -277,9 +298,9 @@ def train_step_function(
     params_for_use: Callable[[nnx.State], nnx.State] | None = None,
 ) -> Callable[..., tuple[nnx.State, nnx.State, optax.OptState, jax.Array, nnx.State]]:
     """The train step before `jax.jit`: `(params, rest, opt_state, token_ids, targets, loss_mask,
-    token_type_ids=None) -> (params, rest, opt_state, loss, grads)`. `make_train_step` jits it on one device,
-    `rosetta_flax.parallel` with shardings. `params_for_use` maps the stored parameters to the ones the model
-    computes with, inside the differentiated function (`rosetta_flax.parallel`: FSDP's all-gather)."""
+    token_type_ids=None, segment_ids=None) -> (params, rest, opt_state, loss, grads)`. `make_train_step` jits it
+    on one device, `rosetta_flax.parallel` with shardings. `params_for_use` maps the stored parameters to the ones
+    the model computes with, inside the differentiated function (`rosetta_flax.parallel`: FSDP's all-gather)."""
 
     def step(
         params: nnx.State,
@@ -289,11 +310,14 @@ def train_step_function(
         targets: jax.Array,
         loss_mask: jax.Array,
         token_type_ids: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
     ) -> tuple[nnx.State, nnx.State, optax.OptState, jax.Array, nnx.State]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             used = params if params_for_use is None else params_for_use(params)
             model = nnx.merge(graphdef, used, rest, copy=True)  # fresh Variables at this trace level
-            loss = sequence_loss(model, token_ids, targets, loss_mask=loss_mask, token_type_ids=token_type_ids)
+            loss = sequence_loss(
+                model, token_ids, targets, loss_mask=loss_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+            )
             return loss, nnx.split(model, nnx.Param, ...)[2]
 
         (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -304,7 +328,7 @@ def train_step_function(
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation) -> TrainStep:
-    """`step(params, rest, opt_state, token_ids, targets, loss_mask, token_type_ids=None)
+    """`step(params, rest, opt_state, token_ids, targets, loss_mask, token_type_ids=None, segment_ids=None)
     -> (params, rest, opt_state, loss)`, jitted.
 
     `rest` (dropout RNG counters) is threaded through, so dropout draws new masks at every step.
@@ -353,11 +377,19 @@ class Trainer:
         return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
 
     def step(
-        self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike, *, token_type_ids: ArrayLike | None = None
+        self,
+        token_ids: ArrayLike,
+        targets: ArrayLike,
+        loss_mask: ArrayLike,
+        *,
+        token_type_ids: ArrayLike | None = None,
+        segment_ids: ArrayLike | None = None,
     ) -> jax.Array:
-        """One update on one batch; returns the loss at the parameters before it (a scalar array)."""
+        """One update on one batch; returns the loss at the parameters before it (a scalar array). `segment_ids`:
+        packed rows (`rosetta_common.packing`)."""
         types = None if token_type_ids is None else np.asarray(token_type_ids)
-        self._checker.check_inputs(np.asarray(token_ids), token_type_ids=types)
+        segments = None if segment_ids is None else np.asarray(segment_ids)
+        self._checker.check_inputs(np.asarray(token_ids), token_type_ids=types, segment_ids=segments)
         self.params, self.rest, self.opt_state, loss = self._step(
             self.params,
             self.rest,
@@ -366,6 +398,7 @@ class Trainer:
             jnp.asarray(targets),
             jnp.asarray(loss_mask),
             None if types is None else jnp.asarray(types),
+            None if segments is None else jnp.asarray(segments),
         )
         self.steps_done += 1
         return loss

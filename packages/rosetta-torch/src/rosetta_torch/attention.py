@@ -24,11 +24,21 @@ def key_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def allowed_in_block(key_padding: torch.Tensor, blocks: QueryBlocks, index: int) -> torch.Tensor:
+def allowed_in_block(
+    key_padding: torch.Tensor,
+    blocks: QueryBlocks,
+    index: int,
+    segments: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """key_padding bool `[B, keys]` (the keys block `index` reads, True = padding) -> bool
     `[B, 1, 1 or block, keys]`: the keys each of its queries may attend to (not padding; in a local layer, within
-    `max_distance` of the query)."""
+    `max_distance` of the query; packed, `segments` = the segment ids of the block's queries `[B, block]` and of its
+    keys `[B, keys]`: a key of the query's own segment, any key for a padding query, as
+    `rosetta_common.positional.segment_allowed`)."""
     allowed = ~key_padding[:, None, None, :]
+    if segments is not None:
+        queries, keys = segments[0][:, None, :, None], segments[1][:, None, None, :]
+        allowed = allowed & ((queries == keys) | (queries == 0))
     if blocks.max_distance is None:
         return allowed
     device = key_padding.device
@@ -39,12 +49,14 @@ def allowed_in_block(key_padding: torch.Tensor, blocks: QueryBlocks, index: int)
 
 class MultiHeadSelfAttention(nn.Module):
     """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary (cos, sin) `[S, d_head]` when the layer
-    has rotary positions -> `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local
-    layer's window (`LayerSpec.max_distance`; None: global).
+    has rotary positions, segment_ids int `[B, S]` for packed rows (a token attends only within its segment) ->
+    `[B, S, D]`; heads are contiguous column blocks of d_head. `max_distance`: a local layer's window
+    (`LayerSpec.max_distance`; None: global).
 
-    Without a precision policy a global float32 / bfloat16 layer is one `F.scaled_dot_product_attention` call (its
-    fused kernels keep memory linear in S); a local layer, every float64 layer (SDPA's math kernel would hold the
-    `[S, S]` scores) and every layer under a policy are computed in blocks of `query_block`
+    Without a precision policy an unpacked global float32 / bfloat16 layer is one `F.scaled_dot_product_attention`
+    call (its fused kernels keep memory linear in S); a local layer, a packed one (its mask depends on the query),
+    every float64 layer (SDPA's math kernel would hold the `[S, S]` scores) and every layer under a policy are
+    computed in blocks of `query_block`
     queries (`rosetta_common.attention_blocks`), a local block reading only its band of keys. `query_block` can be
     set on a built model.
     """
@@ -67,7 +79,13 @@ class MultiHeadSelfAttention(nn.Module):
         bias = config.attention_bias
         self.q, self.k, self.v, self.out = (nn.Linear(d, d, bias=bias, dtype=dtype, device=device) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor,
+        rotary: Rotary | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         batch, seq, _ = x.shape
 
         def heads(projected: torch.Tensor) -> torch.Tensor:  # [B, S, H * d_head] -> [B, H, S, d_head]
@@ -79,11 +97,19 @@ class MultiHeadSelfAttention(nn.Module):
             if rotary is None:
                 raise ValueError("this attention has rotary positions: pass its (cos, sin) tables")
             query, key = (self.compute.rotary(apply_rotary, t, rotary) for t in (query, key))
-        context = self.blockwise(query, key, value, padding_mask)
+        context = self.blockwise(query, key, value, padding_mask, segment_ids)
         return self.compute.linear(self.out, context.transpose(1, 2).reshape(batch, seq, -1))
 
-    def blockwise(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]` -> context `[B, H, S, d_head]`, one query block at a
+    def blockwise(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        padding_mask: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]`, segment_ids `[B, S]` (packed rows, or None) ->
+        context `[B, H, S, d_head]`, one query block at a
         time (under a policy, and in float64, each block under activation checkpointing when there are several, so
         the backward recomputes a block's scores instead of storing all of them, as flash attention does).
 
@@ -95,7 +121,8 @@ class MultiHeadSelfAttention(nn.Module):
         """
         batch, _, seq, _ = q.shape
         # SDPA's fused kernels take float32 / bfloat16 / float16: float64 falls back to the math kernel, [S, S] scores
-        blocked = self.compute.active or self.max_distance is not None or q.dtype == torch.float64
+        packed = segment_ids is not None
+        blocked = self.compute.active or self.max_distance is not None or q.dtype == torch.float64 or packed
         blocks = QueryBlocks.plan(seq, self.max_distance, self.query_block if blocked else seq)
         score_dtype = self.compute.island_dtype(q.dtype)
         kernel = self.policy_attention if self.compute.active else self.fused_attention
@@ -103,15 +130,21 @@ class MultiHeadSelfAttention(nn.Module):
             k, v = self.compute.widen(k), self.compute.widen(v)
         no_keys = torch.zeros((batch, 1, 1, seq), dtype=score_dtype, device=q.device)
         uniform = kernel(torch.zeros_like(q[:, :, :1]), k, v, no_keys)
-        keys, values, key_padding = k, v, padding_mask
+        keys, values, key_padding, key_segments = k, v, padding_mask, segment_ids
         if blocks.banded:  # pad the keys so that every block's band is one slice
             keys, values = (F.pad(t, (0, 0, blocks.left, blocks.right)) for t in (k, v))
             key_padding = F.pad(padding_mask, (blocks.left, blocks.right), value=True)
+            key_segments = None if segment_ids is None else F.pad(segment_ids, (blocks.left, blocks.right))
 
         def one_block(q_block: torch.Tensor, index: int) -> torch.Tensor:  # [B, H, rows <= block, d_head]
-            start, rows = blocks.key_start(index), q_block.shape[2]
+            start, rows, first = blocks.key_start(index), q_block.shape[2], index * blocks.block
             k_block, v_block = (t[:, :, start : start + blocks.keys] for t in (keys, values))
-            allowed = allowed_in_block(key_padding[:, start : start + blocks.keys], blocks, index)[:, :, :rows]
+            segments = None
+            if packed:  # the block's queries, padded like its rows to a whole block
+                query_segments = F.pad(segment_ids[:, first : first + rows], (0, blocks.block - rows))
+                segments = (query_segments, key_segments[:, start : start + blocks.keys])
+            key_block_padding = key_padding[:, start : start + blocks.keys]
+            allowed = allowed_in_block(key_block_padding, blocks, index, segments)[:, :, :rows]
             empty = ~allowed.any(dim=-1, keepdim=True)  # [B, 1, 1 or rows, 1]
             context = kernel(q_block, k_block, v_block, key_bias(allowed | empty, score_dtype))
             return torch.where(empty, uniform, context)

@@ -18,6 +18,22 @@ BERT_INIT_STD = 0.02
 """The standard deviation BERT initialises its position and token-type tables with."""
 
 
+def run_starts(segment_ids: torch.Tensor) -> torch.Tensor:
+    """int64 `[B, S]`: the index where each token's run of equal segment ids begins (as
+    `rosetta_common.positional.run_starts`)."""
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand(segment_ids.shape)
+    first = torch.ones(segment_ids.shape, dtype=torch.bool, device=segment_ids.device)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return torch.cummax(torch.where(first, index, 0), dim=1).values
+
+
+def sequence_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """int64 `[B, S]`: each packed token's offset from its segment's first token; at padding (segment 0), its index
+    in the row (as `rosetta_common.positional.sequence_positions`)."""
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand(segment_ids.shape)
+    return torch.where(segment_ids == 0, index, index - run_starts(segment_ids))
+
+
 class TokenEmbedding(nn.Module):
     """token_ids `[B, S]` -> `[B, S, D]`; the padding_idx row starts at zero and never receives gradient."""
 
@@ -46,7 +62,8 @@ class TokenEmbedding(nn.Module):
 class PositionalEncoding(nn.Module):
     """Adds the sinusoidal table, a non-trainable, non-persistent buffer of `max_len` rows.
 
-    x `[B, S, D]` -> same; `token_ids` is not read (the call matches `LearnedPositionalEmbedding`'s).
+    x `[B, S, D]` -> same, rows 0, 1, ..., S-1, or packed (`segment_ids` `[B, S]`) each token's position in its
+    own sequence; `token_ids` is not read (the call matches `LearnedPositionalEmbedding`'s).
     """
 
     def __init__(
@@ -73,8 +90,12 @@ class PositionalEncoding(nn.Module):
         self.table = self._table(self.table.dtype, self.table.device)
         return self
 
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        return x + self.table[: x.shape[1]]
+    def forward(
+        self, x: torch.Tensor, token_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if segment_ids is None:
+            return x + self.table[: x.shape[1]]
+        return x + self.table[sequence_positions(segment_ids)]
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -103,17 +124,28 @@ class LearnedPositionalEmbedding(nn.Module):
             weight[self.padding_idx] = 0.0
         self.weight = nn.Parameter(weight)
 
-    def position_ids(self, token_ids: torch.Tensor) -> torch.Tensor:
+    def position_ids(self, token_ids: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """int64 `[B, S]`: 0, 1, ..., S-1; or, after padding, padding_idx + 1, + 2, ... over the non-padding tokens
-        and padding_idx at padding tokens."""
+        and padding_idx at padding tokens. Packed (`segment_ids`): counted from each segment's start, padding
+        where the segment id is 0 (as `rosetta_common.positional.position_ids`)."""
         if self.padding_idx is None:
+            if segment_ids is not None:
+                return sequence_positions(segment_ids)
             return torch.arange(token_ids.shape[1], device=token_ids.device).expand(token_ids.shape)
-        real = (token_ids != self.padding_idx).long()
-        return torch.cumsum(real, dim=1) * real + self.padding_idx
+        real = token_ids != self.padding_idx
+        if segment_ids is not None:
+            real = real & (segment_ids != 0)
+        real = real.long()
+        counted = torch.cumsum(real, dim=1)
+        if segment_ids is not None:  # count from the segment's start: subtract what came before it
+            counted = counted - torch.gather(counted - real, 1, run_starts(segment_ids))
+        return counted * real + self.padding_idx
 
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, token_ids: torch.Tensor, segment_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         weight = self.compute.widen(self.weight)
-        return x + F.embedding(self.position_ids(token_ids), weight, padding_idx=self.padding_idx)
+        return x + F.embedding(self.position_ids(token_ids, segment_ids), weight, padding_idx=self.padding_idx)
 
 
 class TokenTypeEmbedding(nn.Module):

@@ -9,7 +9,13 @@ from torch import nn
 from rosetta_common import EncoderConfig, check_array_type
 from rosetta_common.inputs import ArrayFacts, check_encoder_inputs
 from rosetta_common.sentence_head import NoSentenceHeadError
-from rosetta_torch.embedding import LearnedPositionalEmbedding, PositionalEncoding, TokenEmbedding, TokenTypeEmbedding
+from rosetta_torch.embedding import (
+    LearnedPositionalEmbedding,
+    PositionalEncoding,
+    TokenEmbedding,
+    TokenTypeEmbedding,
+    sequence_positions,
+)
 from rosetta_torch.layer import EncoderLayer, layer_norm
 from rosetta_torch.pooler import Pooler
 from rosetta_torch.precision import Compute
@@ -32,8 +38,10 @@ def _facts(tensor: torch.Tensor, *, binary: bool = False) -> ArrayFacts:
 class Encoder(nn.Module):
     """`model(token_ids [B, S], padding_mask [B, S] bool, True = padding) -> [B, S, D]`.
 
-    Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0) and `attention_mask`
-    `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`). `pooled(hidden) -> [B, D]` when
+    Keywords: `token_type_ids` int `[B, S]` (configs with token types; default all 0), `attention_mask`
+    `[B, S]` (HF's convention, 1 = keep, 0 = padding; instead of `padding_mask`) and `segment_ids` int `[B, S]`
+    (packed rows: 0 = padding, k = the k-th sequence of the row; each packed token's output is its sequence's
+    alone; `rosetta_common.packing` builds them). `pooled(hidden) -> [B, D]` when
     the config has a pooler; `embed(...) -> [B, D_out]` when it has a sentence head.
     Every call checks its inputs first (`check_inputs`, also callable on its own, as in
     rosetta_flax).
@@ -78,8 +86,9 @@ class Encoder(nn.Module):
         *,
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> None:
-        """Raise a clear InputError for bad token ids, token type ids or masks (never a silent clamp).
+        """Raise a clear InputError for bad token ids, token type ids, masks or segment ids (never a silent clamp).
 
         The checks and their words are `rosetta_common.inputs.check_encoder_inputs`'s: both masks at once, token types
         for an encoder without them, ids out of range, shapes or dtypes that do not fit.
@@ -90,15 +99,23 @@ class Encoder(nn.Module):
             ("padding_mask", padding_mask),
             ("token_type_ids", token_type_ids),
             ("attention_mask", attention_mask),
+            ("segment_ids", segment_ids),
         ):
             if value is not None:
                 check_array_type(name, value, (torch.Tensor,), kind, convert)
+        given = None  # the padding a mask says, on the host: packed, it must agree with the segment ids
+        if segment_ids is not None and attention_mask is not None:
+            given = (attention_mask == 0).cpu().numpy()
+        elif segment_ids is not None and padding_mask is not None:
+            given = padding_mask.cpu().numpy()
         check_encoder_inputs(
             self.config,
             _facts(token_ids),
             None if padding_mask is None else _facts(padding_mask),
             token_type_ids=None if token_type_ids is None else _facts(token_type_ids),
             attention_mask=None if attention_mask is None else _facts(attention_mask, binary=True),
+            segment_ids=None if segment_ids is None else segment_ids.detach().cpu().numpy(),
+            mask_padding=given,
         )
 
     @torch.compiler.disable
@@ -109,10 +126,20 @@ class Encoder(nn.Module):
         *,
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Check the inputs (`check_inputs`) and return the bool padding mask `[B, S]`: `padding_mask`, or
-        `attention_mask == 0`, or `token_ids == padding_idx` (no padding when padding_idx is None)."""
-        self.check_inputs(token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask)
+        """Check the inputs (`check_inputs`) and return the bool padding mask `[B, S]`: `segment_ids == 0` (packed),
+        `padding_mask`, or `attention_mask == 0`, or `token_ids == padding_idx` (no padding when padding_idx is
+        None)."""
+        self.check_inputs(
+            token_ids,
+            padding_mask,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
+        )
+        if segment_ids is not None:
+            return segment_ids == 0
         if attention_mask is not None:
             return attention_mask == 0
         if padding_mask is not None:
@@ -122,13 +149,19 @@ class Encoder(nn.Module):
         return token_ids == self.config.padding_idx
 
     def embedding_front(
-        self, token_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        token_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The activations up to the first layer, `[B, S, D]` each, named as in `rosetta_common.oracle`:
-        "embedding", "positional" (+ positions, + token types: all 0 when `token_type_ids` is None) and
-        "embedding_norm" when configured. Unchecked and before dropout: `forward` and `activations` check first."""
+        "embedding", "positional" (+ positions, restarting at each segment when packed, + token types: all 0 when
+        `token_type_ids` is None) and "embedding_norm" when configured. Unchecked and before dropout: `forward`
+        and `activations` check first."""
         acts = {"embedding": self.embedding(token_ids)}
-        x = acts["embedding"] if self.positional is None else self.positional(acts["embedding"], token_ids)
+        x = acts["embedding"]
+        if self.positional is not None:
+            x = self.positional(x, token_ids, segment_ids)
         if self.token_type is not None:
             types = torch.zeros_like(token_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type(types)
@@ -173,10 +206,11 @@ class Encoder(nn.Module):
         *,
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every boundary activation, named as in `rosetta_common.oracle`: `[B, S, D]` each, "pooler" `[B, D]`."""
         acts: dict[str, torch.Tensor] = {}
-        x = self.run(token_ids, padding_mask, token_type_ids, attention_mask, acts)
+        x = self.run(token_ids, padding_mask, token_type_ids, attention_mask, segment_ids, acts)
         if self.pooler is not None:
             acts["pooler"] = self.pooler(x)
         return acts
@@ -188,8 +222,9 @@ class Encoder(nn.Module):
         *,
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.run(token_ids, padding_mask, token_type_ids, attention_mask)
+        return self.run(token_ids, padding_mask, token_type_ids, attention_mask, segment_ids)
 
     def run(
         self,
@@ -197,14 +232,20 @@ class Encoder(nn.Module):
         padding_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
+        segment_ids: torch.Tensor | None = None,
         acts: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The checked forward pass -> the output `[B, S, D]`; every boundary activation into `acts` when given.
-        Each layer reads the padding mask (its attention applies its own window) and its rotary base's tables."""
+        Each layer reads the padding mask (its attention applies its own window), the segment ids when packed and
+        its rotary base's tables (packed: at each token's position in its own sequence)."""
         padding_mask = self.padding_mask_for(
-            token_ids, padding_mask, token_type_ids=token_type_ids, attention_mask=attention_mask
+            token_ids,
+            padding_mask,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
         )
-        front = self.embedding_front(token_ids, token_type_ids)
+        front = self.embedding_front(token_ids, token_type_ids, segment_ids)
 
         def record(name: str, value: torch.Tensor) -> None:  # forward keeps no reference: only what it needs
             if acts is not None:
@@ -213,13 +254,14 @@ class Encoder(nn.Module):
         for name, value in front.items():
             record(name, value)
         x = self.dropout(self.compute.round(front["embedding_norm" if "embedding_norm" in front else "positional"]))
-        rotary = self.rotary.tables(x.shape[1])
+        positions = None if segment_ids is None or not self.rotary.thetas else sequence_positions(segment_ids)
+        rotary = self.rotary.tables(x.shape[1], positions)
         for i, layer in enumerate(self.layers):
             tables = rotary.get(layer.spec.rope_theta)
             if acts is None:  # the layer's own call: FSDP2's hooks (gathering its parameters) run on it
-                x = layer(x, padding_mask, tables)
+                x = layer(x, padding_mask, tables, segment_ids)
                 continue
-            x = layer.attention_block(x, padding_mask, tables)
+            x = layer.attention_block(x, padding_mask, tables, segment_ids)
             record(f"layers.{i}.attn", x)
             x = layer.feed_forward_block(x)
             record(f"layers.{i}.ffn", x)

@@ -26,9 +26,10 @@ def layer_norm(
 
 
 class EncoderLayer(nn.Module):
-    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary tables when
-    the config has rotary positions -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`. Layer `index`'s
-    kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention norm."""
+    """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary tables when the config has rotary
+    positions, segment_ids int `[B, S]` for packed rows -> `[B, S, D]`; post-norm, or pre-norm when `norm_first`.
+    Layer `index`'s kind (`EncoderConfig.layer`): global or local, its rotary base, whether it has an attention
+    norm."""
 
     def __init__(
         self,
@@ -52,13 +53,17 @@ class EncoderLayer(nn.Module):
         self.compute = Compute(compute_dtype)
 
     def attention_block(
-        self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor,
+        rotary: Rotary | None = None,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         add = self.compute.add
         x = self.compute.fan_out(x)
         if self.norm_first:
-            return add(x, self.dropout1(self.attn(self.attention_norm(x), padding_mask, rotary)))
-        return self.attention_norm(add(x, self.dropout1(self.attn(x, padding_mask, rotary))))
+            return add(x, self.dropout1(self.attn(self.attention_norm(x), padding_mask, rotary, segment_ids)))
+        return self.attention_norm(add(x, self.dropout1(self.attn(x, padding_mask, rotary, segment_ids))))
 
     def attention_norm(self, x: torch.Tensor) -> torch.Tensor:
         """norm1, or x itself in a layer without one (ModernBERT's layer 0)."""
@@ -71,5 +76,11 @@ class EncoderLayer(nn.Module):
             return add(x, self.dropout2(self.ffn(norm(self.norm2, x))))
         return norm(self.norm2, add(x, self.dropout2(self.ffn(x))))
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor, rotary: Rotary | None = None) -> torch.Tensor:
-        return self.feed_forward_block(self.attention_block(x, padding_mask, rotary))
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor,
+        rotary: Rotary | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.feed_forward_block(self.attention_block(x, padding_mask, rotary, segment_ids))

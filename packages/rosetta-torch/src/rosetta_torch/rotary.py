@@ -14,7 +14,7 @@ from rosetta_common.positional import rotary_tables
 from rosetta_torch.precision import Compute
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
-"""cos and sin `[S, d_head]` for one rotary base."""
+"""cos and sin `[S, d_head]` for one rotary base (packed: `[B, 1, S, d_head]`, at each token's position)."""
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -72,8 +72,15 @@ class RotaryTables(nn.Module):
             self.rebuild(self.cos0.dtype, self.cos0.device)
         return self
 
-    def tables(self, seq: int) -> dict[float, Rotary]:
+    def tables(self, seq: int, positions: torch.Tensor | None = None) -> dict[float, Rotary]:
+        """Rows 0, ..., seq-1 `[seq, d_head]`, or packed the rows of int `positions` `[B, S]` -> `[B, 1, S, d_head]`
+        (each token's position in its own sequence)."""
+        if positions is None:
+            return {
+                theta: (getattr(self, f"cos{i}")[:seq], getattr(self, f"sin{i}")[:seq])
+                for i, theta in enumerate(self.thetas)
+            }
         return {
-            theta: (getattr(self, f"cos{i}")[:seq], getattr(self, f"sin{i}")[:seq])
+            theta: (getattr(self, f"cos{i}")[positions][:, None], getattr(self, f"sin{i}")[positions][:, None])
             for i, theta in enumerate(self.thetas)
         }

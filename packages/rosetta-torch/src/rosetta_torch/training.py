@@ -7,18 +7,21 @@ The public functions have the same names, parameters and order in both modules:
 
     token_logits(model, hidden)
     sequence_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
-                  denominator=None)
-    predict(model, token_ids, padding_mask=None, *, token_type_ids=None)
-    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None) -> float
-    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None)
-        -> (float, canonical grads)
+                  segment_ids=None, denominator=None)
+    predict(model, token_ids, padding_mask=None, *, token_type_ids=None, segment_ids=None)
+    evaluate_loss(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
+                  segment_ids=None) -> float
+    loss_and_gradients(model, token_ids, targets, padding_mask=None, loss_mask=None, *, token_type_ids=None,
+                       segment_ids=None) -> (float, canonical grads)
     gradients_to_canonical(model, grads) -> canonical grads
     build_optimizer(adamw, model)
     build_schedule(adamw, <the framework's second argument>)
-    Trainer(model, adamw): step(token_ids, targets, loss_mask, *, token_type_ids=None), learning_rate(),
+    Trainer(model, adamw): step(token_ids, targets, loss_mask, *, token_type_ids=None,
+                           segment_ids=None), learning_rate(),
                            optimizer_state(), load_optimizer_state(state)
 
-`token_type_ids` int `[B, S]` (configs with token types; default all 0) goes to the model. The loss reads the
+`token_type_ids` int `[B, S]` (configs with token types; default all 0) and `segment_ids` int `[B, S]` (packed
+rows, `rosetta_common.packing`) go to the model. The loss reads the
 encoder output only: a pooler's parameters get zero gradients from it.
 
 Where the frameworks differ, by necessity:
@@ -73,18 +76,23 @@ def sequence_loss(
     loss_mask: torch.Tensor | None = None,
     *,
     token_type_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
     denominator: float | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of the tied-head logits against `targets` int `[B, S]` over the counted positions.
 
-    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding. `denominator`: the
+    `loss_mask` bool `[B, S]` (True = counted) defaults to the positions that are not padding; `segment_ids`: packed
+    rows (the model's keyword; padding where it is 0). `denominator`: the
     count to divide the summed loss by (default: the counted positions of this batch; a data-parallel shard passes
     the global batch's, so that the shards' losses sum to the global mean).
     """
-    padding_mask = model.padding_mask_for(token_ids, padding_mask, token_type_ids=token_type_ids)
+    padding_mask = model.padding_mask_for(
+        token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+    )
     if loss_mask is None:
         loss_mask = ~padding_mask
-    logits = token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids))
+    hidden = model(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids)
+    logits = token_logits(model, hidden)
     per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # [B, S]
     weights = loss_mask.to(per_token.dtype)
     return (per_token * weights).sum() / (weights.sum().clamp_min(1.0) if denominator is None else denominator)
@@ -96,10 +104,12 @@ def predict(
     padding_mask: torch.Tensor | None = None,
     *,
     token_type_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The most likely token at every position, int `[B, S]` (in the model's current train/eval mode)."""
     with torch.no_grad():
-        return token_logits(model, model(token_ids, padding_mask, token_type_ids=token_type_ids)).argmax(dim=-1)
+        hidden = model(token_ids, padding_mask, token_type_ids=token_type_ids, segment_ids=segment_ids)
+        return token_logits(model, hidden).argmax(dim=-1)
 
 
 def gradients_to_canonical(
@@ -130,10 +140,14 @@ def evaluate_loss(
     loss_mask: torch.Tensor | None = None,
     *,
     token_type_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> float:
     """`sequence_loss` at the model's weights, without gradients."""
     with torch.no_grad():
-        return float(sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids))
+        loss = sequence_loss(
+            model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+        )
+        return float(loss)
 
 
 def loss_and_gradients(
@@ -144,10 +158,13 @@ def loss_and_gradients(
     loss_mask: torch.Tensor | None = None,
     *,
     token_type_ids: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """`sequence_loss` and its gradient w.r.t. every parameter (canonical), by autograd. Clears `.grad` first."""
     model.zero_grad(set_to_none=True)
-    loss = sequence_loss(model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids)
+    loss = sequence_loss(
+        model, token_ids, targets, padding_mask, loss_mask, token_type_ids=token_type_ids, segment_ids=segment_ids
+    )
     loss.backward()
     grads = gradients_to_canonical(model)
     model.zero_grad(set_to_none=True)
@@ -236,15 +253,25 @@ class Trainer:
         return torch.as_tensor(array, dtype=dtype, device=self.model.embedding.weight.device)
 
     def step(
-        self, token_ids: ArrayLike, targets: ArrayLike, loss_mask: ArrayLike, *, token_type_ids: ArrayLike | None = None
+        self,
+        token_ids: ArrayLike,
+        targets: ArrayLike,
+        loss_mask: ArrayLike,
+        *,
+        token_type_ids: ArrayLike | None = None,
+        segment_ids: ArrayLike | None = None,
     ) -> torch.Tensor:
-        """One update on one batch; returns the loss at the parameters before it (a detached scalar)."""
+        """One update on one batch; returns the loss at the parameters before it (a detached scalar).
+        `segment_ids`: packed rows (`rosetta_common.packing`)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         token_ids, targets = self._tensor(token_ids, torch.int64), self._tensor(targets, torch.int64)
         types = None if token_type_ids is None else self._tensor(token_type_ids, torch.int64)
         loss_mask = self._tensor(loss_mask, torch.bool)
-        loss = sequence_loss(self.model, token_ids, targets, loss_mask=loss_mask, token_type_ids=types)
+        segments = None if segment_ids is None else self._tensor(segment_ids, torch.int64)
+        loss = sequence_loss(
+            self.model, token_ids, targets, loss_mask=loss_mask, token_type_ids=types, segment_ids=segments
+        )
         loss.backward()
         if self.adamw.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.adamw.clip_norm)
