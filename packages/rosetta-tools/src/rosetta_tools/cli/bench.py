@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lengths-batches",
         type=positive_int,
-        default=4,
+        default=1,
         help="with --lengths: packed batches of --batch x --seq the timed sequences fill (default %(default)s)",
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per implementation and case (default 20)")

@@ -58,7 +58,7 @@ class BenchConfig:
     out_dir: Path = Path("results")
     lengths: Path | None = None  # a lengths file: the dense case batch x seq, then its packed / padded case
     padded_batch: int = 32  # sequences per padded batch in the lengths case
-    lengths_batches: int = 4  # packed batches (of batch x seq) the lengths case fills
+    lengths_batches: int = 1  # packed batches (of batch x seq) the lengths case fills
 
     @property
     def lengths_name(self) -> str | None:
