@@ -19,6 +19,7 @@ from rosetta_common.io import (
     write_directory_atomically,
 )
 from rosetta_common.oracle import encoder_forward
+from rosetta_common.packing import PackedBatch, first_fit_decreasing, pack, pad, padded_batches
 from rosetta_common.positional import sinusoidal_table
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "FORMAT_VERSION",
     "EncoderConfig",
     "InputError",
+    "PackedBatch",
     "WeightFormatError",
     "check_array_type",
     "check_named_tensors",
@@ -34,7 +36,11 @@ __all__ = [
     "check_token_ids",
     "encoder_forward",
     "expected_shapes",
+    "first_fit_decreasing",
     "load_canonical",
+    "pack",
+    "pad",
+    "padded_batches",
     "read_config_file",
     "read_metadata",
     "read_safetensors",

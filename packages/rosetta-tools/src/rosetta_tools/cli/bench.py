@@ -18,6 +18,7 @@ from rosetta_tools.cli.options import in_option_names, positive_int
 from rosetta_tools.cli.terminal import wide_console
 from rosetta_tools.throughput.estimate import describe, estimate_seconds
 from rosetta_tools.throughput.impls import IMPLS
+from rosetta_tools.throughput.lengths import read_lengths
 from rosetta_tools.throughput.presets import PRESETS
 from rosetta_tools.throughput.settings import DEVICES, DTYPES, TORCH_COMPILE, BenchConfig
 
@@ -83,6 +84,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FRACTION",
         help="fractions of padded positions, each run as its own case, e.g. 0 0.25 (default 0)",
     )
+    parser.add_argument(
+        "--lengths",
+        type=Path,
+        metavar="FILE",
+        help="real tokens/s on a length distribution (a lengths JSON such as the shipped "
+        "reports/lengths/stdlib-docstrings.json): the file's sequences packed into --batch rows of --seq (default "
+        "min(max_len, 512)) for the .packed rows, and padded, --padded-batch at a time, to each batch's longest "
+        "(rounded up to 8) for every other row; plus the dense --batch x --seq case the packed rows are compared with",
+    )
+    parser.add_argument(
+        "--padded-batch",
+        type=positive_int,
+        default=32,
+        help="with --lengths: sequences per padded batch (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lengths-batches",
+        type=positive_int,
+        default=1,
+        help="with --lengths: packed batches of --batch x --seq the timed sequences fill (default %(default)s)",
+    )
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per implementation and case (default 20)")
     parser.add_argument(
         "--rounds", type=int, default=4, help="interleaved rounds the repeats are split into (default 4)"
@@ -103,12 +125,15 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     # The presets' sinusoidal positions are a table computed from max_len, not weights: --max-len lengthens it.
     model = preset.config if args.max_len is None else dataclasses.replace(preset.config, max_len=args.max_len)
+    seq = args.seq or (min(model.max_len, 512) if args.lengths is not None else preset.seq)
+    if args.lengths is not None:
+        read_lengths(args.lengths)  # a bad file is an error before anything starts
     return BenchConfig(
         preset=args.preset,
         model=model,
         impls=tuple(args.impl or IMPLS),
         batch=args.batch or preset.batch,
-        seq=args.seq or preset.seq,
+        seq=seq,
         sweep_batch=tuple(args.sweep_batch or ()),
         sweep_seq=tuple(args.sweep_seq or ()),
         paddings=tuple(args.padding),
@@ -123,6 +148,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         lr=args.lr,
         seed=args.seed,
         out_dir=args.out or Path("results") / f"bench-{stamp}",
+        lengths=args.lengths,
+        padded_batch=args.padded_batch,
+        lengths_batches=args.lengths_batches,
     )
 
 

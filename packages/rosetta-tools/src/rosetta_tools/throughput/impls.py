@@ -39,6 +39,7 @@ class Impl:
     fastpath: bool = False  # nn.TransformerEncoder's inference fast path, nested tensors for padding
     attention_implementation: str | None = None  # jax.nn.dot_product_attention's `implementation`, every layer
     baseline: bool = False  # a row every other row's speed may be compared with (`baseline_of`)
+    packed: bool = False  # runs the lengths case packed (`model(token_ids, segment_ids=...)`), not padded
 
     @property
     def peer(self) -> bool:
@@ -105,6 +106,31 @@ _ALL = (
         "rosetta_flax.Encoder, jax.jit, attention via jax.nn.dot_product_attention(implementation='cudnn')",
         "jax.nn.dot_product_attention(implementation='cudnn')",
         attention_implementation="cudnn",
+    ),
+    Impl(
+        "rosetta_torch.packed",
+        "torch",
+        Model.ROSETTA,
+        "rosetta_torch.Encoder, eager, on packed rows (segment_ids)",
+        "F.scaled_dot_product_attention, segment mask",
+        packed=True,
+    ),
+    Impl(
+        "rosetta_torch.compile.packed",
+        "torch",
+        Model.ROSETTA,
+        "rosetta_torch.Encoder under torch.compile (inductor), on packed rows (segment_ids)",
+        "F.scaled_dot_product_attention, segment mask, inside the inductor graph",
+        compiled=True,
+        packed=True,
+    ),
+    Impl(
+        "rosetta_flax.jit.packed",
+        "jax",
+        Model.ROSETTA,
+        "rosetta_flax.Encoder, jax.jit over nnx.split state, on packed rows (segment_ids)",
+        "matmul + exp in query blocks, segment mask",
+        packed=True,
     ),
     Impl(
         "nn.TransformerEncoder",

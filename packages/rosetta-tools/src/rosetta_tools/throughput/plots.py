@@ -29,7 +29,7 @@ def _points(results: BenchResults, mode: str, axis: str) -> dict[str, list[Point
     lines: dict[str, list[Point]] = {}
     for case_result in results.cases:
         case = case_result.case
-        if getattr(case, fixed) != fixed_value or case.padding != padding:
+        if getattr(case, fixed) != fixed_value or case.padding != padding or case.lengths is not None:
             continue
         for row in _timed_encoders(case_result, mode):
             rates = row.rates
@@ -113,7 +113,10 @@ def bar_plot(results: BenchResults, path: Path) -> Path:
                 low.append(value - rates.tokens_per_s_iqr[0] if rates else 0.0)
                 high.append(rates.tokens_per_s_iqr[1] - value if rates else 0.0)
             positions = [i + offset * width for i in range(len(impls))]
-            ax.bar(positions, values, width, yerr=[low, high], capsize=3, label=f"padding {case.padded_fraction:.0%}")
+            label = f"padding {case.padded_fraction:.0%}"
+            if case.workload is not None:
+                label = f"{case.workload['name']} (real tokens/s; .packed rows packed, others padded)"
+            ax.bar(positions, values, width, yerr=[low, high], capsize=3, label=label)
         ax.set_xticks([i + width * (len(cases) - 1) / 2 for i in range(len(impls))])
         ax.set_xticklabels(impls, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("tokens/s (median, IQR bars)")

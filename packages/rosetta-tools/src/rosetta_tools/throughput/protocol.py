@@ -38,6 +38,7 @@ class SetupSpec:
     warmup: int
     gemm_shape: tuple[int, int, int]
     torch_compile: str
+    layout: str | None = None  # a lengths case: "packed" or "padded" (`lengths.read_layout`); inputs is then its .npz
 
     def to_message(self) -> dict[str, Any]:
         return {

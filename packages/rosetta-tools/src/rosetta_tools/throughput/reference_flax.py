@@ -18,7 +18,8 @@ from rosetta_tools.throughput.loss_jax import masked_mean_square
 def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dict[str, np.ndarray]:
     """`output` of the weights on the inputs, and `losses` before and after one AdamW step, in float64.
 
-    Turns JAX's x64 mode on (the reference is float64); matmuls run at full precision on a GPU.
+    Inputs holding `segment_ids` are packed rows: the model takes those instead of the mask. Turns JAX's x64
+    mode on (the reference is float64); matmuls run at full precision on a GPU.
     """
     jax.config.update("jax_enable_x64", True)
     platform = "gpu" if device == "cuda" else "cpu"
@@ -27,12 +28,17 @@ def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dic
         model = from_canonical(config, {name: value.astype(np.float64) for name, value in tensors.items()})
         data = np.load(inputs)
         token_ids, padding_mask = jnp.asarray(data["token_ids"]), jnp.asarray(data["padding_mask"])
-        model.check_inputs(token_ids, padding_mask)
+        if "segment_ids" in data:  # packed rows (the lengths case)
+            inputs = {"segment_ids": jnp.asarray(data["segment_ids"])}
+            model.check_inputs(token_ids, **inputs)
+        else:
+            inputs = {"padding_mask": padding_mask}
+            model.check_inputs(token_ids, padding_mask)
         model.train()  # dropout is 0: train and eval compute the same function
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
         def loss_fn(params: nnx.State) -> tuple[jax.Array, jax.Array]:
-            output = nnx.merge(graphdef, params, rest, copy=True)(token_ids, padding_mask)
+            output = nnx.merge(graphdef, params, rest, copy=True)(token_ids, **inputs)
             return masked_mean_square(output, padding_mask, jnp.float64), output
 
         (loss, output), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -13,21 +13,27 @@ from rosetta_torch.training import build_optimizer
 
 
 def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dict[str, np.ndarray]:
-    """`output` of the weights on the inputs, and `losses` before and after one AdamW step, in float64."""
+    """`output` of the weights on the inputs, and `losses` before and after one AdamW step, in float64 (inputs
+    holding `segment_ids` are packed rows: the model takes those instead of the mask)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     config, tensors = load_canonical(weights)
     model = from_canonical(config, {name: value.astype(np.float64) for name, value in tensors.items()}, device=device)
     data = np.load(inputs)
     token_ids = torch.from_numpy(data["token_ids"]).to(device)
     padding_mask = torch.from_numpy(data["padding_mask"]).to(device)
+    if "segment_ids" in data:  # packed rows (the lengths case)
+        segment_ids = torch.from_numpy(data["segment_ids"]).to(device)
+        forward = lambda: model(token_ids, segment_ids=segment_ids)
+    else:
+        forward = lambda: model(token_ids, padding_mask)
     model.train()  # dropout is 0: train and eval compute the same function
     optimizer = build_optimizer(adamw, model)
-    output = model(token_ids, padding_mask)
+    output = forward()
     loss = masked_mean_square(output, padding_mask, torch.float64)
     loss.backward()
     optimizer.step()
     with torch.no_grad():
-        loss_after = masked_mean_square(model(token_ids, padding_mask), padding_mask, torch.float64)
+        loss_after = masked_mean_square(forward(), padding_mask, torch.float64)
     return {
         "output": output.detach().cpu().numpy(),
         "losses": np.array([loss.item(), loss_after.item()], dtype=np.float64),

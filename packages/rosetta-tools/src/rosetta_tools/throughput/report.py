@@ -109,6 +109,12 @@ def case_table(results: BenchResults, case: CaseResult) -> Table:
         f"{config.preset}  batch {case.case.batch} x seq {case.case.seq}  padding {case.padded_fraction:.0%}  "
         f"{config.precision} on {config.device}"
     )
+    if case.workload is not None:
+        title = (
+            f"{config.preset}  lengths {case.workload['name']}: .packed rows {case.case.batch} x {case.case.seq}, "
+            f"the others padded ({case.padded_fraction:.0%} padding)  real tokens/s  {config.precision} on "
+            f"{config.device}"
+        )
     table = Table(title=title, title_justify="left")
     gpu_columns = ["MFU %"] if gpu else []
     headers = [
@@ -136,6 +142,37 @@ def case_table(results: BenchResults, case: CaseResult) -> Table:
             cells, style = _row(row, gpu, unsure=row in unstable or row.mode in unstable_modes)
             table.add_row(*cells, style=style)
     return table
+
+
+def lengths_notes(case: CaseResult) -> list[str]:
+    """The lengths case: what its workload was, and each packed row against the padded peers and its dense rate."""
+    work = case.workload
+    if work is None:
+        return []
+    notes = [
+        f"{work['name']}: {work['sequences']} sequences per call (mean {work['mean_length']:g} tokens, longest "
+        f"{work['max_length']}, {work['truncated_to_row']} truncated to the row), {work['real_tokens']:,} real tokens; "
+        f"packed: {work['packed_batches']} batches of {work['packed_shape'][0]} x {work['packed_shape'][1]}, "
+        f"{work['packed_fill']:.1%} real; padded: {work['padded_batches']} batches of {work['padded_batch_size']} "
+        f"sequences, each to its longest rounded up to {work['padded_multiple_of']}: "
+        f"{work['padded_distinct_shapes']} distinct shapes (each compiled and warmed before timing), "
+        f"{work['padded_fill']:.1%} real"
+    ]
+    peers = [r for r in case.results if r.impl.peer and r.rates is not None]
+    for row in case.results:
+        if not row.impl.packed or row.rates is None:
+            continue
+        fastest = max((r for r in peers if r.mode == row.mode), key=lambda r: r.rates.tokens_per_s, default=None)
+        versus = [f"{row.impl.name} {row.mode}: {row.rates.tokens_per_s:,.0f} real tokens/s"]
+        if fastest is not None and row.rates.vs_fastest_padded_peer is not None:
+            versus.append(f"{row.rates.vs_fastest_padded_peer:.2f}x the fastest padded peer ({fastest.impl.name})")
+        if row.rates.vs_dense is not None:
+            versus.append(
+                f"{row.rates.vs_dense:.2f}x its dense rate ({row.impl.name.removesuffix('.packed')}, "
+                f"{case.case.batch} x {case.case.seq} unpadded)"
+            )
+        notes.append(", ".join(versus))
+    return notes
 
 
 def instability_note(case: CaseResult) -> str | None:
@@ -168,6 +205,8 @@ def print_report(results: BenchResults, console: Console) -> None:
     config, machine = results.config, results.machine
     for case in results.cases:
         console.print(case_table(results, case))
+        for line in lengths_notes(case):
+            console.print(line, highlight=False)
         note = instability_note(case)
         if note is not None:
             console.print(note)
@@ -195,7 +234,8 @@ def print_report(results: BenchResults, console: Console) -> None:
         f"[dim]{machine.cpu_model}, {machine.usable_cpus} usable CPUs, bfloat16 hardware: "
         f"{machine.bfloat16_hardware}; threads per worker: "
         f"{', '.join(f'{k}={v}' for k, v in threads.items())}; load average {load[0]} -> {load[1]}.\n"
-        "tokens = B*S positions per call (padding included), median over calls, IQR, best = fastest call; "
+        "tokens = B*S positions per call (padding included; in a lengths case the real tokens of its pass over "
+        "every batch), median over calls, IQR, best = fastest call; "
         "train = forward + backward + AdamW, FLOPs 3x forward; "
         "1st call = compilation + one run; % ceil = GFLOP/s over the best GEMM measured in the same rounds (either "
         "framework), % own = over the implementation's own framework's GEMM; "

@@ -34,6 +34,10 @@ class Rates:
     mfu: float | None  # against the datasheet peak (known GPUs only)
     peak_tflops: float | None
     vs_baseline: float | None  # speed relative to the baseline row, same case and mode
+    # the lengths case's packed rows: real tokens/s over the fastest padded peer's, and over the same row's
+    # unpacked (dense batch x seq) rate in the dense case
+    vs_fastest_padded_peer: float | None = None
+    vs_dense: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class CaseResult:
     flops: dict[str, int]  # per mode
     gemm_shape: tuple[int, int, int]
     results: tuple[ImplResult, ...]
+    workload: dict[str, Any] | None = None  # the lengths case: `lengths.Workload.summary()`
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def _settings(config: BenchConfig) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["model"] = config.model.to_dict()
     data["out_dir"] = str(config.out_dir)
+    data["lengths"] = None if config.lengths is None else str(config.lengths)
     return data
 
 
@@ -61,6 +62,7 @@ def _case(result: CaseResult) -> dict[str, Any]:
         "flops": result.flops,
         "gemm_shape": list(result.gemm_shape),
         "results": [_row(row) for row in result.results],
+        **({"lengths": result.case.lengths, "workload": result.workload} if result.workload is not None else {}),
     }
 
 

@@ -23,6 +23,7 @@ from rosetta_common.vectors import random_tensors
 from rosetta_tools.throughput import check, figures, flops, reference
 from rosetta_tools.throughput.impls import ALL, CEILINGS, Impl
 from rosetta_tools.throughput.inputs import make_inputs
+from rosetta_tools.throughput.lengths import Workload, build_workload, read_lengths, write_workload
 from rosetta_tools.throughput.machine import load_average, machine_info
 from rosetta_tools.throughput.processes import BenchError, Worker, framework_env
 from rosetta_tools.throughput.protocol import CommandFailed, SetupSpec
@@ -49,10 +50,13 @@ class QuietReporter:
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """Where one case's inputs are, and where the reference writes its output and losses."""
+    """Where one case's inputs are, and where the reference writes its output and losses; the lengths case's
+    workload too, and the plain batches whose reference its check is assembled from."""
 
     inputs: Path
     reference: Path
+    workload: Workload | None = None
+    reference_batches: tuple[tuple[str, Path, Path], ...] = ()  # (layout, inputs, reference) of each first batch
 
 
 def runnable_impls(config: BenchConfig) -> list[Impl]:
@@ -65,9 +69,9 @@ def total_steps(config: BenchConfig) -> int:
     """Progress units: per case and mode, one setup and `rounds` timing blocks per implementation."""
     ceilings = sum(config.skip_reason(name, "gemm") is None for name in CEILINGS)
     total = 0
-    for _ in config.cases:
+    for case in config.cases:
         for mode in config.modes:
-            runnable = [name for name in config.impls if config.skip_reason(name, mode) is None]
+            runnable = [name for name in config.impls if config.skip_reason(name, mode, case) is None]
             total += (len(runnable) + ceilings) * (1 + config.rounds)
     return total
 
@@ -90,11 +94,13 @@ def run(config: BenchConfig, reporter: Reporter | None = None) -> BenchResults:
                 workers[impl.name] = Worker(impl, config, scratch)
             for worker in workers.values():
                 worker.wait_ready()
-            files = _write_inputs(config, scratch)
+            files = _write_inputs(config, scratch, packed=_packed_available(workers))
             reporter.step("float64 reference", advance=0)
             _reference(config, reference_framework, weights, files, scratch)
             reporter.start(total_steps(config))
             cases = tuple(_run_case(config, case, workers, weights, files[case], reporter) for case in config.cases)
+            if config.lengths is not None:
+                cases = (cases[0], figures.packed_ratios(cases[0], cases[1]))
         finally:
             for worker in workers.values():
                 worker.close()
@@ -107,9 +113,18 @@ def run(config: BenchConfig, reporter: Reporter | None = None) -> BenchResults:
     )
 
 
-def _write_inputs(config: BenchConfig, scratch: Path) -> dict[Case, CaseFiles]:
+def _packed_available(workers: dict[str, Worker]) -> bool:
+    """Whether every packed row's framework takes `segment_ids` (their workers say so in their hello)."""
+    packed = [worker for worker in workers.values() if worker.impl.packed]
+    return bool(packed) and all(worker.info.get("segment_ids") for worker in packed)
+
+
+def _write_inputs(config: BenchConfig, scratch: Path, packed: bool) -> dict[Case, CaseFiles]:
     files = {}
     for case in config.cases:
+        if case.lengths is not None:
+            files[case] = _write_workload(config, case, scratch, packed)
+            continue
         token_ids, padding_mask = make_inputs(config.model, case.batch, case.seq, case.padding, config.seed)
         inputs = scratch / f"inputs-{case.label}.npz"
         np.savez(inputs, token_ids=token_ids, padding_mask=padding_mask)
@@ -117,15 +132,59 @@ def _write_inputs(config: BenchConfig, scratch: Path) -> dict[Case, CaseFiles]:
     return files
 
 
+def _write_workload(config: BenchConfig, case: Case, scratch: Path, packed: bool) -> CaseFiles:
+    """The lengths case's workload, and its first padded (and, when the packed rows can run, packed) batch as plain
+    inputs for the reference."""
+    assert config.lengths is not None
+    workload = build_workload(
+        read_lengths(config.lengths),
+        config.model,
+        rows=case.batch,
+        row_length=case.seq,
+        batches=config.lengths_batches,
+        padded_batch=config.padded_batch,
+        seed=config.seed,
+    )
+    inputs = write_workload(workload, scratch / f"inputs-{case.label}.npz")
+    batches = []
+    for layout in ("padded", "packed") if packed else ("padded",):
+        first = workload.batches(layout)[0]
+        path = scratch / f"inputs-{case.label}-{layout}0.npz"
+        packed_inputs = {"segment_ids": first.segment_ids} if layout == "packed" else {}
+        np.savez(path, token_ids=first.token_ids, padding_mask=first.padding_mask, **packed_inputs)
+        batches.append((layout, path, scratch / f"reference-{case.label}-{layout}0.npz"))
+    return CaseFiles(inputs, scratch / f"reference-{case.label}.npz", workload, tuple(batches))
+
+
+def _assemble_reference(files: CaseFiles) -> None:
+    """The lengths case's reference: the first padded batch's output at its real tokens `[T, D]` (the check
+    sequences), and each layout's first-batch losses (NaN where the layout has none)."""
+    assert files.workload is not None
+    saved = {layout: np.load(reference) for layout, _, reference in files.reference_batches}
+    first = files.workload.padded[0]
+    arrays = {"output": np.concatenate(first.unpack(saved["padded"]["output"]))}
+    for layout in ("padded", "packed"):
+        arrays[f"losses_{layout}"] = saved[layout]["losses"] if layout in saved else np.full(2, np.nan)
+    np.savez(files.reference, **arrays)
+
+
 def _reference(config: BenchConfig, framework: str, weights: Path, files: dict[Case, CaseFiles], scratch: Path) -> None:
     """Run the float64 reference (its own process, in `framework`) for every case."""
-    pairs = [str(path) for paths in files.values() for path in (paths.inputs, paths.reference)]
+    pairs = []
+    for paths in files.values():
+        if paths.workload is None:
+            pairs += [str(paths.inputs), str(paths.reference)]
+        for _, inputs, output in paths.reference_batches:
+            pairs += [str(inputs), str(output)]
     module = "rosetta_tools.throughput.reference"
     command = [sys.executable, "-m", module, framework, config.device, str(weights), config.adamw.to_json(), *pairs]
     env = framework_env("jax" if framework == "flax" else "torch", config.device, scratch / "inductor-reference")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise BenchError(f"the float64 reference failed:\n{done.stderr[-3000:]}")
+    for paths in files.values():
+        if paths.workload is not None:
+            _assemble_reference(paths)
 
 
 def _run_case(
@@ -136,7 +195,7 @@ def _run_case(
     files: CaseFiles,
     reporter: Reporter,
 ) -> CaseResult:
-    padding_mask = np.load(files.inputs)["padding_mask"]
+    workload = files.workload
     gemm_shape = flops.gemm_shape(config.model, case.batch, case.seq)
     device_name = next((w.info["device_name"] for w in workers.values() if w.info.get("device_name")), None)
     results: list[ImplResult] = []
@@ -152,11 +211,31 @@ def _run_case(
             gemm_shape=gemm_shape,
             torch_compile=config.torch_compile,
         )
-        rows = [_setup(config, case, ALL[name], spec, workers.get(name), reporter) for name in config.impls]
+        rows = [
+            _setup(config, case, ALL[name], _spec_for(spec, ALL[name], workload), workers.get(name), reporter)
+            for name in config.impls
+        ]
         gemm = replace(spec, mode="gemm")
         rows += [_setup(config, case, impl, gemm, workers.get(impl.name), reporter, mode) for impl in CEILINGS.values()]
-        rows = _time_rounds(config, case, mode, rows, workers, reporter)
-        results.extend(figures.derive(config, case, rows, device_name))
+        rows = _time_rounds(config, case, mode, rows, workers, reporter, workload)
+        results.extend(figures.derive(config, case, rows, device_name, workload))
+    if workload is not None:
+        return CaseResult(
+            case=case,
+            padded_fraction=1 - workload.real_tokens / workload.positions("padded"),
+            real_tokens=workload.real_tokens,
+            flops={mode: workload.step_flops(config.model, "padded", mode) for mode in config.modes},
+            gemm_shape=gemm_shape,
+            results=tuple(results),
+            workload={
+                **workload.summary(),
+                "flops": {
+                    layout: {mode: workload.step_flops(config.model, layout, mode) for mode in config.modes}
+                    for layout in ("packed", "padded")
+                },
+            },
+        )
+    padding_mask = np.load(files.inputs)["padding_mask"]
     return CaseResult(
         case=case,
         padded_fraction=float(padding_mask.mean()),
@@ -165,6 +244,13 @@ def _run_case(
         gemm_shape=gemm_shape,
         results=tuple(results),
     )
+
+
+def _spec_for(spec: SetupSpec, impl: Impl, workload: Workload | None) -> SetupSpec:
+    """The setup of `impl`: in the lengths case, the layout it runs."""
+    if workload is None:
+        return spec
+    return replace(spec, layout="packed" if impl.packed else "padded")
 
 
 def _setup(
@@ -186,7 +272,9 @@ def _setup(
         precision=info.get("precision"),
         ceiling_of=ceiling_of,
     )
-    reason = config.skip_reason(impl.name, spec.mode)
+    reason = config.skip_reason(impl.name, spec.mode, case)
+    if reason is None and impl.packed and worker is not None and not worker.info.get("segment_ids"):
+        reason = f"not available: this rosetta_{impl.package} has no segment_ids (packed inputs) yet"
     if reason or worker is None:
         return replace(row, status="skipped", reason=reason)
     reporter.step(f"{case.label} {spec.mode}: compile + check {impl.name}")
@@ -214,6 +302,7 @@ def _time_rounds(
     rows: list[ImplResult],
     workers: dict[str, Worker],
     reporter: Reporter,
+    workload: Workload | None = None,
 ) -> list[ImplResult]:
     """`rounds` rounds; in each, every checked implementation times a block of calls (order rotates).
 
@@ -223,6 +312,9 @@ def _time_rounds(
     """
     active = [row.impl for row in rows if row.status == "ok"]
     gemms = flops.gemms_per_call(config.model, case.batch, case.seq, mode)
+    if workload is not None:  # a call is a pass over a layout: the packed one's FLOPs, the fewer
+        probe = flops.gemm_flops(*flops.gemm_shape(config.model, case.batch, case.seq))
+        gemms = max(1, round(workload.step_flops(config.model, "packed", mode) / probe))
     times: dict[str, list[float]] = {impl.name: [] for impl in active}
     peaks: dict[str, int] = {}
     failures: dict[str, str] = {}

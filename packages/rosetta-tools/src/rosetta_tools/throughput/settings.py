@@ -18,14 +18,18 @@ TORCH_COMPILE = CHOICES  # see torch_compile.compile_settings
 
 @dataclass(frozen=True)
 class Case:
-    """One input shape: batch x seq with a fraction of padded positions."""
+    """One input shape: batch x seq with a fraction of padded positions; or, with `lengths` (the lengths file's
+    name), that file's sequences packed into batches of batch x seq rows and padded (`lengths.build_workload`)."""
 
     batch: int
     seq: int
     padding: float
+    lengths: str | None = None
 
     @property
     def label(self) -> str:
+        if self.lengths is not None:
+            return f"B{self.batch}-S{self.seq}-lengths-{self.lengths}"
         return f"B{self.batch}-S{self.seq}-pad{self.padding:g}"
 
 
@@ -52,6 +56,13 @@ class BenchConfig:
     lr: float = 1e-4
     seed: int = 0
     out_dir: Path = Path("results")
+    lengths: Path | None = None  # a lengths file: the dense case batch x seq, then its packed / padded case
+    padded_batch: int = 32  # sequences per padded batch in the lengths case
+    lengths_batches: int = 1  # packed batches (of batch x seq) the lengths case fills
+
+    @property
+    def lengths_name(self) -> str | None:
+        return None if self.lengths is None else self.lengths.stem
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -66,7 +77,18 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.impls: unknown {unknown}; choose from {sorted(IMPLS)}")
         if self.torch_compile not in TORCH_COMPILE:
             raise ValueError(f"BenchConfig.torch_compile must be one of {TORCH_COMPILE}, got {self.torch_compile!r}")
-        for name, minimum in (("repeats", 1), ("rounds", 1), ("warmup", 0)):
+        if self.lengths is not None and (self.sweep_batch or self.sweep_seq or self.paddings != (0.0,)):
+            raise ValueError(
+                "BenchConfig.lengths runs its own two cases (dense batch x seq, and the lengths file packed and "
+                "padded): leave out sweep_seq, sweep_batch and padding"
+            )
+        for name, minimum in (
+            ("repeats", 1),
+            ("rounds", 1),
+            ("warmup", 0),
+            ("padded_batch", 1),
+            ("lengths_batches", 1),
+        ):
             if getattr(self, name) < minimum:
                 raise ValueError(f"BenchConfig.{name} must be >= {minimum}, got {getattr(self, name)}")
         try:
@@ -83,11 +105,16 @@ class BenchConfig:
     @property
     def cases(self) -> tuple[Case, ...]:
         """(batch, seq), or the sweeps through it (seq swept at `batch`, batch swept at `seq`), per padding."""
+        if self.lengths_name is not None:
+            return (Case(self.batch, self.seq, 0.0), Case(self.batch, self.seq, 0.0, self.lengths_name))
         shapes = {(self.batch, s) for s in self.sweep_seq} | {(b, self.seq) for b in self.sweep_batch}
         return tuple(Case(b, s, p) for p in self.paddings for b, s in sorted(shapes or {(self.batch, self.seq)}))
 
-    def skip_reason(self, impl: str, mode: str) -> str | None:
-        """Why implementation `impl` (a ceiling probe too) does not run in `mode` in this run, or None."""
+    def skip_reason(self, impl: str, mode: str, case: Case | None = None) -> str | None:
+        """Why implementation `impl` (a ceiling probe too) does not run in `mode` in this run (in `case`, when
+        given), or None. Packed rows run in the lengths case only."""
+        if ALL[impl].packed and (self.lengths is None or (case is not None and case.lengths is None)):
+            return "packed rows run on the --lengths case only"
         return ALL[impl].skip_reason(mode, self.device, self.dtype, self.model)
 
     @property

@@ -36,6 +36,9 @@ class Prepared:
     sync: Callable[[Any], None]
     to_numpy: Callable[[Any], np.ndarray]  # forward: the output [B, S, D]; train: the loss (a scalar)
     details: dict[str, Any] = field(default_factory=dict)  # how it was built (compile options...), for the JSON
+    # a lengths case's training step: two steps on its first batch (the loss before and after one AdamW step),
+    # taken before the first call, from the reference's weights; None: the call is one step, called twice
+    check_losses: Callable[[], tuple[float, float]] | None = None
 
 
 class Backend(Protocol):
@@ -65,20 +68,23 @@ def _send(channel: TextIO, message: dict[str, Any]) -> None:
 def setup(backend: Backend, spec: SetupSpec) -> tuple[Prepared, SetupReply]:
     """Build, time the first call (compilation included), check against the reference, warm up."""
     prepared = backend.prepare(spec)
+    losses: tuple[float, float] | None = None
+    if spec.mode == "train" and prepared.check_losses is not None:
+        losses = prepared.check_losses()
     start = time.perf_counter()
     first = prepared.call()
     prepared.sync(first)
     first_call_s = time.perf_counter() - start
     errors: check.Errors | None = None
-    losses: tuple[float, float] | None = None
     if spec.mode == "forward":
         inputs, reference = np.load(spec.inputs), np.load(spec.reference)
         errors = check.output_errors(prepared.to_numpy(first), reference["output"], inputs["padding_mask"])
     elif spec.mode == "train":
-        second = prepared.call()  # the loss after one optimizer step
-        prepared.sync(second)
-        losses = (float(prepared.to_numpy(first)), float(prepared.to_numpy(second)))
-        before, after = np.load(spec.reference)["losses"]
+        if losses is None:
+            second = prepared.call()  # the loss after one optimizer step
+            prepared.sync(second)
+            losses = (float(prepared.to_numpy(first)), float(prepared.to_numpy(second)))
+        before, after = np.load(spec.reference)["losses" if spec.layout is None else f"losses_{spec.layout}"]
         errors = check.loss_errors(losses, (float(before), float(after)))
     start = time.perf_counter()
     for _ in range(spec.warmup):

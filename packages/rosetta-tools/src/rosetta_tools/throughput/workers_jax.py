@@ -30,6 +30,7 @@ from rosetta_flax import Encoder, load
 from rosetta_tools.throughput import memory
 from rosetta_tools.throughput.hf_bert_jax import Apply, hf_flax_bert_peer
 from rosetta_tools.throughput.impls import Impl, Model
+from rosetta_tools.throughput.lengths import read_layout, takes_segment_ids
 from rosetta_tools.throughput.loss_jax import masked_mean_square
 from rosetta_tools.throughput.protocol import SetupSpec
 from rosetta_tools.throughput.timing import time_calls
@@ -79,6 +80,7 @@ class Backend:
             "visible_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "default_matmul_precision": jax.config.jax_default_matmul_precision,
             "attention": self.impl.attention,
+            "segment_ids": takes_segment_ids(Encoder.__call__),
             "precision": "bfloat16-mixed policy (float32 master weights, explicit bfloat16 rounding)"
             if self.precision is not None
             else "bfloat16 compute (float32 parameters cast in the jitted function)"
@@ -116,6 +118,8 @@ class Backend:
         config = spec.config
         if config.dropout:
             raise ValueError("the harness times deterministic models: dropout must be 0")
+        if spec.layout is not None:
+            return self._lengths(spec)
         inputs = np.load(spec.inputs)
         host_ids, host_mask = inputs["token_ids"], inputs["padding_mask"]
         token_ids, padding_mask = jax.device_put(host_ids, self.device), jax.device_put(host_mask, self.device)
@@ -127,7 +131,7 @@ class Backend:
             check = functools.partial(model.check_inputs, host_ids, host_mask)  # outside jit, as the contract says
             apply, params = self._rosetta(model, training=spec.mode == "train")
         if spec.mode == "train":
-            return self._train_step(apply, params, check, token_ids, padding_mask, spec.adamw)
+            return self._train_step(apply, params, check, [(token_ids, padding_mask, padding_mask)], spec.adamw)
         forward = jax.jit(apply)
 
         def call() -> jax.Array:
@@ -136,8 +140,43 @@ class Backend:
 
         return Prepared(call, self.sync, lambda out: np.asarray(out.astype(jnp.float32)))
 
-    def _rosetta(self, model: Encoder, training: bool) -> tuple[Apply, Tree]:
-        """rosetta_flax as a pure function of its parameters (the rest of its state held fixed)."""
+    def _lengths(self, spec: SetupSpec) -> Prepared:
+        """A pass over every batch of the lengths case's layout: packed rows call `model(token_ids,
+        segment_ids=...)`, padded ones the row's own apply with the padding mask; each batch checked outside jit
+        (rosetta's rows), every shape compiled by the first call."""
+        layout = read_layout(spec.inputs, spec.layout or "padded")
+        packed = spec.layout == "packed"
+        checks: list[Callable[[], None]] = []
+        batches = []
+        if self.impl.model is Model.HF_BERT:
+            apply, params = self._hf_bert(spec.config, spec.weights)
+        else:
+            model = load(spec.weights, precision=self.precision)
+            apply, params = self._rosetta(model, training=spec.mode == "train", packed=packed)
+        for token_ids, segment_ids in zip(layout.token_ids, layout.segment_ids, strict=True):
+            second = segment_ids if packed else segment_ids == 0
+            if self.impl.model is Model.ROSETTA:
+                inputs = {"segment_ids": second} if packed else {"padding_mask": second}
+                checks.append(functools.partial(model.check_inputs, token_ids, **inputs))
+            put = functools.partial(jax.device_put, device=self.device)
+            batches.append((put(token_ids), put(second), put(segment_ids == 0)))
+        check_all = lambda: [check() for check in checks]
+        if spec.mode == "train":
+            return self._train_step(apply, params, check_all, batches, spec.adamw, checks[:1])
+        forward = jax.jit(apply)
+
+        def call() -> list[jax.Array]:
+            check_all()
+            return [forward(params, ids, second) for ids, second, _ in batches]
+
+        def to_numpy(outputs: list[jax.Array]) -> np.ndarray:
+            return layout.gather([np.asarray(output.astype(jnp.float32)) for output in outputs])
+
+        return Prepared(call, self.sync, to_numpy)
+
+    def _rosetta(self, model: Encoder, training: bool, packed: bool = False) -> tuple[Apply, Tree]:
+        """rosetta_flax as a pure function of its parameters (the rest of its state held fixed); `packed`: its
+        third argument is the segment ids."""
         if self.impl.attention_implementation is not None:
             for layer in model.layers:
                 layer.attn.implementation = self.impl.attention_implementation
@@ -147,7 +186,10 @@ class Backend:
         def apply(params: Tree, token_ids: jax.Array, padding_mask: jax.Array) -> jax.Array:
             return nnx.merge(graphdef, self.cast(params), rest)(token_ids, padding_mask)
 
-        return apply, params
+        def apply_packed(params: Tree, token_ids: jax.Array, segment_ids: jax.Array) -> jax.Array:
+            return nnx.merge(graphdef, self.cast(params), rest)(token_ids, segment_ids=segment_ids)
+
+        return (apply_packed if packed else apply), params
 
     def _hf_bert(self, config: EncoderConfig, weights: str) -> tuple[Apply, Tree]:
         compute = jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
@@ -159,34 +201,47 @@ class Backend:
         apply: Apply,
         params: Tree,
         check: Callable[[], None],
-        token_ids: jax.Array,
-        padding_mask: jax.Array,
+        batches: list[tuple[jax.Array, jax.Array, jax.Array]],
         adamw: AdamWConfig,
+        first_check: list[Callable[[], None]] | None = None,
     ) -> Prepared:
-        """forward + masked mean-square loss + backward + optax.adamw, one jitted function, buffers donated."""
+        """forward + masked mean-square loss + backward + optax.adamw, one jitted function, buffers donated; a call
+        is one step per batch (token ids, the apply's second input, the padding mask). Several batches (the lengths
+        case): the check takes two steps on the first batch before the first call (`first_check` its input check).
+        """
         optimizer = optax.adamw(adamw.lr, b1=adamw.b1, b2=adamw.b2, eps=adamw.eps, weight_decay=adamw.weight_decay)
 
-        def loss_fn(params: Tree, token_ids: jax.Array, padding_mask: jax.Array) -> jax.Array:
-            return masked_mean_square(apply(params, token_ids, padding_mask), padding_mask, jnp.float32)
+        def loss_fn(params: Tree, token_ids: jax.Array, second: jax.Array, padding_mask: jax.Array) -> jax.Array:
+            return masked_mean_square(apply(params, token_ids, second), padding_mask, jnp.float32)
 
         @functools.partial(jax.jit, donate_argnums=(0, 1))
         def step(
-            params: Tree, opt_state: optax.OptState, token_ids: jax.Array, padding_mask: jax.Array
+            params: Tree, opt_state: optax.OptState, token_ids: jax.Array, second: jax.Array, padding_mask: jax.Array
         ) -> tuple[Tree, optax.OptState, jax.Array]:
-            loss, grads = jax.value_and_grad(loss_fn)(params, token_ids, padding_mask)
+            loss, grads = jax.value_and_grad(loss_fn)(params, token_ids, second, padding_mask)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
         carry = {"params": params, "opt_state": optimizer.init(params)}
 
+        def one(batch: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+            carry["params"], carry["opt_state"], loss = step(carry["params"], carry["opt_state"], *batch)
+            return loss
+
         def call() -> tuple[Tree, optax.OptState, jax.Array]:
             check()
-            carry["params"], carry["opt_state"], _ = result = step(
-                carry["params"], carry["opt_state"], token_ids, padding_mask
-            )
-            return result
+            losses = [one(batch) for batch in batches]
+            return carry["params"], carry["opt_state"], losses[0]
 
-        return Prepared(call, self.sync, lambda result: np.asarray(result[-1]))
+        if len(batches) == 1 and first_check is None:
+            return Prepared(call, self.sync, lambda result: np.asarray(result[-1]))
+
+        def check_losses() -> tuple[float, float]:
+            for input_check in first_check or ():
+                input_check()
+            return float(one(batches[0])), float(one(batches[0]))
+
+        return Prepared(call, self.sync, lambda result: np.asarray(result[-1]), check_losses=check_losses)
 
     def _gemm(self, m: int, k: int, n: int) -> Prepared:
         """JAX's GEMM ceiling: the faster of a plain jitted matmul and, in bfloat16, one with a float32 result

@@ -27,6 +27,7 @@ from rosetta_tools.throughput import memory
 from rosetta_tools.throughput.hf_bert_torch import Forward, hf_bert_peer
 from rosetta_tools.throughput.hf_modernbert_torch import hf_modernbert_peer
 from rosetta_tools.throughput.impls import Impl, Model
+from rosetta_tools.throughput.lengths import read_layout, takes_segment_ids
 from rosetta_tools.throughput.loss_torch import masked_mean_square
 from rosetta_tools.throughput.protocol import SetupSpec
 from rosetta_tools.throughput.timing import time_calls
@@ -72,6 +73,7 @@ class Backend:
             "mha_fastpath": torch.backends.mha.get_fastpath_enabled(),
             "attention": self.impl.attention,
             "precision": "autocast bfloat16" if self.dtype == "bfloat16" else "float32",
+            "segment_ids": takes_segment_ids(Encoder.forward),
         }
         if self.precision is not None:
             info["precision"] = "bfloat16-mixed policy (float32 master weights, explicit bfloat16 rounding)"
@@ -134,15 +136,17 @@ class Backend:
             if key not in self._gemms:  # the same probe serves every mode of a case
                 self._gemms = {key: self._gemm(*key)}
             return self._gemms[key]
-        inputs = np.load(spec.inputs)
-        token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
-        padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
         model = load(spec.weights, precision=self.precision, device=self.device)
         training = spec.mode == "train"
         self.compile = compile_settings(spec.torch_compile, spec.mode, self.device.type)
         torch._inductor.config.freezing = self.compile.freezing
         module, forward = self._forward(spec.config, model)
         module.train(training)
+        if spec.layout is not None:
+            return self._lengths(spec, module, forward, model, training)
+        inputs = np.load(spec.inputs)
+        token_ids = torch.from_numpy(inputs["token_ids"]).to(self.device)
+        padding_mask = torch.from_numpy(inputs["padding_mask"]).to(self.device)
         if training:
             return self._train_step(module, forward, token_ids, padding_mask, spec)
 
@@ -184,6 +188,66 @@ class Backend:
 
         return pair, self._compiled(peer)
 
+    def _lengths(
+        self, spec: SetupSpec, module: torch.nn.Module, padded: Forward, model: Encoder, training: bool
+    ) -> Prepared:
+        """A pass over every batch of the lengths case's layout: packed rows call `model(token_ids,
+        segment_ids=...)`, padded ones the row's own forward with the padding mask."""
+        layout = read_layout(spec.inputs, spec.layout or "padded")
+        packed = spec.layout == "packed"
+        forward = self._compiled(lambda ids, seg: model(ids, segment_ids=seg)) if packed else padded
+        batches = []
+        for token_ids, segment_ids in zip(layout.token_ids, layout.segment_ids, strict=True):
+            ids, seg = torch.from_numpy(token_ids).to(self.device), torch.from_numpy(segment_ids).to(self.device)
+            batches.append((ids, seg if packed else seg == 0, seg == 0))
+        if not training:
+
+            def call() -> list[torch.Tensor]:
+                with torch.inference_mode(), self.autocast():
+                    return [forward(ids, second) for ids, second, _ in batches]
+
+            def to_numpy(outputs: list[torch.Tensor]) -> np.ndarray:
+                return layout.gather([output.float().cpu().numpy() for output in outputs])
+
+            return Prepared(call, self.sync, to_numpy, self._details())
+        optimizer = self._optimizer(module, spec)
+
+        def step(ids: torch.Tensor, second: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                loss = masked_mean_square(forward(ids, second), padding_mask, torch.float32)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        def check_losses() -> tuple[float, float]:
+            first = step(*batches[0])
+            return float(first), float(step(*batches[0]))
+
+        def call() -> torch.Tensor:
+            losses = [step(*batch) for batch in batches]
+            return losses[0]
+
+        return Prepared(
+            call,
+            self.sync,
+            lambda loss: loss.cpu().numpy(),
+            self._details(),
+            check_losses,
+        )
+
+    def _optimizer(self, module: torch.nn.Module, spec: SetupSpec) -> torch.optim.Optimizer:
+        """AdamW with the run's settings (torch's fused kernel, CPU and CUDA alike)."""
+        adamw = spec.adamw
+        return torch.optim.AdamW(
+            module.parameters(),
+            lr=adamw.lr,
+            betas=(adamw.b1, adamw.b2),
+            eps=adamw.eps,
+            weight_decay=adamw.weight_decay,
+            fused=True,
+        )
+
     def _train_step(
         self,
         module: torch.nn.Module,
@@ -193,15 +257,7 @@ class Backend:
         spec: SetupSpec,
     ) -> Prepared:
         """forward + masked mean-square loss + backward + AdamW (torch's fused kernel, CPU and CUDA alike)."""
-        adamw = spec.adamw
-        optimizer = torch.optim.AdamW(
-            module.parameters(),
-            lr=adamw.lr,
-            betas=(adamw.b1, adamw.b2),
-            eps=adamw.eps,
-            weight_decay=adamw.weight_decay,
-            fused=True,
-        )
+        optimizer = self._optimizer(module, spec)
 
         def call() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
