@@ -69,6 +69,12 @@ class FolderTokenizer:
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.pad_id = _pad_id(self.tokenizer, folder, padding_idx)
 
+    def token_lists(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's token ids, int64 `[length]` (truncated to `max_length`, as `tokenize`), unpadded: what
+        `rosetta_common.packing.pack` packs."""
+        encoded = self.tokenizer.encode_batch([text.lower() if self.lower_case else text for text in texts])
+        return [np.asarray(e.ids, dtype=np.int64) for e in encoded]
+
     def tokenize(self, texts: list[str]) -> Batch:
         encoded = self.tokenizer.encode_batch([text.lower() if self.lower_case else text for text in texts])
         width = max(len(e.ids) for e in encoded)
