@@ -380,8 +380,8 @@ def test_packed_embed_is_the_padded_embed(folders, name) -> None:
 @pytest.mark.parametrize("framework", ["torch", "flax"])
 def test_rosetta_embed_packs(folders, framework, tmp_path) -> None:
     """`rosetta embed --pack` (18 texts packed into 4 rows of the tokenizer's max length, 64; three rows per pass,
-    the second pass filled up with two empty rows) writes each text's vector, in the texts' order, within the float32 bound of the
-    padded run's (measured <= 3e-7: different GEMM shapes, the same maths)."""
+    the second pass filled up with two empty rows) writes each text's vector, in the texts' order, within the
+    float32 bound of the padded run's (measured <= 3e-7: different GEMM shapes, the same maths)."""
     folder = folders["bert-cls+mean-dense-dense-normalize"]
     texts = TEXTS * 3  # more texts than one row holds, so several rows and passes
     padded, packed = tmp_path / "padded.npy", tmp_path / "packed.npy"

@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-len", type=positive_int, default=12, help="also the padded sequence length (default %(default)s)"
     )
     task.add_argument("--batch-size", type=positive_int, default=64, help="default %(default)s")
+    task.add_argument(
+        "--pack",
+        action="store_true",
+        help="pack each batch's sequences into rows of --max-len (first-fit decreasing, segment ids) instead of one "
+        "padded row each (one framework on a mesh, --parallel, takes padded batches only)",
+    )
     optim = parser.add_argument_group("optimizer (AdamW, linear warm-up, cosine decay, clipping)")
     optim.add_argument("--steps", type=positive_int, default=1200, help="default %(default)s")
     optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)s)")
@@ -156,7 +162,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     from rosetta_tools.sidebyside.loop import RunConfig
     from rosetta_tools.sidebyside.task import ReversalTask
 
-    task = ReversalTask(args.vocab_size, args.min_len, args.max_len, args.batch_size, args.seed)
+    task = ReversalTask(args.vocab_size, args.min_len, args.max_len, args.batch_size, args.seed, pack=args.pack)
     encoder = EncoderConfig(
         vocab_size=args.vocab_size,
         d_model=args.d_model,
@@ -297,6 +303,8 @@ def _train_with_progress(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pack and args.framework != "both":
+        raise CommandError("train: --pack runs side by side (--framework both); one framework takes padded batches")
     if args.framework != "both":
         from rosetta_tools.cli.train_one import run_one_framework
 

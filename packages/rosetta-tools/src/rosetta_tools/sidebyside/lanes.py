@@ -17,7 +17,7 @@ import numpy as np
 from rosetta_common import EncoderConfig
 from rosetta_common.precision import Precision
 from rosetta_common.training import AdamWConfig, OptimizerState, load_optimizer_state, save_optimizer_state
-from rosetta_tools.sidebyside.task import Batch
+from rosetta_tools.sidebyside.task import Batch, batch_parts
 
 if TYPE_CHECKING:
     import rosetta_flax
@@ -54,7 +54,8 @@ class TorchLane:
         self.trainer: rosetta_torch.training.Trainer = Trainer(model, adamw)
 
     def step(self, batch: Batch) -> float:
-        return float(self.trainer.step(*batch))  # float() synchronises
+        token_ids, targets, loss_mask, segments = batch_parts(batch)
+        return float(self.trainer.step(token_ids, targets, loss_mask, segment_ids=segments))  # float() synchronises
 
     def loss(self, batch: Batch) -> float:
         import torch
@@ -63,8 +64,10 @@ class TorchLane:
 
         model = self.trainer.model
         device = model.embedding.weight.device
-        token_ids, targets, loss_mask = (torch.from_numpy(array).to(device) for array in batch)
-        return evaluate_loss(model.train(), token_ids, targets, loss_mask=loss_mask)
+        token_ids, targets, loss_mask, segments = (
+            None if array is None else torch.from_numpy(array).to(device) for array in batch_parts(batch)
+        )
+        return evaluate_loss(model.train(), token_ids, targets, loss_mask=loss_mask, segment_ids=segments)
 
     def predict(self, token_ids: np.ndarray) -> np.ndarray:
         import torch
@@ -100,13 +103,14 @@ class FlaxLane:
         self.trainer: rosetta_flax.training.Trainer = Trainer(model, adamw)
 
     def step(self, batch: Batch) -> float:
-        return float(self.trainer.step(*batch))  # float() waits for the result
+        token_ids, targets, loss_mask, segments = batch_parts(batch)
+        return float(self.trainer.step(token_ids, targets, loss_mask, segment_ids=segments))  # float() waits
 
     def loss(self, batch: Batch) -> float:
         from rosetta_flax.training import evaluate_loss
 
-        token_ids, targets, loss_mask = batch
-        return evaluate_loss(self.trainer.model, token_ids, targets, loss_mask=loss_mask)
+        token_ids, targets, loss_mask, segments = batch_parts(batch)
+        return evaluate_loss(self.trainer.model, token_ids, targets, loss_mask=loss_mask, segment_ids=segments)
 
     def predict(self, token_ids: np.ndarray) -> np.ndarray:
         from rosetta_flax.training import predict

@@ -2,7 +2,9 @@
 
 Input `[a1 .. an, PAD ..]`, target `[an .. a1, PAD ..]`, with n drawn per sequence, so the model must find
 each sequence's length and attend to position n - 1 - i. Padding positions are not counted in the loss.
-Batches come from NumPy, seeded per step, so every framework (and a resumed run) sees the same ones.
+Batches come from NumPy, seeded per step, so every framework (and a resumed run) sees the same ones. Packed
+(`pack=True`), the same sequences share rows of `max_len` (`rosetta_common.packing.pack`) and the batch carries
+their segment ids: each sequence is reversed within its own segment.
 """
 
 from __future__ import annotations
@@ -11,12 +13,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # token ids int64 [B, S], targets int64 [B, S], loss mask bool
+from rosetta_common.packing import pack
+
+Batch = tuple[np.ndarray, ...]
+"""token ids int64 `[B, S]`, targets int64 `[B, S]`, loss mask bool `[B, S]`, and packed, segment ids int64."""
+
+
+def batch_parts(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(token ids, targets, loss mask, segment ids or None) of a padded or packed batch."""
+    token_ids, targets, loss_mask, *segments = batch
+    return token_ids, targets, loss_mask, segments[0] if segments else None
 
 
 @dataclass(frozen=True)
 class ReversalTask:
-    """Sequences of `min_len..max_len` tokens drawn from `1..vocab_size-1`; token `pad` (0) pads to `max_len`."""
+    """Sequences of `min_len..max_len` tokens drawn from `1..vocab_size-1`; token `pad` (0) pads to `max_len`;
+    `pack`: training batches packed into rows of `max_len` (the held-out batch stays one sequence per row)."""
 
     vocab_size: int = 16
     min_len: int = 4
@@ -24,6 +36,7 @@ class ReversalTask:
     batch_size: int = 64
     seed: int = 0
     pad: int = 0
+    pack: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_len <= self.max_len:
@@ -45,8 +58,28 @@ class ReversalTask:
         return token_ids, targets, valid
 
     def batch(self, step: int) -> Batch:
-        """The training batch of update `step` (the same for any framework, any restart)."""
-        return self._batch(np.random.default_rng((self.seed, 1, step)), self.batch_size)
+        """The training batch of update `step` (the same for any framework, any restart); packed when `pack`."""
+        padded = self._batch(np.random.default_rng((self.seed, 1, step)), self.batch_size)
+        return self.packed(padded) if self.pack else padded
+
+    def packed(self, batch: Batch) -> Batch:
+        """The sequences of a padded batch packed into rows of `max_len` by first-fit decreasing, with their
+        targets laid out the same way (the layout depends only on the lengths), and the segment ids. At least
+        `packed_rows` rows, so that most batches have one shape (a jitted step compiles once per shape)."""
+        token_ids, targets, valid = batch
+        lengths = valid.sum(axis=1)
+        sequences = [row[:length] for row, length in zip(token_ids, lengths, strict=True)]
+        reversed_targets = [row[:length] for row, length in zip(targets, lengths, strict=True)]
+        rows = self.packed_rows
+        layout = pack(sequences, self.max_len, padding_id=self.pad, min_rows=rows)
+        target_layout = pack(reversed_targets, self.max_len, padding_id=self.pad, min_rows=rows)
+        return layout.token_ids, target_layout.token_ids, layout.segment_ids != 0, layout.segment_ids
+
+    @property
+    def packed_rows(self) -> int:
+        """Rows a packed batch fills at the mean length, plus an eighth: its usual shape."""
+        mean = (self.min_len + self.max_len) / 2
+        return int(np.ceil(self.batch_size * mean / self.max_len * 9 / 8))
 
     def eval_batch(self, size: int = 512) -> Batch:
         """A fixed held-out batch for accuracy."""
