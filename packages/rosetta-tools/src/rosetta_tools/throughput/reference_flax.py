@@ -15,8 +15,9 @@ from rosetta_flax.training import build_optimizer
 from rosetta_tools.throughput.loss_jax import masked_mean_square
 
 
-def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dict[str, np.ndarray]:
-    """`output` of the weights on the inputs, and `losses` before and after one AdamW step, in float64.
+def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig | None) -> dict[str, np.ndarray]:
+    """`output` of the weights on the inputs, and `losses` before and after one AdamW step (NaN when `adamw` is
+    None: a forward-only run, no gradients), in float64.
 
     Inputs holding `segment_ids` are packed rows: the model takes those instead of the mask. Turns JAX's x64
     mode on (the reference is float64); matmuls run at full precision on a GPU.
@@ -35,6 +36,8 @@ def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dic
             inputs = {"padding_mask": padding_mask}
             model.check_inputs(token_ids, padding_mask)
         model.train()  # dropout is 0: train and eval compute the same function
+        if adamw is None:
+            return {"output": np.asarray(model(token_ids, **inputs)), "losses": np.full(2, np.nan)}
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
         def loss_fn(params: nnx.State) -> tuple[jax.Array, jax.Array]:

@@ -12,9 +12,10 @@ from rosetta_torch import from_canonical
 from rosetta_torch.training import build_optimizer
 
 
-def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dict[str, np.ndarray]:
-    """`output` of the weights on the inputs, and `losses` before and after one AdamW step, in float64 (inputs
-    holding `segment_ids` are packed rows: the model takes those instead of the mask)."""
+def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig | None) -> dict[str, np.ndarray]:
+    """`output` of the weights on the inputs, and `losses` before and after one AdamW step (NaN when `adamw` is
+    None: a forward-only run, no gradients), in float64 (inputs holding `segment_ids` are packed rows: the model
+    takes those instead of the mask)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     config, tensors = load_canonical(weights)
     model = from_canonical(config, {name: value.astype(np.float64) for name, value in tensors.items()}, device=device)
@@ -27,6 +28,9 @@ def reference(weights: str, inputs: str, device: str, adamw: AdamWConfig) -> dic
     else:
         forward = lambda: model(token_ids, padding_mask)
     model.train()  # dropout is 0: train and eval compute the same function
+    if adamw is None:
+        with torch.no_grad():
+            return {"output": forward().cpu().numpy(), "losses": np.full(2, np.nan)}
     optimizer = build_optimizer(adamw, model)
     output = forward()
     loss = masked_mean_square(output, padding_mask, torch.float64)

@@ -177,7 +177,8 @@ def _reference(config: BenchConfig, framework: str, weights: Path, files: dict[C
         for _, inputs, output in paths.reference_batches:
             pairs += [str(inputs), str(output)]
     module = "rosetta_tools.throughput.reference"
-    command = [sys.executable, "-m", module, framework, config.device, str(weights), config.adamw.to_json(), *pairs]
+    adamw = config.adamw.to_json() if "train" in config.modes else reference.NO_TRAINING  # forward: no gradients
+    command = [sys.executable, "-m", module, framework, config.device, str(weights), adamw, *pairs]
     env = framework_env("jax" if framework == "flax" else "torch", config.device, scratch / "inductor-reference")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
