@@ -19,7 +19,6 @@ import numpy as np
 from rosetta_common.training import AdamWConfig
 from rosetta_tools import frameworks
 
-
 NO_TRAINING = "none"
 """The ADAMW argument of a forward-only run."""
 
