@@ -16,8 +16,8 @@ import numpy as np
 
 from rosetta_tools.throughput.flops import gemm_flops, step_flops
 from rosetta_tools.throughput.impls import ALL, Impl
-from rosetta_tools.throughput.lengths import Workload, build_workload, read_lengths
-from rosetta_tools.throughput.settings import BenchConfig, Case
+from rosetta_tools.throughput.lengths import case_workload
+from rosetta_tools.throughput.settings import BenchConfig
 
 WORKER_START_S = 5.0  # importing torch or JAX, building the model, loading the weights
 COMPILE_S_PER_LAYER = {"compiled": 3.5, "jit": 0.3, "eager": 0.0}  # the first call's compilation, per mode
@@ -46,7 +46,7 @@ def estimate_seconds(config: BenchConfig, rate: float | None = None) -> float:
     rate = rate or gemm_rate()
     seconds = 0.0
     for case in config.cases:
-        workload = _workload(config, case)
+        workload = case_workload(config, case)
         for mode in config.modes:
             calls = 1 + config.warmup + config.repeats
             for name in config.impls:
@@ -63,21 +63,6 @@ def estimate_seconds(config: BenchConfig, rate: float | None = None) -> float:
                 seconds += first_call_s(impl, config.model.n_layers) * shapes + calls * call_s
     workers = sum(any(config.skip_reason(name, mode) is None for mode in config.modes) for name in config.impls)
     return seconds + WORKER_START_S * workers
-
-
-def _workload(config: BenchConfig, case: Case) -> Workload | None:
-    """The lengths case's workload (NumPy, milliseconds), None for another case."""
-    if case.lengths is None or config.lengths is None:
-        return None
-    return build_workload(
-        read_lengths(config.lengths),
-        config.model,
-        rows=case.batch,
-        row_length=case.seq,
-        batches=config.lengths_batches,
-        padded_batch=config.padded_batch,
-        seed=config.seed,
-    )
 
 
 def describe(seconds: float) -> str:

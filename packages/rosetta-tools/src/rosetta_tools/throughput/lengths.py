@@ -19,12 +19,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rosetta_common import EncoderConfig, PackedBatch, first_fit_decreasing, pack, padded_batches
 from rosetta_tools.throughput import flops
+
+if TYPE_CHECKING:  # settings imports nothing from here; the annotations only
+    from rosetta_tools.throughput.settings import BenchConfig, Case
 
 LAYOUTS = ("packed", "padded")
 PAD_MULTIPLE = 8
@@ -159,6 +162,21 @@ def build_workload(
         truncated=int((all_lengths[:count] > row_length).sum()),
         packed=tuple(packed),
         padded=tuple(padded),
+    )
+
+
+def case_workload(config: BenchConfig, case: Case) -> Workload | None:
+    """The lengths case's workload (NumPy, milliseconds), None for another case."""
+    if case.lengths is None or config.lengths is None:
+        return None
+    return build_workload(
+        read_lengths(config.lengths),
+        config.model,
+        rows=case.batch,
+        row_length=case.seq,
+        batches=config.lengths_batches,
+        padded_batch=config.padded_batch,
+        seed=config.seed,
     )
 
 

@@ -23,7 +23,7 @@ from rosetta_common.vectors import random_tensors
 from rosetta_tools.throughput import check, figures, flops, reference
 from rosetta_tools.throughput.impls import ALL, CEILINGS, Impl
 from rosetta_tools.throughput.inputs import make_inputs
-from rosetta_tools.throughput.lengths import Workload, build_workload, read_lengths, write_workload
+from rosetta_tools.throughput.lengths import Workload, case_workload, write_workload
 from rosetta_tools.throughput.machine import load_average, machine_info
 from rosetta_tools.throughput.processes import BenchError, Worker, framework_env
 from rosetta_tools.throughput.protocol import CommandFailed, SetupSpec
@@ -135,16 +135,8 @@ def _write_inputs(config: BenchConfig, scratch: Path, packed: bool) -> dict[Case
 def _write_workload(config: BenchConfig, case: Case, scratch: Path, packed: bool) -> CaseFiles:
     """The lengths case's workload, and its first padded (and, when the packed rows can run, packed) batch as plain
     inputs for the reference."""
-    assert config.lengths is not None
-    workload = build_workload(
-        read_lengths(config.lengths),
-        config.model,
-        rows=case.batch,
-        row_length=case.seq,
-        batches=config.lengths_batches,
-        padded_batch=config.padded_batch,
-        seed=config.seed,
-    )
+    workload = case_workload(config, case)
+    assert workload is not None
     inputs = write_workload(workload, scratch / f"inputs-{case.label}.npz")
     batches = []
     for layout in ("padded", "packed") if packed else ("padded",):
