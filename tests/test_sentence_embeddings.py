@@ -352,8 +352,9 @@ PACKED_HEADS = (
 @pytest.mark.parametrize("name", PACKED_HEADS)
 def test_packed_embed_is_the_padded_embed(folders, name) -> None:
     """float64: `embed(..., segment_ids=...)` on the texts packed several to a row gives each text's embedding of
-    the padded batch within F64_BOUND (measured ~1e-16), in both frameworks, every pooling mode there is (cls,
-    mean, max, lasttoken, weightedmean, the prompt left out); one per text, in row then segment order."""
+    the padded batch within F64_BOUND (measured ~1e-16), in both frameworks (flax jitted; eager too for the first
+    head), every pooling mode there is (cls, mean, max, lasttoken, weightedmean, the prompt left out); one per
+    text, in row then segment order."""
     folder = folders[name]
     texts, _ = texts_and_prompt(name)
     torch_model = rosetta_torch.load(folder, dtype="float64", on_note=lambda note: None).eval()
@@ -370,9 +371,11 @@ def test_packed_embed_is_the_padded_embed(folders, name) -> None:
         ).numpy()
     hidden = rosetta_flax.checked_jit(flax_model)(token_ids, segment_ids=segment_ids)
     got_flax = np.asarray(flax_model.embed_sequences(hidden, segment_ids, prompt))
-    eager_flax = np.asarray(flax_model.embed(token_ids, segment_ids=segment_ids, prompt_length=prompt))
+    runs = [got_torch, got_flax]
+    if name == PACKED_HEADS[0]:  # flax's eager embed (its own check, op by op: slower), once
+        runs.append(np.asarray(flax_model.embed(token_ids, segment_ids=segment_ids, prompt_length=prompt)))
     order = sorted(range(len(texts)), key=lambda i: places[i])  # row order, then segment order
-    for got in (got_torch, got_flax, eager_flax):
+    for got in runs:
         assert got.shape == expected.shape
         assert np.abs(got - expected[order]).max() <= F64_BOUND
 
