@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosetta_common.config import EncoderConfig
+from rosetta_common.positional import run_firsts
 
 
 class InputError(ValueError):
@@ -113,9 +114,7 @@ def check_segment_ids(ids_shape: Sequence[int], segment_ids: np.ndarray, padding
     check_id_dtype("segment_ids", str(segment_ids.dtype))
     if segment_ids.size and segment_ids.min() < 0:
         raise InputError(f"segment id {int(segment_ids.min())} is negative (0 = padding, 1, 2, ... = the sequences)")
-    first = np.ones(segment_ids.shape, dtype=bool)
-    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    starts = first & (segment_ids != 0)  # a sequence's first token
+    starts = run_firsts(segment_ids) & (segment_ids != 0)  # a sequence's first token
     numbered = np.cumsum(starts, axis=1)  # the number the segment of each token must have
     wrong = (segment_ids != 0) & (segment_ids != numbered)
     if wrong.any():

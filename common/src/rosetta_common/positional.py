@@ -29,14 +29,19 @@ def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
     return _table(int(length), int(d_model))
 
 
+def run_firsts(segment_ids: np.ndarray) -> np.ndarray:
+    """bool `[B, S]`: True where a run of equal segment ids begins (position 0, or a change of id)."""
+    first = np.ones(segment_ids.shape, dtype=bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return first
+
+
 def run_starts(segment_ids: np.ndarray) -> np.ndarray:
     """int64 `[B, S]`: the index where each token's run of equal segment ids begins (a packed sequence's first
     token, or the first of a run of padding)."""
     seq = segment_ids.shape[-1]
     index = np.arange(seq, dtype=np.int64)
-    first = np.ones(segment_ids.shape, dtype=bool)
-    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    return np.maximum.accumulate(np.where(first, index, 0), axis=1)
+    return np.maximum.accumulate(np.where(run_firsts(segment_ids), index, 0), axis=1)
 
 
 def sequence_positions(segment_ids: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -91,12 +96,8 @@ def segment_spans(segment_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     """The packed sequences of `segment_ids` `[B, S]` (checked: contiguous runs numbered 1, 2, ... per row), in row
     order then segment order: int64 `(rows, starts, lengths)` `[N]` each."""
     segment_ids = np.asarray(segment_ids)
-    first = np.ones(segment_ids.shape, dtype=bool)
-    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    rows, starts = np.nonzero(first & (segment_ids != 0))  # row-major: row order, then left to right
-    last = np.ones(segment_ids.shape, dtype=bool)
-    last[:, :-1] = segment_ids[:, :-1] != segment_ids[:, 1:]
-    _, ends = np.nonzero(last & (segment_ids != 0))
+    rows, starts = np.nonzero(run_firsts(segment_ids) & (segment_ids != 0))  # row order, then left to right
+    _, ends = np.nonzero(run_firsts(segment_ids[:, ::-1])[:, ::-1] & (segment_ids != 0))  # a run's last token
     return rows.astype(np.int64), starts.astype(np.int64), (ends - starts + 1).astype(np.int64)
 
 
