@@ -1,4 +1,5 @@
-"""The README runs as written: every code block, in order, in one scratch folder, as a newcomer would paste it.
+"""The README and every page of the documentation site (docs/pages/**/*.md) run as written: every code block of
+a document, in order, in one scratch folder of its own, as a newcomer would paste it.
 
 Python blocks run with this interpreter, bash blocks with bash, and `$ command` lines of a block marked
 `<!-- readme-test: session -->` run one by one with their printed output compared to the README's. A block
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs" / "pages").rglob("*.md"))]
 BLOCK = re.compile(r"(?:<!-- readme-test: (?P<what>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
 NUMBER = re.compile(r"[-+]?\d[\d,]*(\.\d+)?(e[-+]?\d+)?")
 HANG_GUARD_S = 900  # a hang guard only: the slowest block builds a 32000 x 512 vocabulary model in both frameworks
@@ -37,8 +39,8 @@ class Block:
     line: int
 
 
-def blocks() -> list[Block]:
-    text = README.read_text()
+def blocks(document: Path) -> list[Block]:
+    text = document.read_text()
     return [
         Block(m["what"] or "", m["lang"], m["body"], text.count("\n", 0, m.start()) + 1) for m in BLOCK.finditer(text)
     ]
@@ -58,7 +60,7 @@ def assert_printed(expected: str, printed: str, where: str) -> None:
         want = normalised(line)
         while position < len(got) and got[position] != want:
             position += 1
-        assert position < len(got), f"{where}: the README shows\n  {line}\nbut the command printed\n{printed}"
+        assert position < len(got), f"{where}: the document shows\n  {line}\nbut the command printed\n{printed}"
         position += 1
 
 
@@ -84,12 +86,22 @@ def run(command: list[str], cwd: Path) -> tuple[str, int]:
     return done.stdout, done.returncode
 
 
-def test_every_block_is_run_or_says_why_not() -> None:
-    for block in blocks():
+def name(document: Path) -> str:
+    return str(document.relative_to(ROOT))
+
+
+def runnable(document: Path) -> bool:
+    return any(not block.what.startswith("not run") for block in blocks(document))
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=name)
+def test_every_block_is_run_or_says_why_not(document: Path) -> None:
+    for block in blocks(document):
+        where = f"{name(document)} line {block.line}"
         if block.what.startswith("not run"):
-            assert re.fullmatch(r"not run: \S.*", block.what), f"README line {block.line}: say why it is not run"
+            assert re.fullmatch(r"not run: \S.*", block.what), f"{where}: say why it is not run"
         elif block.lang == "":
-            assert block.what, f"README line {block.line}: an output block must say what printed it"
+            assert block.what, f"{where}: an output block must say what printed it"
 
 
 def build_folders(where: Path) -> None:
@@ -103,11 +115,13 @@ def build_folders(where: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_readme_runs_as_written(tmp_path: Path) -> None:
-    build_folders(tmp_path)
+@pytest.mark.parametrize("document", [d for d in DOCUMENTS if runnable(d)], ids=name)
+def test_the_document_runs_as_written(document: Path, tmp_path: Path) -> None:
+    if "my-st-model" in document.read_text():
+        build_folders(tmp_path)
     previous_output = ""
-    for block in blocks():
-        where = f"README line {block.line}"
+    for block in blocks(document):
+        where = f"{name(document)} line {block.line}"
         if block.what.startswith("not run"):
             continue  # left out, with its reason
         if block.lang == "python":
