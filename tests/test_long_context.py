@@ -9,7 +9,7 @@ padded tail is longer than the window, so that both kinds of query with no key t
 That the blocks keep memory linear and skip a local layer's far keys is checked from what is computed, not timed:
 no intermediate of flax's attention holds `[S, S]` (its jaxpr), torch's FLOPs of a local layer grow with
 S * band, and the tensors torch saves for the policy's backward grow linearly with S. The speed and the peak
-memory are the benchmark's (README, "Long inputs").
+memory are the benchmark's (docs/pages/performance.md, "Long inputs").
 """
 
 from __future__ import annotations

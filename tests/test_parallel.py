@@ -8,7 +8,7 @@ cosine schedule) from the same canonical weights and batches.
 
 Bounds, relative: losses |a - b| / |a| and gradients max|a - b| / max|a| per tensor within 1e-13; weights and both
 Adam moments within 1e-13 as ||a - b|| / ||a|| per tensor, and within 1e-12 as max|a - b| / max|a|. Measured on a
-2-core AMD EPYC (README, "Parallel training"): losses <= 4.3e-16, gradients <= 2.2e-14, weights <= 8.1e-15 (L2)
+2-core AMD EPYC (docs/pages/parallel.md): losses <= 4.3e-16, gradients <= 2.2e-14, weights <= 8.1e-15 (L2)
 and 1.4e-13 (max-abs, torch tensor parallel), moments <= 1.7e-14. A sharded step sums the same numbers in another
 order (the data-parallel gradient mean, the row-parallel partial sums); AdamW then divides each element by its own
 sqrt(v), so an element whose gradient is a near-cancellation (attn.k.kernel's, whose keys-summed part is zero)

@@ -197,7 +197,7 @@ class MultiHeadSelfAttention(nnx.Module):
         softmax(scores) @ v, with the softmax's division moved after the matmul: exp(scores - max) @ v / sum,
         the same maths (dropout scales entries, so it commutes with the division) on a [B, H, Q, d_head] array
         instead of [B, H, Q, K]. With heads leading, XLA on CPU runs this forward faster than `jax.nn.softmax`
-        between two einsums (the README's performance section has the numbers). The max is only a shift that
+        between two einsums (docs/pages/performance.md has the numbers). The max is only a shift that
         keeps exp finite; the result does not depend on it, so no gradient flows through it (as in
         `jax.nn.softmax`): its backward, a tie-breaking mask over [B, H, Q, K], was a sizeable share of the
         attention's.

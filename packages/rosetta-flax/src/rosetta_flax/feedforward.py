@@ -40,7 +40,7 @@ class FeedForward(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """The projections see the tokens as one `[B*S, D]` matrix. Same maths; under `jax.grad` on XLA's CPU
         backend a 3-D input's weight gradient took a transposed copy and a slower GEMM, slowing the training step
-        (the README's performance section has the numbers)."""
+        (docs/pages/performance.md has the numbers)."""
         tokens = x.reshape(-1, x.shape[-1])
         if self.gate is None:
             hidden = self.compute.activation(self.activation, self.compute.linear(self.up, tokens))

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="paper-base",
-        help="model size: tiny (a quick look), paper-base (512/8/6/2048, the README's tables), bert-base "
+        help="model size: tiny (a quick look), paper-base (512/8/6/2048, the performance page's tables), bert-base "
         "(768/12/12/3072), modernbert-base (768/12/22/1152 GeGLU, rotary, 128-token windows; peer: transformers' "
         "ModernBertModel), modernbert-base-global (the same, every layer global) (default %(default)s); the run "
         "prints its estimated duration before it starts",

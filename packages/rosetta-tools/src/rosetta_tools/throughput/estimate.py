@@ -4,7 +4,7 @@ Per worker process a start-up; per implementation, case and mode a first call (c
 `1 + warmup + repeats` calls, each taking the call's FLOPs at this machine's NumPy float32 GEMM rate, measured in
 a fraction of a second. The constants were fitted on a 2-core AMD EPYC: `torch.compile` took 13 s per mode at
 tiny (2 layers) and 22-26 s at paper-base (6 layers); the encoders ran at 80-94% of the GEMM ceiling; the tiny
-run took 1 min 24 s and the README's paper-base run (two paddings, 30 repeats in 6 rounds) 14 minutes. An
+run took 1 min 24 s and the performance page's paper-base run (two paddings, 30 repeats in 6 rounds) 14 minutes. An
 estimate to plan by, not a measurement.
 """
 
