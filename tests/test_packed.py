@@ -4,7 +4,8 @@ The claim, in float64, for the oracle, rosetta_torch and rosetta_flax, on the se
 and DistilBERT fronts and ModernBERT (rotary positions, a local window narrower than the row): every boundary
 activation at every packed token equals the oracle's on that sequence run alone (batch 1, no padding), within
 PACKED_FLOAT64; the gradients of a packed batch equal those of the same sequences one per row; the bfloat16 policy
-keeps its whole-run bound packed; bad segment ids are an InputError with the same words in all three.
+keeps its whole-run bound packed; bad segment ids are an InputError with the same words in all three; the keys a
+query block's segments leave out are not computed (torch's FLOPs, flax's online-softmax steps).
 
 The rows mix what packing produces: several segments of different lengths, padding between two segments and at a
 row's end, a row that is all padding (its queries have no key: the oracle's uniform rule), a segment longer than
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax import nnx
+from torch.utils.flop_counter import FlopCounterMode
 
 import rosetta_flax
 import rosetta_torch
@@ -250,6 +253,83 @@ def test_packed_gradients_equal_separate(name: str) -> None:
     for key, expected in results["flax"][0].items():
         difference = np.abs(results["torch"][0][key] - expected).max()
         assert difference <= GRADIENT_FLOAT64_RELATIVE * largest, (name, key)
+
+
+SKIP_ROW, SKIP_BLOCK = 64, 16
+SKIP_LENGTHS = ((16, 16, 16, 16), (8, 24, 32))  # row 0 cut at every block boundary; row 1 not
+# Per 16-query block, the keys its queries' segments span in either row: [0, 32), [8, 32), [32, 64), [32, 64)
+SKIP_SPANS = (32, 24, 32, 32)
+SKIP_STEPS = (2, 2, 2, 2)  # 16-key steps holding those spans: 0-1, 0-1, 2-3, 2-3 of 4
+
+
+def skip_inputs(config: EncoderConfig) -> tuple[np.ndarray, np.ndarray]:
+    """x `[2, SKIP_ROW, D]` (random) and the segment ids of SKIP_LENGTHS."""
+    segments = np.zeros((2, SKIP_ROW), dtype=np.int64)
+    for row, lengths in enumerate(SKIP_LENGTHS):
+        segments[row] = np.repeat(np.arange(1, len(lengths) + 1), lengths)
+    return np.random.default_rng(5).standard_normal((2, SKIP_ROW, config.d_model)), segments
+
+
+def skip_flops(query_shape, key_shape, *args, **kwargs) -> int:  # the CPU flash kernel: q.k and p @ v, 4 Q K D
+    batch, heads, queries, d_head = query_shape
+    return 4 * batch * heads * queries * key_shape[2] * d_head
+
+
+def test_torch_skips_the_keys_of_other_segments() -> None:
+    """rosetta_torch, eager, float64: a packed 16-query block computes scores and p @ v only against the span of
+    keys its queries' segments cover in either row (SKIP_SPANS), by torch's own FLOP counter: four projections
+    (2 B S D^2 each), the uniform stand-in (4 B S D) and 4 B Q K D per block, K its span instead of the row. The
+    output is the oracle's attention within PACKED_FLOAT64."""
+    config = replace(CONFIGS["seeds"], max_len=SKIP_ROW)
+    weights = random_tensors(config, seed=3)
+    attention, (x, segments) = rosetta_torch.from_canonical(config, weights).eval().layers[0].attn, skip_inputs(config)
+    attention.query_block = SKIP_BLOCK
+    batch, d = x.shape[0], config.d_model
+    cpu_flash = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: skip_flops}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_flash) as counter:
+        got = attention(torch.as_tensor(x), torch.as_tensor(segments == 0), None, torch.as_tensor(segments))
+    fixed = 4 * 2 * batch * SKIP_ROW * d * d + 4 * batch * SKIP_ROW * d
+    assert counter.get_total_flops() == fixed + sum(4 * batch * SKIP_BLOCK * span * d for span in SKIP_SPANS)
+    assert np.abs(got.numpy() - oracle_attention(config, weights, x, segments)).max() <= PACKED_FLOAT64
+
+
+def test_flax_skips_the_key_steps_of_other_segments(monkeypatch) -> None:
+    """rosetta_flax, float64, 16-query blocks and 16-key online-softmax steps: of each block's 4 steps only those
+    holding a key of its queries' segments in either row run (counted as each branch runs, through a
+    `jax.debug.callback` this test wraps round the step): SKIP_STEPS, 2 + 2 + 2 + 2 of 16, plus the 4 of the
+    uniform stand-in (one zero query against every key, computed once per layer). The output is the oracle's
+    attention within PACKED_FLOAT64."""
+    config = replace(CONFIGS["seeds"], max_len=SKIP_ROW)
+    weights = random_tensors(config, seed=3)
+    model = rosetta_flax.from_canonical(config, weights)
+    model.eval()
+    attention, (x, segments) = model.layers[0].attn, skip_inputs(config)
+    attention.query_block, attention.key_block = SKIP_BLOCK, SKIP_BLOCK
+    steps_run, real_cond = [], jax.lax.cond
+
+    def counting_cond(needed, update, keep, *operands):
+        def counted(*args):
+            jax.debug.callback(lambda: steps_run.append(1))
+            return update(*args)
+
+        return real_cond(needed, counted, keep, *operands)
+
+    monkeypatch.setattr(jax.lax, "cond", counting_cond)
+    got = np.asarray(attention(jnp.asarray(x), jnp.asarray(segments == 0), None, jnp.asarray(segments)))
+    jax.effects_barrier()
+    stand_in = SKIP_ROW // SKIP_BLOCK  # the uniform row for queries without keys reads every key (module docstring)
+    assert len(steps_run) == stand_in + sum(SKIP_STEPS) == 4 + 8
+    assert np.abs(got - oracle_attention(config, weights, x, segments)).max() <= PACKED_FLOAT64
+
+
+def oracle_attention(
+    config: EncoderConfig, weights: dict[str, np.ndarray], x: np.ndarray, segments: np.ndarray
+) -> np.ndarray:
+    """Layer 0's self-attention of the float64 oracle on packed rows x `[B, S, D]` -> `[B, S, D]`."""
+    from rosetta_common import oracle
+
+    layer = {name.removeprefix("layers.0."): value for name, value in weights.items() if name.startswith("layers.0.")}
+    return oracle.attention(x, layer, config.n_heads, segments == 0, segment_ids=segments)
 
 
 def test_bfloat16_policy_packed() -> None:

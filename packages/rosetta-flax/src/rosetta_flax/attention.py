@@ -163,9 +163,8 @@ class MultiHeadSelfAttention(nnx.Module):
                 )
             allowed = allowed_in_block(padding_block, blocks, index, segments)
             empty = ~allowed.any(axis=-1, keepdims=True)  # [B, 1, 1 or block, 1]
-            context = kernel(
-                q_block, k_block, v_block, key_bias(allowed | empty, score_dtype), self.block_key(dropout_key, index)
-            )
+            bias, block_key = key_bias(allowed | empty, score_dtype), self.block_key(dropout_key, index)
+            context = kernel(q_block, k_block, v_block, bias, block_key, attended=allowed)
             return jnp.where(empty, uniform, context)
 
         if blocks.count == 1:
@@ -207,7 +206,14 @@ class MultiHeadSelfAttention(nnx.Module):
         return self.attention_dropout(unnormalised, dropout_key) @ v / unnormalised.sum(axis=-1, keepdims=True)
 
     def online_softmax_attention(
-        self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        bias: jax.Array,
+        dropout_key: jax.Array | None = None,
+        *,
+        attended: jax.Array | None = None,
     ) -> jax.Array:
         """`softmax_attention` (same shapes) over `key_block` keys at a time: a running max m, sum l and context c
         per query row (Milakov & Gimelshein's online softmax, as flash attention): for each key block,
@@ -215,15 +221,27 @@ class MultiHeadSelfAttention(nnx.Module):
         the end. The same maths as one pass; the `[B, H, Q, key_block]` scores of one step stay in cache (see
         `rosetta_common.attention_blocks.KEY_BLOCK` for the measurement). The max is a shift, as in
         `softmax_attention`: no gradient flows through it. Dropout scales each step's e^(s - m') entries, never l.
+
+        `attended` bool `[B, 1, 1 or Q, K]` (default: where the bias is above the dtype's lowest) names the keys
+        each query attends to; `blockwise` leaves out the queries that have none, whose stand-in it replaces. A
+        step holding no attended key in any row (the other segments of packed rows, a batch's trailing padding)
+        is not computed (`jax.lax.cond`): computed, it would leave m, l and c exactly as they were (its e^(s - m')
+        are 0, or are wiped by the next step's e^(m - m') = 0 while m is still -inf), so skipping it changes no bit
+        of the result or of its gradients.
         """
         keys, block = k.shape[2], self.key_block
         if keys <= block:
             return self.softmax_attention(q, k, v, bias, dropout_key)
         count = -(-keys // block)
         padding = count * block - keys  # padded keys are masked: bias at the dtype's lowest, weight 0
+        lowest = jnp.finfo(bias.dtype).min
+        attended = bias > lowest if attended is None else attended
         if padding:
             k, v = (jnp.pad(t, ((0, 0), (0, 0), (0, padding), (0, 0))) for t in (k, v))
-            bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, padding)), constant_values=jnp.finfo(bias.dtype).min)
+            bias = jnp.pad(bias, ((0, 0), (0, 0), (0, 0), (0, padding)), constant_values=lowest)
+            attended = jnp.pad(attended, ((0, 0), (0, 0), (0, 0), (0, padding)))
+        attended_steps = attended.reshape(-1, count, block).any(axis=(0, 2))  # [count]: some query attends there
+        attended_steps |= ~attended_steps.any()  # no query attends at all: every stand-in computed, finite
 
         def steps(t: jax.Array) -> jax.Array:  # [..., count * block, d] -> [count, ..., block, d]
             return jnp.moveaxis(t.reshape(*t.shape[:-2], count, block, t.shape[-1]), -3, 0)
@@ -231,23 +249,34 @@ class MultiHeadSelfAttention(nnx.Module):
         bias_steps = jnp.moveaxis(bias.reshape(*bias.shape[:-1], count, block), -2, 0)
         root = math.sqrt(q.shape[-1])
 
-        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
+        def update(carry: tuple, k_step: jax.Array, v_step: jax.Array, bias_step: jax.Array, index: jax.Array) -> tuple:
             running_max, total, context = carry
-            k_step, v_step, bias_step, index = inputs
             scores = q @ k_step.swapaxes(-1, -2) / root + bias_step
             new_max = jax.lax.stop_gradient(jnp.maximum(running_max, scores.max(axis=-1, keepdims=True)))
             unnormalised, correction = jnp.exp(scores - new_max), jnp.exp(running_max - new_max)
             kept = self.attention_dropout(unnormalised, self.block_key(dropout_key, index))
             total = total * correction + unnormalised.sum(axis=-1, keepdims=True)
-            return (new_max, total, context * correction + kept @ v_step), None
+            return new_max, total, context * correction + kept @ v_step
+
+        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
+            *step_inputs, needed = inputs
+            return jax.lax.cond(needed, update, lambda carry, *_: carry, carry, *step_inputs), None
 
         rows = (*q.shape[:-1], 1)
         start = (jnp.full(rows, -jnp.inf, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
-        (_, total, context), _ = jax.lax.scan(step, start, (steps(k), steps(v), bias_steps, jnp.arange(count)))
+        inputs = (steps(k), steps(v), bias_steps, jnp.arange(count), attended_steps)
+        (_, total, context), _ = jax.lax.scan(step, start, inputs)
         return context / total
 
     def policy_attention(
-        self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        bias: jax.Array,
+        dropout_key: jax.Array | None = None,
+        *,
+        attended: jax.Array | None = None,
     ) -> jax.Array:
         """Attention under a precision policy: q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]` (compute dtype),
         bias float32 `[B, 1, 1 or Q, K]` -> context `[B, H, Q, d_head]`. Scores from float32 operands (exact
@@ -256,7 +285,9 @@ class MultiHeadSelfAttention(nnx.Module):
 
         `blockwise` passes k and v widened once, before the blocks: both products run on float32 operands that hold
         the bfloat16 values (exact products, float32 accumulation, the same maths as a bfloat16 GEMM), so the
-        gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once."""
+        gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once. (`attended`
+        is `online_softmax_attention`'s; one pass over every key has no step to skip.)"""
+        del attended
         widen, round_ = self.compute.widen, self.compute.round
         scores = widen(q) @ widen(k).swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
         probabilities = self.attention_dropout(jax.nn.softmax(scores, axis=-1), dropout_key)

@@ -47,6 +47,25 @@ def allowed_in_block(
     return allowed & ((queries[:, None] - keys[None, :]).abs() <= blocks.max_distance)[None, None]
 
 
+def only_needed_keys(
+    k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k, v `[B, H, K, d_head]` and allowed bool `[B, 1, Q, K]` of one query block of packed rows -> the same cut to
+    the span of keys some query of the block (in any row) may attend to: the keys of the segments the block's
+    queries belong to. A key outside it has weight exactly 0 for every query, so leaving it out changes nothing but
+    the work; a block holding a padding query (which attends to every real key of its row) keeps them all.
+
+    Eager only (one host read of the span per block): under `torch.compile` the span would be a data-dependent
+    shape, and the block reads every key."""
+    columns = allowed.any(dim=2).any(dim=1).any(dim=0).nonzero()  # [K', 1]: keys some query may attend to
+    if columns.numel() == 0:  # every query of the block is in an all-padding row: the uniform stand-in
+        return k, v, allowed
+    first, last = int(columns[0]), int(columns[-1]) + 1
+    if first == 0 and last == k.shape[2]:
+        return k, v, allowed
+    return k[:, :, first:last], v[:, :, first:last], allowed[..., first:last]
+
+
 class MultiHeadSelfAttention(nn.Module):
     """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary (cos, sin) `[S, d_head]` when the layer
     has rotary positions, segment_ids int `[B, S]` for packed rows (a token attends only within its segment) ->
@@ -57,8 +76,8 @@ class MultiHeadSelfAttention(nn.Module):
     call (its fused kernels keep memory linear in S); a local layer, a packed one (its mask depends on the query),
     every float64 layer (SDPA's math kernel would hold the `[S, S]` scores) and every layer under a policy are
     computed in blocks of `query_block`
-    queries (`rosetta_common.attention_blocks`), a local block reading only its band of keys. `query_block` can be
-    set on a built model.
+    queries (`rosetta_common.attention_blocks`), a local block reading only its band of keys and, eagerly, a packed
+    block only the keys of its queries' segments (`only_needed_keys`). `query_block` can be set on a built model.
     """
 
     def __init__(
@@ -145,6 +164,8 @@ class MultiHeadSelfAttention(nn.Module):
                 segments = (query_segments, key_segments[:, start : start + blocks.keys])
             key_block_padding = key_padding[:, start : start + blocks.keys]
             allowed = allowed_in_block(key_block_padding, blocks, index, segments)[:, :, :rows]
+            if packed and not blocks.banded and not torch.compiler.is_compiling():
+                k_block, v_block, allowed = only_needed_keys(k_block, v_block, allowed)
             empty = ~allowed.any(dim=-1, keepdim=True)  # [B, 1, 1 or rows, 1]
             context = kernel(q_block, k_block, v_block, key_bias(allowed | empty, score_dtype))
             return torch.where(empty, uniform, context)

@@ -1,9 +1,9 @@
 """What each strategy costs per device, on paper, and what the compiled JAX step really sends.
 
-`python -m rosetta_tools.distributed.costs` prints the tables of docs/pages/parallel.md: for paper-base, bert-base and a 24-layer
-d_model 1024 model at 8, 64 and 512 devices, the parameter + AdamW memory per device (float32: weights and two
-moments, 12 bytes a parameter, laid out by `rosetta_common.parallel.plan`) and the bytes one device sends per
-step (ring collectives: an all-reduce of n bytes over g devices sends 2 n (g - 1) / g, an all-gather or
+`python -m rosetta_tools.distributed.costs` prints the tables of docs/pages/parallel.md: for paper-base, bert-base
+and a 24-layer d_model 1024 model at 8, 64 and 512 devices, the parameter + AdamW memory per device (float32:
+weights and two moments, 12 bytes a parameter, laid out by `rosetta_common.parallel.plan`) and the bytes one device
+sends per step (ring collectives: an all-reduce of n bytes over g devices sends 2 n (g - 1) / g, an all-gather or
 reduce-scatter n (g - 1) / g). With `--measure` it also compiles the JAX step of the CLI's default model on 4
 simulated CPU devices per strategy and sums the same ring bytes over the collectives in its optimised HLO.
 
