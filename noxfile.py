@@ -1,4 +1,4 @@
-"""nox sessions: `tests` (CPU; `-- --device=cuda` for the GPU), `lint`, `fuzz`, `lock`, `bench`, `train`.
+"""nox sessions: `tests` (CPU; `-- --device=cuda` for the GPU), `lint`, `docs`, `fuzz`, `lock`, `bench`, `train`.
 
 Every session installs the packages from this repo into its own virtualenv, every package at the exact version
 in constraints.txt (the lock: what main was tested with). `nox -s lock` moves the pins forward and runs the
@@ -28,6 +28,8 @@ TORCH = "torch==2.13.0"  # the CPU build this machine carries; an unpinned torch
 TEST_TOOLS = ["pytest>=8", "hypothesis>=6.100", "pytest-xdist>=3"]
 DEV_TOOLS = ["ruff>=0.6", "nox>=2024.4"]
 SUITES = ["cross", "torch-only", "flax-only", "common-only"]
+DOCS_TOOLS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]", "playwright", "ruff"]  # ruff formats signatures
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the browser check never uses one a tool downloads
 CLIENTS = ["sentence-transformers"]  # the real client the cross suite proves `embed` against (pinned in the lock)
 
 nox.options.sessions = ["tests", "lint"]
@@ -126,7 +128,7 @@ def lock(session: nox.Session) -> None:
         session.error("nox -s lock resolves in a fresh virtualenv; run it without --no-venv")
     session.install("--upgrade", "pip", "setuptools")
     packages = [f"{path}[hf,embed]" if name == "tools" else str(path) for name, path in PACKAGES.items()]  # all
-    session.install(TORCH, *packages, *TEST_TOOLS, *CLIENTS, *DEV_TOOLS)
+    session.install(TORCH, *packages, *TEST_TOOLS, *CLIENTS, *DEV_TOOLS, *DOCS_TOOLS)
     frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
     pins = sorted(
         (re.sub(r"\+cpu$", "", line) for line in frozen.splitlines() if "==" in line and " @ " not in line),
@@ -153,6 +155,22 @@ def lint(session: nox.Session) -> None:
         session.install("-c", str(LOCK), "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: `mkdocs build --strict` (a broken link, anchor, page or reference fails), then every
+    page rendered in Debian's headless Chromium (docs/check_site.py), with a screenshot of each. The API reference
+    is read from the source, so neither framework is installed."""
+    install(session, "tools", extras=tuple(DOCS_TOOLS))
+    site, screenshots = ROOT / ".nox" / "docs-site", ROOT / ".nox" / "docs-screenshots"
+    session.run("mkdocs", "build", "--strict", "-f", str(ROOT / "docs" / "mkdocs.yml"), "-d", str(site),
+                env={"NO_MKDOCS_2_WARNING": "1"})  # fmt: skip
+    if not CHROMIUM.exists():
+        session.log(f"browser check skipped: no {CHROMIUM} (Debian: apt-get install chromium); the site is in {site}")
+        return
+    session.run("python", str(ROOT / "docs" / "check_site.py"), str(site), "--screenshots", str(screenshots))
+    session.log(f"site: {site}; screenshots of every page: {screenshots}")
 
 
 @nox.session
