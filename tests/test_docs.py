@@ -95,3 +95,13 @@ def test_the_command_line_and_the_layouts_import_no_framework_at_module_level() 
     for path in paths:
         found = imports(path, top_level_only=True) & FRAMEWORKS
         assert found == set(), f"{path.relative_to(ROOT)} imports {found} at module level"
+
+
+def test_the_readme_is_short_and_links_every_page() -> None:
+    """A newcomer reads the README to the end (at most 200 lines) and reaches every page of the site in one click."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    linked = set(re.findall(r"\]\(docs/pages/([\w/-]+\.md)", readme))
+    if "](common/DESIGN.md)" in readme:  # design.md renders the contract; on GitHub the contract is read in place
+        linked.add("design.md")
+    assert nav_pages() - linked == set(), "pages the README does not link"
