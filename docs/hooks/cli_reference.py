@@ -1,6 +1,6 @@
 """MkDocs hook: the command line reference, generated from the argparse parsers themselves
 (`rosetta_tools.cli.main.build_parser`), so `rosetta COMMAND --help` and the page cannot disagree. It replaces the
-marker `<!-- cli-reference -->` of cli.md with each command's help at a fixed width of 100 columns."""
+marker `<!-- cli-reference -->` of cli.md with each command's help at a fixed width of 88 columns."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
 
 MARKER = "<!-- cli-reference -->"
-WIDTH = "100"
+WIDTH = "88"  # wider help scrolls sideways in the content column
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -1,1 +1,2 @@
-"""rosetta-bench: throughput harness, side-by-side training, and the `rosetta` command line."""
+"""rosetta-tools: the `rosetta` command line, the weight layouts, side-by-side and distributed training, and the
+throughput harness."""
