@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import rosetta_flax
 import rosetta_torch
-from rosetta_common import EncoderConfig, InputError, encoder_forward
+from rosetta_common import EncoderConfig, InputError, encoder_forward, oracle
 from rosetta_common.precision import POLICIES
 from rosetta_common.tolerances import (
     BFLOAT16_CASCADE_FRACTION,
@@ -326,8 +326,6 @@ def oracle_attention(
     config: EncoderConfig, weights: dict[str, np.ndarray], x: np.ndarray, segments: np.ndarray
 ) -> np.ndarray:
     """Layer 0's self-attention of the float64 oracle on packed rows x `[B, S, D]` -> `[B, S, D]`."""
-    from rosetta_common import oracle
-
     layer = {name.removeprefix("layers.0."): value for name, value in weights.items() if name.startswith("layers.0.")}
     return oracle.attention(x, layer, config.n_heads, segments == 0, segment_ids=segments)
 

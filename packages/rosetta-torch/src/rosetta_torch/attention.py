@@ -57,7 +57,7 @@ def only_needed_keys(
 
     Eager only (one host read of the span per block): under `torch.compile` the span would be a data-dependent
     shape, and the block reads every key."""
-    columns = allowed.any(dim=2).any(dim=1).any(dim=0).nonzero()  # [K', 1]: keys some query may attend to
+    columns = allowed.flatten(0, 2).any(dim=0).nonzero()  # [K', 1]: keys some query of some row may attend to
     if columns.numel() == 0:  # every query of the block is in an all-padding row: the uniform stand-in
         return k, v, allowed
     first, last = int(columns[0]), int(columns[-1]) + 1
