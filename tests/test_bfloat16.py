@@ -143,6 +143,64 @@ def test_forward_rounds_at_the_policy_points() -> None:
     assert row["torch rel"] > 1e-4
 
 
+def test_attention_products_run_as_bfloat16_gemms() -> None:
+    """Under the policy both attention products are exact products of bfloat16 values with float32 accumulation;
+    where no gradient is needed they run on the bfloat16 GEMM (twice the float32 GEMM's rate on the CPUs that have
+    bfloat16 dot products; docs/pages/performance.md): torch's p @ v (`policy_attention`), flax's scores and p @ v
+    (`precision.island_product`). The GEMM accumulates in its own order, so the torch forward without a gradient
+    and with one (p @ v on float32 operands, for the float32 gradient of v) are held, like torch against flax, to
+    BFLOAT16_CROSS_FRACTION of the distance to the oracle, at 300 keys (a long accumulation); flax's products
+    are checked against the float32 matmul directly, and their gradient is the float32 matmul's bit for bit."""
+    import jax
+    import jax.numpy as jnp
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rosetta_flax.precision import island_product
+
+    config = EncoderConfig(vocab_size=50, d_model=64, n_heads=2, n_layers=1, d_ff=96, max_len=300, dropout=0.0)
+    weights = bfloat16_weights(config, seed=5)
+    token_ids, padding = random_inputs(config, 300, (0, 40), seed=6)
+    exact = encoder_forward(config, float64(weights), token_ids, padding)["layers.0.attn"]
+    model = rosetta_torch.from_canonical(config, weights, precision=POLICIES["bfloat16-mixed"]).eval()
+
+    class Products(TorchDispatchMode):  # the operand dtypes of every batched matmul
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[torch.dtype, torch.Size]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.bmm.default, torch.ops.aten.matmul.default):
+                self.seen.append((args[1].dtype, args[1].shape))
+            return func(*args, **(kwargs or {}))
+
+    runs = {}
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), Products() as products:
+            acts = model.activations(torch.as_tensor(token_ids), torch.as_tensor(padding))
+        runs[grad] = rosetta_torch.convert.tensor_to_numpy(acts["layers.0.attn"].detach())
+        values = [dtype for dtype, shape in products.seen if shape[-2:] == (300, config.d_head)]  # p @ v's v
+        assert values and set(values) == {torch.float32 if grad else torch.bfloat16}, (grad, products.seen)
+    to_exact = min(relative_l2(runs[grad], exact, exact) for grad in runs)
+    assert relative_l2(runs[False], runs[True], exact) <= tolerances.BFLOAT16_CROSS_FRACTION * to_exact
+
+    rng = np.random.default_rng(7)
+    a, b = (
+        jnp.asarray(rng.standard_normal(shape), jnp.bfloat16).astype(jnp.float32)
+        for shape in ((3, 8, 300), (3, 300, 5))
+    )
+    product = island_product(a, b, jnp.bfloat16)
+    dot = jax.make_jaxpr(lambda a, b: island_product(a, b, jnp.bfloat16))(a, b).eqns[0].params["call_jaxpr"].eqns
+    assert any(e.primitive.name == "dot_general" and e.invars[0].aval.dtype == jnp.bfloat16 for e in dot), dot
+    reference = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
+    float32_error = np.abs(np.asarray(a @ b, np.float64) - reference).max()
+    assert np.abs(np.asarray(product, np.float64) - reference).max() <= 4 * float32_error
+    cotangent = jnp.asarray(rng.standard_normal((3, 8, 5)), jnp.float32)
+    ours = jax.vjp(lambda a, b: island_product(a, b, jnp.bfloat16), a, b)[1](cotangent)
+    plain = jax.vjp(jnp.matmul, a, b)[1](cotangent)
+    for mine, theirs in zip(ours, plain, strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+
 SUBLAYER_CASES = {
     "post_norm_relu": stored_vector("post_norm_relu").config,
     "pre_norm_gelu": stored_vector("pre_norm_gelu").config,

@@ -17,6 +17,14 @@ jitted on a 2-core AMD EPYC: forward at S = 2,048 in 84 ms with 256-query blocks
 unblocked; at 8,192, 1.9 s, 2.5 s and 2.9 s (the gradient 5.9 s, 7.5 s, 8.7 s). 64 and 128 were no faster."""
 
 
+POLICY_QUERY_BLOCK = 128
+"""Queries per block under a precision policy, whose float32 `[B, H, block, S]` scores are materialised whole and
+pass through softmax and its rounding in memory: smaller blocks keep them nearer the cache. paper-base under the
+bfloat16 policy, batch 1 x 2,048 tokens, forward, on a 2-core AMD EPYC: eager rosetta_torch 4,640 tokens/s with
+128-query blocks against 3,700 with 256; rosetta_flax.jit 6,646 against 6,884 and compiled torch 5,941 against
+5,713, both within the runs' spread."""
+
+
 KEY_BLOCK = 512
 """Keys per step of rosetta_flax's online softmax (a global block against more keys than this). At S = 8,192, one
 attention of paper-base's shape (8 heads of 64, batch 1), jitted on a 2-core AMD EPYC: 788 ms with 256 queries x

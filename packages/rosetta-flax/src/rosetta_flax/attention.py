@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rosetta_common import EncoderConfig
-from rosetta_common.attention_blocks import KEY_BLOCK, QUERY_BLOCK, QueryBlocks
+from rosetta_common.attention_blocks import KEY_BLOCK, POLICY_QUERY_BLOCK, QUERY_BLOCK, QueryBlocks
 from rosetta_flax.precision import Compute
 from rosetta_flax.rotary import Rotary, apply_rotary
 
@@ -61,13 +61,12 @@ class MultiHeadSelfAttention(nnx.Module):
     layer's window (`LayerSpec.max_distance`; None: global).
 
     `implementation=None` (the default) computes the attention in blocks of `query_block` queries
-    (`rosetta_common.attention_blocks`) and, without a precision policy, each block against `key_block` keys at a
-    time (an online softmax): exact in every dtype (float64 included), memory linear in S, a local layer reading
-    only its band of keys. "cudnn" (GPU, bfloat16/float16) or "xla" hands it to
-    `jax.nn.dot_product_attention` instead, which takes its softmax in float32 and has no dropout: the
-    counterpart of the kernels torch's `F.scaled_dot_product_attention` picks for itself. Both can be set on a
-    built model (`attn.implementation`, `attn.query_block`).
-    """
+    (`rosetta_common.attention_blocks`: `QUERY_BLOCK`, or `POLICY_QUERY_BLOCK` under a policy) and, without a
+    precision policy, each block against `key_block` keys at a time (an online softmax): exact in every dtype
+    (float64 included), memory linear in S, a local layer reading only its band of keys. "cudnn" (GPU,
+    bfloat16/float16) or "xla" hands it to `jax.nn.dot_product_attention` instead, which takes its softmax in
+    float32 and has no dropout: the counterpart of the kernels torch's `F.scaled_dot_product_attention` picks for
+    itself. Both can be set on a built model (`attn.implementation`, `attn.query_block`)."""
 
     def __init__(
         self,
@@ -78,7 +77,7 @@ class MultiHeadSelfAttention(nnx.Module):
         compute_dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
         implementation: str | None = None,
-        query_block: int = QUERY_BLOCK,
+        query_block: int | None = None,
         key_block: int = KEY_BLOCK,
     ) -> None:
         d = config.d_model
@@ -87,8 +86,10 @@ class MultiHeadSelfAttention(nnx.Module):
             nnx.Linear(d, d, use_bias=config.attention_bias, param_dtype=dtype, rngs=rngs) for _ in range(4)
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
-        self.implementation, self.query_block, self.key_block = implementation, query_block, key_block
         self.compute = Compute(compute_dtype)
+        if query_block is None:  # the policy's float32 scores: see rosetta_common.attention_blocks
+            query_block = POLICY_QUERY_BLOCK if self.compute.active else QUERY_BLOCK
+        self.implementation, self.query_block, self.key_block = implementation, query_block, key_block
 
     def __call__(
         self,
@@ -288,10 +289,10 @@ class MultiHeadSelfAttention(nnx.Module):
         gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once. (`attended`
         is `online_softmax_attention`'s; one pass over every key has no step to skip.)"""
         del attended
-        widen, round_ = self.compute.widen, self.compute.round
-        scores = widen(q) @ widen(k).swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        widen, round_, matmul = self.compute.widen, self.compute.round, self.compute.island_matmul
+        scores = matmul(widen(q), widen(k).swapaxes(-1, -2)) / math.sqrt(q.shape[-1]) + bias
         probabilities = self.attention_dropout(jax.nn.softmax(scores, axis=-1), dropout_key)
-        return round_(widen(round_(probabilities)) @ widen(v))
+        return round_(matmul(widen(round_(probabilities)), widen(v)))
 
     def library_attention(
         self, q: jax.Array, k: jax.Array, v: jax.Array, padding_mask: jax.Array, segment_ids: jax.Array | None = None

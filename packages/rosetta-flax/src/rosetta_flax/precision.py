@@ -7,8 +7,9 @@ between ops that JAX's types say are bfloat16 (`xla_allow_excess_precision`, on 
 and back is removed), so a rounding here is `jax.lax.reduce_precision`, which XLA keeps. The linear layers and
 p @ v are `accumulate`: bfloat16 operands, `preferred_element_type=float32` (on XLA's CPU backend the one form that
 runs a bfloat16 GEMM kernel, YNNPACK's; a bfloat16 dot with a bfloat16 result is upcast to float32 there, at half the
-rate), rounded once by the caller. The attention scores take float32 operands widened from bfloat16 ones (the same
-exact products; their gradient is float32 and needs a float32 matmul anyway). The gradients round where the forward
+rate), rounded once by the caller. Both attention products take float32 operands widened from bfloat16 ones, so that
+the gradients of k and v accumulate in float32 over the query blocks, and run as `island_product`: the bfloat16
+GEMM forward (the same exact products), the float32 matmul's backward. The gradients round where the forward
 changed dtype, by the custom VJPs of `rounded`, `widened` and `accumulate`; jitted and op-by-op runs then round at
 the same places as eager torch.
 """
@@ -92,6 +93,31 @@ def _accumulate_backward(operands: tuple[jax.Array, jax.Array], cotangent: jax.A
 
 
 accumulate.defvjp(_accumulate_forward, _accumulate_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def island_product(a: jax.Array, b: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """a `[..., m, k]` @ b `[..., k, n]` (the same leading dimensions), both float32 holding `dtype` values
+    (widened, so that their gradients accumulate in float32) -> float32 `[..., m, n]`: the float32 matmul's maths
+    (exact products, float32 accumulation) run as `dtype`'s GEMM (`preferred_element_type=float32`; the casts are
+    exact and XLA hoists a loop-invariant one out of the query blocks), twice the float32 GEMM's rate on a CPU with
+    bfloat16 dot products. The backward is the float32 matmul's own (`jax.vjp` of `jnp.matmul`)."""
+    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=ISLAND)
+
+
+def _island_product_forward(
+    a: jax.Array, b: jax.Array, dtype: jnp.dtype
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return island_product(a, b, dtype), (a, b)
+
+
+def _island_product_backward(
+    dtype: jnp.dtype, operands: tuple[jax.Array, jax.Array], cotangent: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    return jax.vjp(jnp.matmul, *operands)[1](cotangent)
+
+
+island_product.defvjp(_island_product_forward, _island_product_backward)
 
 
 @jax.custom_vjp
@@ -182,6 +208,13 @@ class Compute:
         if self.dtype is None:
             return a @ b
         return self.round(accumulate(a, b))
+
+    def island_matmul(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """a @ b of float32 operands holding compute-dtype values (the attention products) -> float32: exact
+        products, float32 accumulation, on the compute dtype's GEMM (`island_product`)."""
+        if self.dtype is None:
+            return a @ b
+        return island_product(a, b, self.dtype)
 
     def add(self, x: jax.Array, y: jax.Array) -> jax.Array:
         """A residual sum: in float32, one rounding (as torch adds bfloat16 tensors)."""

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from rosetta_common import EncoderConfig
-from rosetta_common.attention_blocks import QUERY_BLOCK, QueryBlocks
+from rosetta_common.attention_blocks import POLICY_QUERY_BLOCK, QUERY_BLOCK, QueryBlocks
 from rosetta_torch.precision import Compute
 from rosetta_torch.rotary import Rotary, apply_rotary
 
@@ -75,8 +75,8 @@ class MultiHeadSelfAttention(nn.Module):
     Without a precision policy an unpacked global float32 / bfloat16 layer is one `F.scaled_dot_product_attention`
     call (its fused kernels keep memory linear in S); a local layer, a packed one (its mask depends on the query),
     every float64 layer (SDPA's math kernel would hold the `[S, S]` scores) and every layer under a policy are
-    computed in blocks of `query_block`
-    queries (`rosetta_common.attention_blocks`), a local block reading only its band of keys and, eagerly, a packed
+    computed in blocks of `query_block` queries (`rosetta_common.attention_blocks`: `QUERY_BLOCK`, or
+    `POLICY_QUERY_BLOCK` under a policy), a local block reading only its band of keys and, eagerly, a packed
     block only the keys of its queries' segments (`only_needed_keys`). `query_block` can be set on a built model.
     """
 
@@ -88,13 +88,16 @@ class MultiHeadSelfAttention(nn.Module):
         dtype: torch.dtype | None = None,
         compute_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        query_block: int = QUERY_BLOCK,
+        query_block: int | None = None,
     ) -> None:
         super().__init__()
         d = config.d_model
         self.d_head, self.dropout = config.d_head, config.dropout
         self.compute = Compute(compute_dtype)
-        self.rotary, self.max_distance, self.query_block = config.positions == "rotary", max_distance, query_block
+        self.rotary, self.max_distance = config.positions == "rotary", max_distance
+        if query_block is None:  # the policy's float32 scores: see rosetta_common.attention_blocks
+            query_block = POLICY_QUERY_BLOCK if self.compute.active else QUERY_BLOCK
+        self.query_block = query_block
         bias = config.attention_bias
         self.q, self.k, self.v, self.out = (nn.Linear(d, d, bias=bias, dtype=dtype, device=device) for _ in range(4))
 
@@ -146,7 +149,8 @@ class MultiHeadSelfAttention(nn.Module):
         score_dtype = self.compute.island_dtype(q.dtype)
         kernel = self.policy_attention if self.compute.active else self.fused_attention
         if self.compute.active:  # float32 operands holding the bfloat16 values: see policy_attention
-            k, v = self.compute.widen(k), self.compute.widen(v)
+            k = self.compute.widen(k)
+            v = self.compute.widen(v) if torch.is_grad_enabled() else v
         no_keys = torch.zeros((batch, 1, 1, seq), dtype=score_dtype, device=q.device)
         uniform = kernel(torch.zeros_like(q[:, :, :1]), k, v, no_keys)
         keys, values, key_padding, key_segments = k, v, padding_mask, segment_ids
@@ -195,8 +199,13 @@ class MultiHeadSelfAttention(nn.Module):
 
         `blockwise` passes k and v widened once, before the blocks: both products run on float32 operands that hold
         the bfloat16 values (exact products, float32 accumulation, the same maths as a bfloat16 GEMM), so the
-        gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once."""
+        gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once. Without a
+        gradient it leaves v in the compute dtype, and p @ v is the bfloat16 GEMM itself (float32 accumulation, one
+        rounding), at twice the float32 GEMM's rate where the CPU has bfloat16 dot products. (The scores stay a
+        float32 matmul: torch has no CPU GEMM from bfloat16 operands to a float32 result.)"""
         widen, round_ = self.compute.widen, self.compute.round
         scores = widen(q) @ widen(k).transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
-        probabilities = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
-        return round_(widen(round_(probabilities)) @ widen(v))
+        probabilities = round_(F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training))
+        if v.dtype == probabilities.dtype:  # no gradient: see above
+            return probabilities @ v
+        return round_(widen(probabilities) @ v)
