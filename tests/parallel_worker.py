@@ -7,7 +7,8 @@ DIR/<framework>-<case>.npz (rank 0): the global losses, each step's gathered can
 gathered weights and both moments, and DIR/<framework>-<case>.json: the layout the engine holds (PartitionSpecs or
 DTensor placements) and the collectives one step runs (JAX: counted in the compiled HLO; torch: the gloo
 collectives the profiler saw). Case "reshard" saves a sharded checkpoint at fsdp data=4 after `RESHARD_AT` steps
-and finishes on fsdp+tp 2x2 from it. A third argument (`tp,fsdp+tp`) runs those cases alone.
+and finishes on fsdp+tp 2x2 from it. The `PACKED_CASES` train on packed batches (segment ids). A third argument
+(`tp,fsdp+tp`) runs those cases alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ CASES: dict[str, tuple[str, dict[str, int], bool]] = {
     "dp+tp": ("dp+tp", {"data": 2, "model": 2}, False),
     "fsdp+tp-clipped": ("fsdp+tp", {"data": 2, "model": 2}, True),
 }
+PACKED_CASES: dict[str, tuple[str, dict[str, int]]] = {
+    # case: (strategy, mesh), on packed batches (segment ids; the rows a multiple of 4, so that `data` splits them)
+    "dp-packed": ("dp", {"data": 4}),
+    "fsdp+tp-packed": ("fsdp+tp", {"data": 2, "model": 2}),
+}
 ADAMW = {"lr": 1e-2, "warmup_steps": 1, "total_steps": 6, "weight_decay": 0.01}
 CLIP_NORM = 0.05  # binds at every step of this run (the gradient norms are ~1)
 
@@ -47,6 +53,19 @@ def task() -> Any:
     from rosetta_tools.sidebyside.task import ReversalTask
 
     return ReversalTask(vocab_size=16, min_len=3, max_len=12, batch_size=BATCH_SIZE, seed=7)
+
+
+def packed_task() -> Any:
+    """Twice the sequences, from 2 tokens: 12, 12 and 16 rows (3 to 6 of them holding several sequences, 2 or 3
+    only padding), a multiple of the 4 devices."""
+    from rosetta_tools.sidebyside.task import ReversalTask
+
+    return ReversalTask(16, min_len=2, max_len=12, batch_size=2 * BATCH_SIZE, seed=7, pack=True, row_multiple=DEVICES)
+
+
+def batches(case: str) -> list[Any]:
+    """The `STEPS` global batches of `case`: padded, or packed for the packed cases."""
+    return [(packed_task() if case in PACKED_CASES else task()).batch(step) for step in range(STEPS)]
 
 
 def trainer(framework: str, config: Any, weights: dict, strategy: str, mesh: dict[str, int], clipped: bool) -> Any:
@@ -90,11 +109,11 @@ def record(framework: str, trainer: Any, losses: list[float], grads: list[dict],
 
 
 def run_case(framework: str, config: Any, weights: dict, out: Path, case: str) -> None:
-    strategy, mesh, clipped = CASES[case]
+    strategy, mesh, clipped = CASES[case] if case in CASES else (*PACKED_CASES[case], False)
     train = trainer(framework, config, weights, strategy, mesh, clipped)
-    batches = [task().batch(step) for step in range(STEPS)]
+    case_batches = batches(case)
     losses, grads = [], []
-    for batch in batches:
+    for batch in case_batches:
         losses.append(train.step(*batch, keep_gradients=True))
         grads.append(train.last_gradients)
     record(framework, train, losses, grads, out, case)
@@ -103,11 +122,11 @@ def run_case(framework: str, config: Any, weights: dict, out: Path, case: str) -
         from rosetta_flax.parallel import collectives
         from rosetta_tools.distributed.costs import measured_sent_bytes
 
-        hlo = train.compiled_text(*batches[0])
+        hlo = train.compiled_text(*case_batches[0])
         facts["collectives"] = collectives(hlo)
         facts["sent_bytes"] = measured_sent_bytes(hlo, DEVICES)
     else:  # one more step, profiled (the arrays are recorded already)
-        facts["collectives"] = torch_collectives(lambda: train.step(*batches[0]))
+        facts["collectives"] = torch_collectives(lambda: train.step(*case_batches[0]))
     write_facts(framework, out, case, facts)
 
 
@@ -117,13 +136,13 @@ def run_reshard(framework: str, config: Any, weights: dict, out: Path) -> None:
         from rosetta_torch.parallel import restore_sharded, save_sharded
     else:
         from rosetta_flax.parallel import restore_sharded, save_sharded
-    batches = [task().batch(step) for step in range(STEPS)]
+    reshard_batches = batches("reshard")
     first = trainer(framework, config, weights, "fsdp", {"data": 4}, False)
-    losses = [first.step(*batch) for batch in batches[:RESHARD_AT]]
+    losses = [first.step(*batch) for batch in reshard_batches[:RESHARD_AT]]
     save_sharded(first, out / f"{framework}-sharded")
     second = trainer(framework, config, weights, "fsdp+tp", {"data": 2, "model": 2}, False)
     restore_sharded(second, out / f"{framework}-sharded")
-    losses += [second.step(*batch) for batch in batches[RESHARD_AT:]]
+    losses += [second.step(*batch) for batch in reshard_batches[RESHARD_AT:]]
     record(framework, second, losses, [], out, "reshard")
 
 
@@ -153,7 +172,7 @@ def main(framework: str, out: Path, only: list[str] | None = None) -> None:
         dist.init_process_group("gloo")
     config, weights = load_canonical(out / "initial.safetensors")
     try:
-        for case in only or CASES:
+        for case in only or [*CASES, *PACKED_CASES]:
             run_case(framework, config, weights, out, case)
         if only is None:
             run_reshard(framework, config, weights, out)

@@ -48,6 +48,7 @@ from rosetta_common import EncoderConfig, save_canonical
 from rosetta_common.name_tables import FLAX_ENCODER, TORCH_ENCODER
 from rosetta_common.parallel import SHARDS_PARAMETERS_OVER_DATA, Mesh, native_plan, plan
 from rosetta_common.tolerances import relative_l2
+from rosetta_tools.sidebyside.task import batch_parts
 
 CONFIG = EncoderConfig(
     vocab_size=16, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=12, padding_idx=0, dropout=0.0
@@ -151,6 +152,19 @@ def single_device(sharded_runs: Path) -> dict[tuple[str, bool], dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+def packed_single_device(sharded_runs: Path) -> dict[str, dict[str, Any]]:
+    """Each framework's plain Trainer on the packed cases' batches (the same for every packed case)."""
+    from rosetta_common import load_canonical
+
+    config, weights = load_canonical(sharded_runs / "initial.safetensors")
+    batches = worker.batches(next(iter(worker.PACKED_CASES)))
+    results = {
+        framework: train_single(framework, weights, batches, worker.adamw(False), config) for framework in FRAMEWORKS
+    }
+    return {**results, "start": weights, "batches": batches}
+
+
+@pytest.fixture(scope="module")
 def modern_single_device(modern_runs: Path) -> dict[tuple[str, bool], dict[str, Any]]:
     return single_device_runs(modern_runs, clippings=(False,))
 
@@ -177,18 +191,22 @@ def train_single(
         from rosetta_torch.training import Trainer, loss_and_gradients
 
         trainer = Trainer(rosetta_torch.from_canonical(config, weights), adamw)
-        for step, (ids, targets, mask) in enumerate(batches):
-            as_torch = [torch.from_numpy(a) for a in (ids, targets, mask)]
-            _, grads[step] = loss_and_gradients(trainer.model, as_torch[0], as_torch[1], loss_mask=as_torch[2])
-            losses.append(float(trainer.step(ids, targets, mask)))
+        for step, batch in enumerate(batches):
+            ids, targets, mask, segments = batch_parts(batch)
+            as_torch = [None if a is None else torch.from_numpy(a) for a in (ids, targets, mask, segments)]
+            _, grads[step] = loss_and_gradients(
+                trainer.model, as_torch[0], as_torch[1], loss_mask=as_torch[2], segment_ids=as_torch[3]
+            )
+            losses.append(float(trainer.step(ids, targets, mask, segment_ids=segments)))
         final = rosetta_torch.to_canonical(trainer.model)
     else:
         from rosetta_flax.training import Trainer, loss_and_gradients, params_to_canonical
 
         trainer = Trainer(rosetta_flax.from_canonical(config, weights), adamw)
-        for step, (ids, targets, mask) in enumerate(batches):
-            _, grads[step] = loss_and_gradients(trainer.model, ids, targets, loss_mask=mask)
-            losses.append(float(trainer.step(ids, targets, mask)))
+        for step, batch in enumerate(batches):
+            ids, targets, mask, segments = batch_parts(batch)
+            _, grads[step] = loss_and_gradients(trainer.model, ids, targets, loss_mask=mask, segment_ids=segments)
+            losses.append(float(trainer.step(ids, targets, mask, segment_ids=segments)))
         final = params_to_canonical(config, trainer.params)
     state = trainer.optimizer_state()
     return {"loss": np.asarray(losses), "grads": grads, "weight": final, "mu": state.mu, "nu": state.nu}
@@ -298,6 +316,25 @@ def test_sharded_steps_equal_single_device(sharded_runs: Path, single_device: di
     assert_same_run(result, reference, single_device["start"], worker.adamw(clipped), f"{framework} {case}")
     assert_laid_out(result, framework, strategy, Mesh(**mesh))
     assert_collectives(result, strategy)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("case", list(worker.PACKED_CASES))
+def test_packed_sharded_steps_equal_single_device(
+    sharded_runs: Path, packed_single_device: dict, framework: str, case: str
+) -> None:
+    """Packed batches (several sequences per row, segment ids split over `data` with the rows): the same 3 steps as
+    one device, laid out as the plan says, and torch == flax."""
+    strategy, mesh = worker.PACKED_CASES[case]
+    for token_ids, _, _, segments in packed_single_device["batches"]:  # not vacuous: rows hold several sequences
+        assert token_ids.shape[0] % worker.DEVICES == 0 and segments.max() >= 2 and (segments.max(axis=1) == 0).any()
+    result = load_result(sharded_runs, framework, case)
+    start, adamw = packed_single_device["start"], worker.adamw(False)
+    assert_same_run(result, packed_single_device[framework], start, adamw, f"{framework} {case}")
+    assert_laid_out(result, framework, strategy, Mesh(**mesh))
+    assert_collectives(result, strategy)
+    other = load_result(sharded_runs, "flax" if framework == "torch" else "torch", case)
+    assert_same_run(result, other, start, adamw, f"torch vs flax {case}")
 
 
 @pytest.mark.parametrize("case", [case for case, (_, _, clipped) in worker.CASES.items() if not clipped])

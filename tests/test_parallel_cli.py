@@ -26,6 +26,7 @@ from rosetta_common.parallel import Mesh
 from rosetta_common.tolerances import relative_l2
 from rosetta_common.training import AdamWConfig, load_training_state
 from rosetta_tools.cli import main
+from rosetta_tools.sidebyside.task import ReversalTask
 
 RELATIVE_BOUND = test_parallel.RELATIVE_BOUND
 TRAIN = ["train", "--dtype", "float64", "--steps", "4", "--warmup", "1", "--batch-size", "8", "--clip-norm", "0"]
@@ -187,6 +188,23 @@ def test_unknown_strategy_or_axis(capsys: pytest.CaptureFixture, options: list[s
         main([*TRAIN, "--framework", "flax", *options])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_packed_batches_on_a_mesh_equal_one_device(tmp_path: Path) -> None:
+    """`--pack` with one framework: flax on a data=2 mesh (its packed rows rounded up to a multiple of 2 with
+    all-padding rows, which count nowhere) against torch on one device (its own number of rows): the same losses
+    and final state, float64."""
+    packed = [*TRAIN, "--pack"]
+    rows = {
+        m: [ReversalTask(12, 4, 10, 8, pack=True, row_multiple=m).batch(s)[0].shape[0] for s in range(4)]
+        for m in (1, 2)
+    }
+    assert rows == {1: [8, 7, 7, 7], 2: [8, 8, 8, 8]}  # the task of TRAIN: the mesh's batches have rows added
+    mesh = ["--framework", "flax", "--devices", "2", "--parallel", "dp", "--mesh", "data=2"]
+    test_parallel.run_bounded(rosetta(*packed, *mesh, "--out", str(tmp_path / "mesh")))
+    assert main([*packed, "--framework", "torch", "--out", str(tmp_path / "single")]) == 0
+    assert_same_losses(losses(tmp_path / "mesh"), losses(tmp_path / "single"))
+    assert_same_state(tmp_path / "mesh", tmp_path / "single")
 
 
 def test_checkpoint_restored_onto_another_config_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

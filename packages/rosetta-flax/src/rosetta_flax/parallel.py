@@ -152,7 +152,7 @@ class ParallelTrainer:
         state = (self.param_shardings, self.rest_shardings, self.opt_shardings)
         self._step = jax.jit(
             train_step_function(graphdef, self.optimizer, self.gathered_over_data),
-            in_shardings=(*state, batch, batch, batch),
+            in_shardings=(*state, batch, batch, batch, batch, batch),  # ..., token_type_ids, segment_ids
             out_shardings=(*state, replicated, self.param_shardings),  # ..., loss, gradients
         )
         self.steps_done = 0
@@ -164,26 +164,40 @@ class ParallelTrainer:
             return params
         return jax.lax.with_sharding_constraint(params, self.use_shardings)
 
-    def _batch(self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> tuple[jax.Array, ...]:
+    def _batch(
+        self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, segment_ids: np.ndarray | None
+    ) -> tuple[jax.Array | None, ...]:
+        """The step's batch arguments, split over `data`: token ids, targets, loss mask, token type ids (None) and
+        segment ids (None unless packed)."""
         check_batch(np.shape(token_ids)[0], mesh_of(self.mesh))
-        self._checker.check_inputs(np.asarray(token_ids))
-        return tuple(place(np.asarray(a), self.batch_sharding) for a in (token_ids, targets, loss_mask))
+        self._checker.check_inputs(np.asarray(token_ids), segment_ids=segment_ids)
+        arrays = (token_ids, targets, loss_mask, None, segment_ids)
+        return tuple(None if a is None else place(np.asarray(a), self.batch_sharding) for a in arrays)
 
     def step(
-        self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, *, keep_gradients: bool = False
+        self,
+        token_ids: np.ndarray,
+        targets: np.ndarray,
+        loss_mask: np.ndarray,
+        segment_ids: np.ndarray | None = None,
+        *,
+        keep_gradients: bool = False,
     ) -> float:
-        """One update on one global batch (NumPy); the global mean loss before it."""
+        """One update on one global batch (NumPy); the global mean loss before it. `segment_ids` int `[B, S]`:
+        packed rows (`rosetta_common.packing`), split over `data` with them."""
         self.params, self.rest, self.opt_state, loss, grads = self._step(
-            self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask)
+            self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask, segment_ids)
         )
         if keep_gradients:
             self.last_gradients = params_to_canonical(self.config, on_host(grads))
         self.steps_done += 1
         return float(loss)
 
-    def compiled_text(self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray) -> str:
+    def compiled_text(
+        self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, segment_ids: np.ndarray | None = None
+    ) -> str:
         """The optimised HLO of the step for this batch shape: what the devices run, collectives included."""
-        args = (self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask))
+        args = (self.params, self.rest, self.opt_state, *self._batch(token_ids, targets, loss_mask, segment_ids))
         return self._step.lower(*args).compile().as_text()
 
     def weights(self) -> dict[str, np.ndarray]:

@@ -77,9 +77,16 @@ class Objective(nn.Module):
         self.encoder = encoder
 
     def forward(
-        self, token_ids: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor, denominator: float
+        self,
+        token_ids: torch.Tensor,
+        targets: torch.Tensor,
+        loss_mask: torch.Tensor,
+        denominator: float,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return sequence_loss(self.encoder, token_ids, targets, loss_mask=loss_mask, denominator=denominator)
+        return sequence_loss(
+            self.encoder, token_ids, targets, loss_mask=loss_mask, denominator=denominator, segment_ids=segment_ids
+        )
 
 
 def linear_style(weight_axes: tuple[str | None, ...]) -> ColwiseParallel | RowwiseParallel | None:
@@ -94,9 +101,9 @@ def linear_style(weight_axes: tuple[str | None, ...]) -> ColwiseParallel | Rowwi
 
 def parallelize(encoder: Encoder, strategy: str, mesh: DeviceMesh) -> nn.Module:
     """Wrap `encoder` (every rank holding the same full weights) for `strategy` on `mesh`; returns the `Objective`
-    to call: `objective(token_ids, targets, loss_mask, denominator) -> loss`. The encoder is changed in place:
-    its parameters become DTensors where the plan splits them (DDP, under dp+tp, turns them back into their
-    local shards: `as_dtensor` views them whole again)."""
+    to call: `objective(token_ids, targets, loss_mask, denominator, segment_ids=None) -> loss`. The encoder is
+    changed in place: its parameters become DTensors where the plan splits them (DDP, under dp+tp, turns them back
+    into their local shards: `as_dtensor` views them whole again)."""
     if encoder.compute.active:
         raise PlanError("parallel training runs float32 or float64 models; a bfloat16 policy is not supported yet")
     placements = native_plan(TORCH_ENCODER, encoder.config, plan(encoder.config, strategy, mesh_of(mesh)))
@@ -187,18 +194,27 @@ class ParallelTrainer:
         return np.ascontiguousarray(array[self.data_rank * rows : (self.data_rank + 1) * rows])
 
     def step(
-        self, token_ids: np.ndarray, targets: np.ndarray, loss_mask: np.ndarray, *, keep_gradients: bool = False
+        self,
+        token_ids: np.ndarray,
+        targets: np.ndarray,
+        loss_mask: np.ndarray,
+        segment_ids: np.ndarray | None = None,
+        *,
+        keep_gradients: bool = False,
     ) -> float:
-        """One update on one global batch (NumPy, the same on every rank); the global mean loss before it."""
+        """One update on one global batch (NumPy, the same on every rank); the global mean loss before it.
+        `segment_ids` int `[B, S]`: packed rows (`rosetta_common.packing`), split over `data` with them."""
         self.encoder.train()
         self.optimizer.zero_grad(set_to_none=True)
         data = self.mesh[DATA].size()
         denominator = max(float(np.asarray(loss_mask).sum()), 1.0) / data
-        ids, labels, mask = (
-            torch.from_numpy(self.local_slice(np.asarray(array, dtype=dtype))).to(self.device)
-            for array, dtype in ((token_ids, np.int64), (targets, np.int64), (loss_mask, bool))
-        )
-        loss = self.objective(ids, labels, mask, denominator)
+
+        def local(array: np.ndarray, dtype: type) -> torch.Tensor:
+            return torch.from_numpy(self.local_slice(np.asarray(array, dtype=dtype))).to(self.device)
+
+        ids, labels, mask = local(token_ids, np.int64), local(targets, np.int64), local(loss_mask, bool)
+        segments = None if segment_ids is None else local(segment_ids, np.int64)
+        loss = self.objective(ids, labels, mask, denominator, segments)
         loss.backward()
         if keep_gradients:
             self.last_gradients = self.gradients()

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pack",
         action="store_true",
         help="pack each batch's sequences into rows of --max-len (first-fit decreasing, segment ids) instead of one "
-        "padded row each (one framework on a mesh, --parallel, takes padded batches only)",
+        "padded row each (on a mesh, --parallel, as many rows as a multiple of its data axis)",
     )
     optim = parser.add_argument_group("optimizer (AdamW, linear warm-up, cosine decay, clipping)")
     optim.add_argument("--steps", type=positive_int, default=1200, help="default %(default)s")
@@ -162,7 +162,16 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     from rosetta_tools.sidebyside.loop import RunConfig
     from rosetta_tools.sidebyside.task import ReversalTask
 
-    task = ReversalTask(args.vocab_size, args.min_len, args.max_len, args.batch_size, args.seed, pack=args.pack)
+    mesh = getattr(args, "mesh", None)  # a mesh's data axis splits the packed rows evenly
+    task = ReversalTask(
+        args.vocab_size,
+        args.min_len,
+        args.max_len,
+        args.batch_size,
+        args.seed,
+        pack=args.pack,
+        row_multiple=1 if mesh is None else mesh.data,
+    )
     encoder = EncoderConfig(
         vocab_size=args.vocab_size,
         d_model=args.d_model,
@@ -303,8 +312,6 @@ def _train_with_progress(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.pack and args.framework != "both":
-        raise CommandError("train: --pack runs side by side (--framework both); one framework takes padded batches")
     if args.framework != "both":
         from rosetta_tools.cli.train_one import run_one_framework
 

@@ -19,7 +19,7 @@ from rosetta_common import EncoderConfig
 from rosetta_common.parallel import Mesh
 from rosetta_common.precision import Precision
 from rosetta_common.training import AdamWConfig, OptimizerState
-from rosetta_tools.sidebyside.task import Batch
+from rosetta_tools.sidebyside.task import Batch, batch_parts
 
 
 class Session(Protocol):
@@ -49,7 +49,8 @@ class SingleDevice:
         return self.trainer.steps_done
 
     def step(self, batch: Batch) -> float:
-        return float(self.trainer.step(*batch))
+        token_ids, targets, loss_mask, segment_ids = batch_parts(batch)
+        return float(self.trainer.step(token_ids, targets, loss_mask, segment_ids=segment_ids))
 
     def weights(self) -> dict[str, np.ndarray]:
         if self.framework == "torch":
@@ -84,7 +85,7 @@ class OnMesh:
         return self.trainer.steps_done
 
     def step(self, batch: Batch) -> float:
-        return self.trainer.step(*batch)
+        return self.trainer.step(*batch_parts(batch))
 
     def weights(self) -> dict[str, np.ndarray]:
         return self.trainer.weights()
@@ -104,7 +105,7 @@ class OnMesh:
         if self.framework == "flax":
             from rosetta_flax.parallel import collectives
 
-            facts["collectives"] = collectives(self.trainer.compiled_text(*batch))
+            facts["collectives"] = collectives(self.trainer.compiled_text(*batch_parts(batch)))
         return facts
 
 

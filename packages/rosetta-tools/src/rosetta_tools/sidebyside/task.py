@@ -28,7 +28,9 @@ def batch_parts(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 @dataclass(frozen=True)
 class ReversalTask:
     """Sequences of `min_len..max_len` tokens drawn from `1..vocab_size-1`; token `pad` (0) pads to `max_len`;
-    `pack`: training batches packed into rows of `max_len` (the held-out batch stays one sequence per row)."""
+    `pack`: training batches packed into rows of `max_len` (the held-out batch stays one sequence per row), as
+    many rows as a multiple of `row_multiple` (a mesh's `data` axis splits the rows evenly; the rows added hold
+    only padding)."""
 
     vocab_size: int = 16
     min_len: int = 4
@@ -37,6 +39,7 @@ class ReversalTask:
     seed: int = 0
     pad: int = 0
     pack: bool = False
+    row_multiple: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_len <= self.max_len:
@@ -45,6 +48,8 @@ class ReversalTask:
             raise ValueError("ReversalTask needs vocab_size >= 3 and pad == 0")
         if self.batch_size < 1:
             raise ValueError(f"ReversalTask.batch_size must be >= 1, got {self.batch_size}")
+        if self.row_multiple < 1:
+            raise ValueError(f"ReversalTask.row_multiple must be >= 1, got {self.row_multiple}")
 
     def _batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
         lengths = rng.integers(self.min_len, self.max_len + 1, size=batch_size)
@@ -70,16 +75,20 @@ class ReversalTask:
         lengths = valid.sum(axis=1)
         sequences = [row[:length] for row, length in zip(token_ids, lengths, strict=True)]
         reversed_targets = [row[:length] for row, length in zip(targets, lengths, strict=True)]
-        rows = self.packed_rows
-        layout = pack(sequences, self.max_len, padding_id=self.pad, min_rows=rows)
-        target_layout = pack(reversed_targets, self.max_len, padding_id=self.pad, min_rows=rows)
+        layout = pack(sequences, self.max_len, padding_id=self.pad, min_rows=self.packed_rows)
+        rows = -(-layout.token_ids.shape[0] // self.row_multiple) * self.row_multiple
+        if rows != layout.token_ids.shape[0]:  # more rows than the usual shape: packed again, to a whole multiple
+            layout = pack(sequences, self.max_len, padding_id=self.pad, min_rows=rows)
+        target_layout = pack(reversed_targets, self.max_len, padding_id=self.pad, min_rows=layout.token_ids.shape[0])
         return layout.token_ids, target_layout.token_ids, layout.segment_ids != 0, layout.segment_ids
 
     @property
     def packed_rows(self) -> int:
-        """Rows a packed batch fills at the mean length, plus an eighth: its usual shape."""
+        """Rows a packed batch fills at the mean length, plus an eighth, rounded up to `row_multiple`: its usual
+        shape."""
         mean = (self.min_len + self.max_len) / 2
-        return int(np.ceil(self.batch_size * mean / self.max_len * 9 / 8))
+        rows = int(np.ceil(self.batch_size * mean / self.max_len * 9 / 8))
+        return -(-rows // self.row_multiple) * self.row_multiple
 
     def eval_batch(self, size: int = 512) -> Batch:
         """A fixed held-out batch for accuracy."""
