@@ -66,6 +66,17 @@ def only_needed_keys(
     return k[:, :, first:last], v[:, :, first:last], allowed[..., first:last]
 
 
+def after_block(x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """x unchanged (x + 0 is x, bit for bit), but computed after `previous` (the last block's context). Under
+    `torch.compile`, inductor's C++ backend fuses up to 16 independent reductions that read the same buffers into
+    one kernel (`cpp.max_horizontal_fusion_size`): the blocks' softmaxes, which all read the mask, would then run
+    together and keep every block's `[B, H, block, K]` float32 scores alive at once, S^2 memory. This edge keeps the
+    blocks one after another, as in eager mode. (p - p is 0 for the finite p a context holds; inductor folds p * 0
+    away, and with it the edge.)"""
+    first = previous.flatten()[:1]
+    return x + (first - first).to(x.dtype)
+
+
 class MultiHeadSelfAttention(nn.Module):
     """x `[B, S, D]`, padding_mask bool `[B, S]` (True = padding), rotary (cos, sin) `[S, d_head]` when the layer
     has rotary positions, segment_ids int `[B, S]` for packed rows (a token attends only within its segment) ->
@@ -176,9 +187,12 @@ class MultiHeadSelfAttention(nn.Module):
 
         stores_probabilities = self.compute.active or q.dtype == torch.float64  # not a fused kernel
         recompute = stores_probabilities and blocks.count > 1 and torch.is_grad_enabled()
+        in_order = stores_probabilities and torch.compiler.is_compiling()  # see after_block
         contexts = []
         for index in range(blocks.count):
             q_block = q[:, :, index * blocks.block : (index + 1) * blocks.block]
+            if in_order and contexts:
+                q_block = after_block(q_block, contexts[-1])
             if recompute:
                 contexts.append(checkpoint(one_block, q_block, index, use_reentrant=False))
             else:
