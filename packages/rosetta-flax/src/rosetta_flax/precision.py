@@ -4,8 +4,8 @@
 `Compute(None)` is a model without a policy: every method is the plain operation in the parameters' dtype.
 `Compute(jnp.bfloat16)` rounds as the policy says, and says so explicitly: XLA's compilers may keep float32
 between ops that JAX's types say are bfloat16 (`xla_allow_excess_precision`, on by default: a convert to bfloat16
-and back is removed), so a rounding here is `jax.lax.reduce_precision`, which XLA keeps. The linear layers and
-p @ v are `accumulate`: bfloat16 operands, `preferred_element_type=float32` (on XLA's CPU backend the one form that
+and back is removed), so a rounding here is `jax.lax.reduce_precision`, which XLA keeps. The linear layers are
+`accumulate`: bfloat16 operands, `preferred_element_type=float32` (on XLA's CPU backend the one form that
 runs a bfloat16 GEMM kernel, YNNPACK's; a bfloat16 dot with a bfloat16 result is upcast to float32 there, at half the
 rate), rounded once by the caller. Both attention products take float32 operands widened from bfloat16 ones, so that
 the gradients of k and v accumulate in float32 over the query blocks, and run as `island_product`: the bfloat16

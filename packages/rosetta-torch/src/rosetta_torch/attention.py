@@ -217,8 +217,8 @@ class MultiHeadSelfAttention(nn.Module):
         gradient it leaves v in the compute dtype, and p @ v is the bfloat16 GEMM itself (float32 accumulation, one
         rounding), at twice the float32 GEMM's rate where the CPU has bfloat16 dot products. (The scores stay a
         float32 matmul: torch has no CPU GEMM from bfloat16 operands to a float32 result.)"""
-        widen, round_ = self.compute.widen, self.compute.round
-        scores = widen(q) @ widen(k).transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        widen, round_, matmul = self.compute.widen, self.compute.round, self.compute.island_matmul
+        scores = matmul(widen(q), widen(k).transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
         probabilities = round_(F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training))
         if v.dtype == probabilities.dtype:  # no gradient: see above
             return probabilities @ v

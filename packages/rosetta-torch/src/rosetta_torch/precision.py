@@ -75,6 +75,13 @@ class Compute:
         """a @ b in the compute dtype: float32 accumulation, one rounding."""
         return a @ b
 
+    def island_matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a @ b of float32 operands holding compute-dtype values (the attention scores) -> float32: exact products,
+        float32 accumulation. The float32 matmul itself: torch has no CPU GEMM from bfloat16 operands to a float32
+        result (`aten::mm.dtype` is not implemented there), where `rosetta_flax.precision.island_product` runs
+        XLA's."""
+        return a @ b
+
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """A residual sum: in float32, one rounding (torch adds bfloat16 tensors exactly so)."""
         return x + y
