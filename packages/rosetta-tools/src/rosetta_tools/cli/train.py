@@ -162,7 +162,6 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     from rosetta_tools.sidebyside.loop import RunConfig
     from rosetta_tools.sidebyside.task import ReversalTask
 
-    mesh = getattr(args, "mesh", None)  # a mesh's data axis splits the packed rows evenly
     task = ReversalTask(
         args.vocab_size,
         args.min_len,
@@ -170,7 +169,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         args.batch_size,
         args.seed,
         pack=args.pack,
-        row_multiple=1 if mesh is None else mesh.data,
+        row_multiple=1 if args.mesh is None else args.mesh.data,  # a mesh's data axis splits the packed rows
     )
     encoder = EncoderConfig(
         vocab_size=args.vocab_size,
