@@ -216,10 +216,17 @@ class MultiHeadSelfAttention(nn.Module):
         gradients of k and v, summed over the query blocks, accumulate in float32 and are rounded once. Without a
         gradient it leaves v in the compute dtype, and p @ v is the bfloat16 GEMM itself (float32 accumulation, one
         rounding), at twice the float32 GEMM's rate where the CPU has bfloat16 dot products. (The scores stay a
-        float32 matmul: torch has no CPU GEMM from bfloat16 operands to a float32 result.)"""
+        float32 matmul: torch has no CPU GEMM from bfloat16 operands to a float32 result.)
+
+        Eagerly, a block's float32 scores are one buffer: scaled and biased in place and, without a gradient (which
+        would need the scores), the softmax written over them. The same bits as fresh tensors, which cost as much
+        as the GEMMs (each fresh `[B, H, Q, K]` buffer is new pages to fault in): one paper-base layer at 2,048
+        tokens took 265 ms with them and 115 ms without, on a 2-core AMD EPYC."""
         widen, round_, matmul = self.compute.widen, self.compute.round, self.compute.island_matmul
-        scores = matmul(widen(q), widen(k).transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias
-        probabilities = round_(F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training))
+        scores = matmul(widen(q), widen(k).transpose(-1, -2)).div_(math.sqrt(q.shape[-1])).add_(bias)
+        overwrite = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        softmax = torch.softmax(scores, dim=-1, out=scores if overwrite else None)
+        probabilities = round_(F.dropout(softmax, self.dropout, self.training))
         if v.dtype == probabilities.dtype:  # no gradient: see above
             return probabilities @ v
         return round_(widen(probabilities) @ v)
