@@ -219,13 +219,16 @@ class MultiHeadSelfAttention(nn.Module):
         float32 matmul: torch has no CPU GEMM from bfloat16 operands to a float32 result.)
 
         Eagerly, a block's float32 scores are one buffer: scaled and biased in place and, without a gradient (which
-        would need the scores), the softmax written over them. The same bits as fresh tensors, which cost as much
-        as the GEMMs (each fresh `[B, H, Q, K]` buffer is new pages to fault in): one paper-base layer at 2,048
-        tokens took 265 ms with them and 115 ms without, on a 2-core AMD EPYC."""
+        would need the scores), the softmax written over them; the same bits as fresh tensors, without a fresh
+        `[B, H, Q, K]` buffer (new pages to fault in) per op. On a 2-core AMD EPYC, the 6-layer paper-base forward
+        at 2,048 tokens ran 8-10% faster so. (Compiled, inductor fuses these ops itself.)"""
         widen, round_, matmul = self.compute.widen, self.compute.round, self.compute.island_matmul
-        scores = matmul(widen(q), widen(k).transpose(-1, -2)).div_(math.sqrt(q.shape[-1])).add_(bias)
-        overwrite = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        softmax = torch.softmax(scores, dim=-1, out=scores if overwrite else None)
+        scores, root = matmul(widen(q), widen(k).transpose(-1, -2)), math.sqrt(q.shape[-1])
+        if torch.compiler.is_compiling():
+            softmax = torch.softmax(scores / root + bias, dim=-1)
+        else:
+            scores = scores.div_(root).add_(bias)
+            softmax = torch.softmax(scores, dim=-1, out=None if torch.is_grad_enabled() else scores)
         probabilities = round_(F.dropout(softmax, self.dropout, self.training))
         if v.dtype == probabilities.dtype:  # no gradient: see above
             return probabilities @ v
