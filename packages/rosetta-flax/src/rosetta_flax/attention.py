@@ -4,7 +4,6 @@ config has them, computed in query blocks: memory linear in S, a local layer rea
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -53,87 +52,6 @@ def window_keep(padding_mask: jax.Array, max_distance: int | None, segment_ids: 
         allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0, segments),
         (padding_mask.shape[0], 1, seq, seq),
     )
-
-
-StepDropout = Callable[[jax.Array, "jax.Array | None", jax.Array], jax.Array]
-
-
-def online_softmax(
-    q: jax.Array,
-    k_steps: jax.Array,
-    v_steps: jax.Array,
-    bias_steps: jax.Array,
-    needed: jax.Array,
-    dropout_key: jax.Array | None,
-    dropout: StepDropout,
-) -> jax.Array:
-    """q `[B, H, Q, d_head]` against `count` steps of keys: k_steps, v_steps `[count, B, H, step, d_head]`,
-    bias_steps `[count, B, 1, 1 or Q, step]`, needed bool `[count]` (a step left out changes nothing) -> context
-    `[B, H, Q, d_head]`; `dropout(e, dropout_key, index)` drops step `index`'s e^(s - m') entries.
-
-    The forward is the online softmax of `MultiHeadSelfAttention.online_softmax_attention`; it keeps each row's
-    log-sum-exp L = m + log l. The backward is flash attention's (Dao et al., algorithm 2; as in
-    `jax.experimental.pallas.ops.gpu.attention`): per step it recomputes the probabilities p = e^(s - L) and adds
-    dq += ds k / sqrt(d), where ds = p (dp - rowsum(dO * O)) and dp = dropout(dO v^T), and gives dv = dropout(p)^T dO,
-    dk = ds^T q / sqrt(d). No step's scores are stored: autodiff through the scan stacked every step's
-    `[B, H, Q, step]` scores and probabilities, 0.39 MiB per token of a training step at 8,192 tokens against
-    torch's 0.21 (docs/pages/performance.md). The masks and the dropout keys carry no gradient."""
-    root = math.sqrt(q.shape[-1])
-
-    def scores_of(q: jax.Array, k_step: jax.Array, bias_step: jax.Array) -> jax.Array:
-        return q @ k_step.swapaxes(-1, -2) / root + bias_step
-
-    def forward(q, k_steps, v_steps, bias_steps, needed, dropout_key) -> tuple[jax.Array, jax.Array]:
-        def update(carry: tuple, k_step, v_step, bias_step, index) -> tuple:
-            running_max, total, context = carry
-            scores = scores_of(q, k_step, bias_step)
-            new_max = jnp.maximum(running_max, scores.max(axis=-1, keepdims=True))
-            unnormalised, correction = jnp.exp(scores - new_max), jnp.exp(running_max - new_max)
-            total = total * correction + unnormalised.sum(axis=-1, keepdims=True)
-            return new_max, total, context * correction + dropout(unnormalised, dropout_key, index) @ v_step
-
-        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
-            *step_inputs, needed = inputs
-            return jax.lax.cond(needed, update, lambda carry, *_: carry, carry, *step_inputs), None
-
-        rows = (*q.shape[:-1], 1)
-        start = (jnp.full(rows, -jnp.inf, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
-        inputs = (k_steps, v_steps, bias_steps, jnp.arange(len(needed)), needed)
-        (running_max, total, context), _ = jax.lax.scan(step, start, inputs)
-        return context / total, running_max + jnp.log(total)
-
-    @jax.custom_vjp
-    def attend(q, k_steps, v_steps, bias_steps, needed, dropout_key) -> jax.Array:
-        return forward(q, k_steps, v_steps, bias_steps, needed, dropout_key)[0]
-
-    def attend_forward(q, k_steps, v_steps, bias_steps, needed, dropout_key) -> tuple[jax.Array, tuple]:
-        context, log_sum_exp = forward(q, k_steps, v_steps, bias_steps, needed, dropout_key)
-        return context, (q, k_steps, v_steps, bias_steps, needed, dropout_key, context, log_sum_exp)
-
-    def attend_backward(residuals: tuple, d_context: jax.Array) -> tuple:
-        q, k_steps, v_steps, bias_steps, needed, dropout_key, context, log_sum_exp = residuals
-        delta = (d_context * context).sum(axis=-1, keepdims=True)  # [B, H, Q, 1]: rowsum(dO * O) = rowsum(dp * p)
-
-        def update(d_q: jax.Array, k_step, v_step, bias_step, index) -> tuple[jax.Array, tuple]:
-            probabilities = jnp.exp(scores_of(q, k_step, bias_step) - log_sum_exp)
-            d_v = dropout(probabilities, dropout_key, index).swapaxes(-1, -2) @ d_context
-            d_probabilities = dropout(d_context @ v_step.swapaxes(-1, -2), dropout_key, index)
-            d_scores = probabilities * (d_probabilities - delta) / root
-            return d_q + d_scores @ k_step, (d_scores.swapaxes(-1, -2) @ q, d_v)
-
-        def skipped(d_q: jax.Array, k_step, v_step, *_) -> tuple[jax.Array, tuple]:
-            return d_q, (jnp.zeros_like(k_step), jnp.zeros_like(v_step))
-
-        def step(d_q: jax.Array, inputs: tuple) -> tuple[jax.Array, tuple]:
-            *step_inputs, needed = inputs
-            return jax.lax.cond(needed, update, skipped, d_q, *step_inputs)
-
-        inputs = (k_steps, v_steps, bias_steps, jnp.arange(len(needed)), needed)
-        d_q, (d_k, d_v) = jax.lax.scan(step, jnp.zeros_like(q), inputs)
-        return d_q, d_k, d_v, None, None, None
-
-    attend.defvjp(attend_forward, attend_backward)
-    return attend(q, k_steps, v_steps, bias_steps, needed, dropout_key)
 
 
 class MultiHeadSelfAttention(nnx.Module):
@@ -330,12 +248,26 @@ class MultiHeadSelfAttention(nnx.Module):
             return jnp.moveaxis(t.reshape(*t.shape[:-2], count, block, t.shape[-1]), -3, 0)
 
         bias_steps = jnp.moveaxis(bias.reshape(*bias.shape[:-1], count, block), -2, 0)
-        return online_softmax(q, steps(k), steps(v), bias_steps, attended_steps, dropout_key, self.step_dropout)
+        root = math.sqrt(q.shape[-1])
 
-    def step_dropout(self, unnormalised: jax.Array, dropout_key: jax.Array | None, index: jax.Array) -> jax.Array:
-        """Dropout of one online-softmax step's e^(s - m') entries: the step's own key, folded in from the call's
-        (the same mask wherever the step is recomputed: in `online_softmax`'s backward, under `jax.checkpoint`)."""
-        return self.attention_dropout(unnormalised, self.block_key(dropout_key, index))
+        def update(carry: tuple, k_step: jax.Array, v_step: jax.Array, bias_step: jax.Array, index: jax.Array) -> tuple:
+            running_max, total, context = carry
+            scores = q @ k_step.swapaxes(-1, -2) / root + bias_step
+            new_max = jax.lax.stop_gradient(jnp.maximum(running_max, scores.max(axis=-1, keepdims=True)))
+            unnormalised, correction = jnp.exp(scores - new_max), jnp.exp(running_max - new_max)
+            kept = self.attention_dropout(unnormalised, self.block_key(dropout_key, index))
+            total = total * correction + unnormalised.sum(axis=-1, keepdims=True)
+            return new_max, total, context * correction + kept @ v_step
+
+        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
+            *step_inputs, needed = inputs
+            return jax.lax.cond(needed, update, lambda carry, *_: carry, carry, *step_inputs), None
+
+        rows = (*q.shape[:-1], 1)
+        start = (jnp.full(rows, -jnp.inf, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
+        inputs = (steps(k), steps(v), bias_steps, jnp.arange(count), attended_steps)
+        (_, total, context), _ = jax.lax.scan(step, start, inputs)
+        return context / total
 
     def policy_attention(
         self,
