@@ -283,3 +283,35 @@ def test_learned_tables_init_as_bert(framework, position_ids):
     for table in (positions, types):  # 16,000 draws: the sample std is within 3% of 0.02 (5 sigma)
         assert abs(table.mean()) < 0.002 and 0.0194 < table.std() < 0.0206
         assert np.abs(table).min(axis=1).max() > 0
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_flax_layer_norm_gradient_is_the_expressions(with_bias: bool) -> None:
+    """rosetta_flax's LayerNorm backward (torch's residuals: x and each row's mean and 1/std, the normalised rows
+    recomputed) against autodiff through the same expression and against finite differences, float64."""
+    import jax
+    from jax.test_util import check_grads
+
+    from rosetta_flax.precision import layer_norm_maths
+
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.standard_normal((2, 5, 16)) * 3 + 1)
+    scale = jnp.asarray(rng.standard_normal(16))
+    bias = jnp.asarray(rng.standard_normal(16)) if with_bias else None
+    cotangent = jnp.asarray(rng.standard_normal((2, 5, 16)))
+
+    def expression(x, scale, bias):  # the forward's maths, differentiated by JAX itself
+        mean = x.mean(axis=-1, keepdims=True)
+        centred = x - mean
+        scaled = centred * jax.lax.rsqrt((centred * centred).mean(axis=-1, keepdims=True) + 1e-5) * scale
+        return scaled if bias is None else scaled + bias
+
+    ours = jax.vjp(lambda *a: layer_norm_maths(*a, 1e-5), x, scale, bias)
+    theirs = jax.vjp(expression, x, scale, bias)
+    np.testing.assert_array_equal(np.asarray(ours[0]), np.asarray(theirs[0]))
+    for mine, reference in zip(ours[1](cotangent), theirs[1](cotangent), strict=True):
+        if reference is None:
+            assert mine is None
+            continue
+        assert max_abs_diff(mine, reference) <= FLOAT64
+    check_grads(lambda x, scale: layer_norm_maths(x, scale, bias, 1e-5), (x, scale), order=1, modes=["rev"])
