@@ -16,8 +16,9 @@ from rosetta_flax.rotary import Rotary
 def layer_norm(
     config: EncoderConfig, dtype: jnp.dtype, rngs: nnx.Rngs, *, epsilon: float | None = None
 ) -> nnx.LayerNorm:
-    """A LayerNorm with torch's maths: the config's epsilon (flax: 1e-6; `epsilon` when given, e.g. the embedding
-    norm's) and the two-pass variance; a bias when `norm_bias`."""
+    """A LayerNorm's parameters and epsilon (the config's, flax's default being 1e-6; `epsilon` when given, e.g. the
+    embedding norm's); a bias when `norm_bias`. Applied by `Compute.norm` / `norm32` with torch's maths
+    (`precision.layer_norm_maths`: two-pass variance, torch's residuals for the backward), not by its own call."""
     epsilon = config.layer_norm_eps if epsilon is None else epsilon
     return nnx.LayerNorm(
         config.d_model,
