@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax import nnx
+from jax.test_util import check_grads
 from runners import max_abs_diff
 
 import rosetta_flax
@@ -18,6 +20,7 @@ import rosetta_torch
 from rosetta_common import EncoderConfig, oracle, positional, sinusoidal_table
 from rosetta_common.tolerances import FLOAT64
 from rosetta_common.vectors import random_tensors
+from rosetta_flax.precision import layer_norm_maths
 
 CONFIGS = {
     "post_relu": EncoderConfig(vocab_size=29, d_model=12, n_heads=3, n_layers=1, d_ff=20, dropout=0.0),
@@ -289,11 +292,6 @@ def test_learned_tables_init_as_bert(framework, position_ids):
 def test_flax_layer_norm_gradient_is_the_expressions(with_bias: bool) -> None:
     """rosetta_flax's LayerNorm backward (torch's residuals: x and each row's mean and 1/std, the normalised rows
     recomputed) against autodiff through the same expression and against finite differences, float64."""
-    import jax
-    from jax.test_util import check_grads
-
-    from rosetta_flax.precision import layer_norm_maths
-
     rng = np.random.default_rng(7)
     x = jnp.asarray(rng.standard_normal((2, 5, 16)) * 3 + 1)
     scale = jnp.asarray(rng.standard_normal(16))

@@ -137,6 +137,7 @@ def _round_cotangent_backward(like: jax.Array, cotangent: jax.Array) -> tuple[ja
 _round_cotangent.defvjp(_round_cotangent_forward, _round_cotangent_backward)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm_maths(x: jax.Array, scale: jax.Array, bias: jax.Array | None, epsilon: float) -> jax.Array:
     """torch's LayerNorm over the last axis (two-pass variance), in the arrays' dtype; no bias when None.
 
@@ -144,28 +145,16 @@ def layer_norm_maths(x: jax.Array, scale: jax.Array, bias: jax.Array | None, eps
     and each row's mean and 1/std (`[..., 1]`), the normalised rows recomputed from them (`_layer_norm_backward`).
     Autodiff through the expression would keep the centred rows and the scale broadcast to `[..., D]` as well:
     in the float32 training step of paper-base at 8,192 tokens, six full `[S, D]` arrays per layer."""
-    return _layer_norm(x, scale, bias, epsilon)
-
-
-def _layer_norm_statistics(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
-    """x `[..., D]` -> each row's mean and 1/std, `[..., 1]` each (two-pass variance, as torch)."""
-    mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
-    return mean, jax.lax.rsqrt((centred * centred).mean(axis=-1, keepdims=True) + epsilon)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array | None, epsilon: float) -> jax.Array:
-    mean, inverse_std = _layer_norm_statistics(x, epsilon)
-    scaled = (x - mean) * inverse_std * scale
-    return scaled if bias is None else scaled + bias
+    return _layer_norm_forward(x, scale, bias, epsilon)[0]
 
 
 def _layer_norm_forward(
     x: jax.Array, scale: jax.Array, bias: jax.Array | None, epsilon: float
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    mean, inverse_std = _layer_norm_statistics(x, epsilon)
-    scaled = (x - mean) * inverse_std * scale
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    inverse_std = jax.lax.rsqrt((centred * centred).mean(axis=-1, keepdims=True) + epsilon)
+    scaled = centred * inverse_std * scale
     return (scaled if bias is None else scaled + bias), (x, mean, inverse_std, scale, bias)
 
 
@@ -186,7 +175,7 @@ def _layer_norm_backward(epsilon: float, saved: tuple[jax.Array, ...], cotangent
     return dx.astype(x.dtype), d_scale, d_bias
 
 
-_layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
+layer_norm_maths.defvjp(_layer_norm_forward, _layer_norm_backward)
 
 
 @dataclass(frozen=True)
