@@ -128,9 +128,9 @@ def gradients(torch_model, flax_model, token_ids, mask) -> tuple[dict[str, np.nd
 
 
 def test_blocked_gradients_equal_unblocked(case) -> None:
-    """float64 gradients of the training loss, every parameter, with 5-query blocks (the backward recomputing each
-    block's scores in flax, `jax.checkpoint`) against one block, in both frameworks, and torch's blocked ones
-    against flax's: within GRADIENT_FLOAT64_RELATIVE of the largest gradient entry."""
+    """float64 gradients of the training loss, every parameter, with 5-query blocks and 6-key steps (flax's backward
+    recomputing each step's probabilities, `online_softmax`) against one block, in both frameworks, and torch's
+    blocked ones against flax's: within GRADIENT_FLOAT64_RELATIVE of the largest gradient entry."""
     name, config, weights, token_ids, mask = case
     grads = {block: gradients(*models(config, weights, block), token_ids, mask) for block in (5, 512)}
     (torch_blocked, flax_blocked), (torch_whole, flax_whole) = grads[5], grads[512]

@@ -4,6 +4,7 @@ config has them, computed in query blocks: memory linear in S, a local layer rea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,98 @@ def window_keep(padding_mask: jax.Array, max_distance: int | None, segment_ids: 
         allowed_in_block(padding_mask, QueryBlocks.plan(seq, max_distance, seq), 0, segments),
         (padding_mask.shape[0], 1, seq, seq),
     )
+
+
+StepDropout = Callable[[jax.Array, "jax.Array | None", jax.Array], jax.Array]
+"""`dropout(e, dropout_key, index)`: key step `index`'s e^(s - m') entries `[B, H, Q, step]`, dropped and scaled."""
+
+
+def online_softmax(
+    q: jax.Array,
+    k_steps: jax.Array,
+    v_steps: jax.Array,
+    bias_steps: jax.Array,
+    needed: jax.Array,
+    dropout_key: jax.Array | None,
+    dropout: StepDropout,
+) -> jax.Array:
+    """q `[B, H, Q, d_head]` against `count` steps of keys: k_steps, v_steps `[count, B, H, step, d_head]`,
+    bias_steps `[count, B, 1, 1 or Q, step]`, needed bool `[count]` (a step left out changes nothing) -> context
+    `[B, H, Q, d_head]`.
+
+    Forward: Milakov & Gimelshein's online softmax, a running max m, sum l and context c per query row: for each
+    step, m' = max(m, max(s)), l' = l e^(m - m') + sum(e^(s - m')), c' = c e^(m - m') + dropout(e^(s - m')) @ v,
+    and c / l at the end (one step: exp(s - max) @ v / sum, the division after the matmul). It keeps each row's
+    log-sum-exp L = m + log l besides the context O.
+
+    Backward: flash attention's (Dao, FlashAttention-2, algorithm 2), so nothing of a step is stored and the
+    forward is not run again: per step it recomputes p = e^(s - L) and gives dv = dropout(p)^T dO,
+    ds = p (dropout(dO v^T) - rowsum(dO * O)), dk = ds^T q / sqrt(d), dq += ds k / sqrt(d). It works key-major,
+    on s^T `[step, Q]`, with q, dO and each step's k transposed once outside the loop: every product is then a
+    plain [m, k] x [k, n] GEMM, in layouts XLA's CPU backend runs up to 2.4x faster than the forms autodiff left
+    (`docs/pages/performance.md` has the numbers). The masks, the max shift and the dropout keys carry no
+    gradient."""
+    root = math.sqrt(q.shape[-1])
+
+    def forward(*inputs: jax.Array | None) -> tuple[jax.Array, jax.Array]:  # attend's inputs -> (O, L)
+        q, k_steps, v_steps, bias_steps, needed, dropout_key = inputs
+
+        def update(carry: tuple, k_step: jax.Array, v_step: jax.Array, bias_step: jax.Array, index: jax.Array) -> tuple:
+            running_max, total, context = carry
+            scores = q @ k_step.swapaxes(-1, -2) / root + bias_step
+            new_max = jnp.maximum(running_max, scores.max(axis=-1, keepdims=True))
+            unnormalised, correction = jnp.exp(scores - new_max), jnp.exp(running_max - new_max)
+            total = total * correction + unnormalised.sum(axis=-1, keepdims=True)
+            return new_max, total, context * correction + dropout(unnormalised, dropout_key, index) @ v_step
+
+        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
+            *step_inputs, needed = inputs
+            return jax.lax.cond(needed, update, lambda carry, *_: carry, carry, *step_inputs), None
+
+        rows = (*q.shape[:-1], 1)
+        start = (jnp.full(rows, -jnp.inf, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
+        scanned = (k_steps, v_steps, bias_steps, jnp.arange(len(needed)), needed)
+        (running_max, total, context), _ = jax.lax.scan(step, start, scanned)
+        return context / total, running_max + jnp.log(total)
+
+    @jax.custom_vjp
+    def attend(*inputs: jax.Array | None) -> jax.Array:
+        return forward(*inputs)[0]
+
+    def attend_forward(*inputs: jax.Array | None) -> tuple[jax.Array, tuple]:
+        context, log_sum_exp = forward(*inputs)
+        return context, (*inputs, context, log_sum_exp)
+
+    def attend_backward(residuals: tuple, d_context: jax.Array) -> tuple:
+        q, k_steps, v_steps, bias_steps, needed, dropout_key, context, log_sum_exp = residuals
+        delta = (d_context * context).sum(axis=-1, keepdims=True)  # [B, H, Q, 1]: rowsum(dO * O) = rowsum(dp * p)
+        q_t, d_context_t = q.swapaxes(-1, -2), d_context.swapaxes(-1, -2)  # [B, H, d_head, Q]
+        log_sum_exp_t, delta_t = log_sum_exp.swapaxes(-1, -2), delta.swapaxes(-1, -2)  # [B, H, 1, Q]
+
+        def dropout_t(entries_t: jax.Array, index: jax.Array) -> jax.Array:  # the forward's mask, on [.., step, Q]
+            return dropout(entries_t.swapaxes(-1, -2), dropout_key, index).swapaxes(-1, -2)
+
+        def update(d_q_t: jax.Array, *step_inputs: jax.Array) -> tuple[jax.Array, tuple]:
+            k_step, k_step_t, v_step, bias_step_t, index = step_inputs
+            probabilities_t = jnp.exp((k_step @ q_t) / root + bias_step_t - log_sum_exp_t)  # [B, H, step, Q]
+            d_v = dropout_t(probabilities_t, index) @ d_context  # [B, H, step, d_head]
+            d_scores_t = probabilities_t * (dropout_t(v_step @ d_context_t, index) - delta_t) / root
+            return d_q_t + k_step_t @ d_scores_t, (d_scores_t @ q, d_v)
+
+        def skipped(d_q_t: jax.Array, *step_inputs: jax.Array) -> tuple[jax.Array, tuple]:
+            return d_q_t, (jnp.zeros_like(step_inputs[0]), jnp.zeros_like(step_inputs[2]))
+
+        def step(d_q_t: jax.Array, inputs: tuple) -> tuple[jax.Array, tuple]:
+            *step_inputs, needed = inputs
+            return jax.lax.cond(needed, update, skipped, d_q_t, *step_inputs)
+
+        bias_steps_t = bias_steps.swapaxes(-1, -2)  # [count, B, 1, step, 1 or Q]
+        scanned = (k_steps, k_steps.swapaxes(-1, -2), v_steps, bias_steps_t, jnp.arange(len(needed)), needed)
+        d_q_t, (d_k, d_v) = jax.lax.scan(step, jnp.zeros_like(q_t), scanned)
+        return d_q_t.swapaxes(-1, -2), d_k, d_v, None, None, None
+
+    attend.defvjp(attend_forward, attend_backward)
+    return attend(q, k_steps, v_steps, bias_steps, needed, dropout_key)
 
 
 class MultiHeadSelfAttention(nnx.Module):
@@ -126,8 +219,9 @@ class MultiHeadSelfAttention(nnx.Module):
     ) -> jax.Array:
         """q, k, v `[B, H, S, d_head]`, padding_mask `[B, S]`, segment_ids `[B, S]` (packed rows, or None) ->
         context `[B, H, S, d_head]`, one query block at a
-        time (`jax.lax.map`; each block under `jax.checkpoint` when there are several, so the backward recomputes a
-        block's scores instead of storing all of them, as flash attention does).
+        time (`jax.lax.map`). No block's scores are stored for the backward: without a policy `online_softmax`'s
+        own backward recomputes them, as flash attention does; under a policy each block runs under
+        `jax.checkpoint`, so autodiff recomputes its scores instead of storing all of them.
 
         A query with no key it may attend to (a sequence that is all padding; in a local layer, a padded position
         whose window holds only padding) attends uniformly to every position, as the oracle defines: the same
@@ -172,7 +266,8 @@ class MultiHeadSelfAttention(nnx.Module):
             return one_block(q, 0)
         padded = jnp.pad(q, ((0, 0), (0, 0), (0, blocks.padded_queries - seq), (0, 0)))
         q_blocks = jnp.moveaxis(padded.reshape(batch, heads, blocks.count, blocks.block, d_head), 2, 0)
-        contexts = jax.lax.map(lambda args: jax.checkpoint(one_block)(*args), (q_blocks, jnp.arange(blocks.count)))
+        block_of = jax.checkpoint(one_block) if self.compute.active else one_block
+        contexts = jax.lax.map(lambda args: block_of(*args), (q_blocks, jnp.arange(blocks.count)))
         return jnp.moveaxis(contexts, 0, 2).reshape(batch, heads, blocks.padded_queries, d_head)[:, :, :seq]
 
     def dropout_key(self) -> jax.Array | None:
@@ -188,24 +283,6 @@ class MultiHeadSelfAttention(nnx.Module):
     def attention_dropout(self, probabilities: jax.Array, key: jax.Array | None) -> jax.Array:
         return probabilities if key is None else self.dropout(probabilities, rngs=key)
 
-    def softmax_attention(
-        self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, dropout_key: jax.Array | None = None
-    ) -> jax.Array:
-        """q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]`, bias `[B, 1, 1 or Q, K]` -> context
-        `[B, H, Q, d_head]`.
-
-        softmax(scores) @ v, with the softmax's division moved after the matmul: exp(scores - max) @ v / sum,
-        the same maths (dropout scales entries, so it commutes with the division) on a [B, H, Q, d_head] array
-        instead of [B, H, Q, K]. With heads leading, XLA on CPU runs this forward faster than `jax.nn.softmax`
-        between two einsums (docs/pages/performance.md has the numbers). The max is only a shift that
-        keeps exp finite; the result does not depend on it, so no gradient flows through it (as in
-        `jax.nn.softmax`): its backward, a tie-breaking mask over [B, H, Q, K], was a sizeable share of the
-        attention's.
-        """
-        scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + bias
-        unnormalised = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
-        return self.attention_dropout(unnormalised, dropout_key) @ v / unnormalised.sum(axis=-1, keepdims=True)
-
     def online_softmax_attention(
         self,
         q: jax.Array,
@@ -216,12 +293,10 @@ class MultiHeadSelfAttention(nnx.Module):
         *,
         attended: jax.Array | None = None,
     ) -> jax.Array:
-        """`softmax_attention` (same shapes) over `key_block` keys at a time: a running max m, sum l and context c
-        per query row (Milakov & Gimelshein's online softmax, as flash attention): for each key block,
-        m' = max(m, max(s)), l' = l e^(m - m') + sum(e^(s - m')), c' = c e^(m - m') + e^(s - m') @ v, and c / l at
-        the end. The same maths as one pass; the `[B, H, Q, key_block]` scores of one step stay in cache (see
-        `rosetta_common.attention_blocks.KEY_BLOCK` for the measurement). The max is a shift, as in
-        `softmax_attention`: no gradient flows through it. Dropout scales each step's e^(s - m') entries, never l.
+        """q `[B, H, Q, d_head]`, k, v `[B, H, K, d_head]`, bias `[B, 1, 1 or Q, K]` -> context `[B, H, Q, d_head]`:
+        softmax(scores) @ v over `key_block` keys at a time (`online_softmax`, which has the maths and the
+        backward). The `[B, H, Q, key_block]` scores of one step stay in cache (see
+        `rosetta_common.attention_blocks.KEY_BLOCK` for the measurement); K keys or fewer are one step.
 
         `attended` bool `[B, 1, 1 or Q, K]` (default: where the bias is above the dtype's lowest) names the keys
         each query attends to; `blockwise` leaves out the queries that have none, whose stand-in it replaces. A
@@ -230,9 +305,8 @@ class MultiHeadSelfAttention(nnx.Module):
         are 0, or are wiped by the next step's e^(m - m') = 0 while m is still -inf), so skipping it changes no bit
         of the result or of its gradients.
         """
-        keys, block = k.shape[2], self.key_block
-        if keys <= block:
-            return self.softmax_attention(q, k, v, bias, dropout_key)
+        keys = k.shape[2]
+        block = min(keys, self.key_block)
         count = -(-keys // block)
         padding = count * block - keys  # padded keys are masked: bias at the dtype's lowest, weight 0
         lowest = jnp.finfo(bias.dtype).min
@@ -248,26 +322,12 @@ class MultiHeadSelfAttention(nnx.Module):
             return jnp.moveaxis(t.reshape(*t.shape[:-2], count, block, t.shape[-1]), -3, 0)
 
         bias_steps = jnp.moveaxis(bias.reshape(*bias.shape[:-1], count, block), -2, 0)
-        root = math.sqrt(q.shape[-1])
+        return online_softmax(q, steps(k), steps(v), bias_steps, attended_steps, dropout_key, self.step_dropout)
 
-        def update(carry: tuple, k_step: jax.Array, v_step: jax.Array, bias_step: jax.Array, index: jax.Array) -> tuple:
-            running_max, total, context = carry
-            scores = q @ k_step.swapaxes(-1, -2) / root + bias_step
-            new_max = jax.lax.stop_gradient(jnp.maximum(running_max, scores.max(axis=-1, keepdims=True)))
-            unnormalised, correction = jnp.exp(scores - new_max), jnp.exp(running_max - new_max)
-            kept = self.attention_dropout(unnormalised, self.block_key(dropout_key, index))
-            total = total * correction + unnormalised.sum(axis=-1, keepdims=True)
-            return new_max, total, context * correction + kept @ v_step
-
-        def step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
-            *step_inputs, needed = inputs
-            return jax.lax.cond(needed, update, lambda carry, *_: carry, carry, *step_inputs), None
-
-        rows = (*q.shape[:-1], 1)
-        start = (jnp.full(rows, -jnp.inf, q.dtype), jnp.zeros(rows, q.dtype), jnp.zeros_like(q))
-        inputs = (steps(k), steps(v), bias_steps, jnp.arange(count), attended_steps)
-        (_, total, context), _ = jax.lax.scan(step, start, inputs)
-        return context / total
+    def step_dropout(self, unnormalised: jax.Array, dropout_key: jax.Array | None, index: jax.Array) -> jax.Array:
+        """Dropout of one online-softmax step's e^(s - m') entries: the step's own key, folded in from the call's
+        (the same mask wherever the step is computed again: in `online_softmax`'s backward)."""
+        return self.attention_dropout(unnormalised, self.block_key(dropout_key, index))
 
     def policy_attention(
         self,
