@@ -148,7 +148,8 @@ def test_bad_arguments_are_reported_before_any_work(arguments, named, tmp_path: 
 
 def test_flax_attention_implementation_the_bench_switches_agrees() -> None:
     """`attn.implementation` (set to "cudnn" by the bench on a GPU) goes through jax.nn.dot_product_attention;
-    its "xla" form runs here and must agree with the default softmax_attention path, all-padding row included."""
+    its "xla" form runs here and must agree with the default path (`online_softmax` in blocks), all-padding row
+    included."""
     config = EncoderConfig(vocab_size=50, d_model=16, n_heads=4, n_layers=2, d_ff=32, dropout=0.0)
     token_ids, padding_mask = (jnp.asarray(a) for a in random_inputs(config, 7, (0, 3, 7), 0))
     model = from_canonical(config, random_tensors(config, 0, np.float32))
